@@ -1,0 +1,1 @@
+"""The `shoal` command: one entry point that dispatches to each component's subcommand."""

@@ -1,0 +1,1 @@
+"""Small pieces shared by every shoal process: names, labels and logging. Depends on no component."""

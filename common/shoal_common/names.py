@@ -1,0 +1,43 @@
+"""Names that are a public contract between the operator, the router, Prometheus and the docs."""
+
+from __future__ import annotations
+
+GROUP = "shoal.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "InferenceService"
+PLURAL = "inferenceservices"
+SHORT_NAME = "infsvc"
+
+# Pod / object labels (the router and Prometheus relabelling select on these).
+LABEL_ISVC = "shoal.dev/inferenceservice"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "shoal-operator"
+COMPONENT_MODEL_SERVER = "model-server"
+COMPONENT_ROUTER = "router"
+
+# Server-side apply field managers: one writer per field.
+FIELD_MANAGER_OPERATOR = "shoal-operator"
+FIELD_MANAGER_AUTOSCALER = "shoal-autoscaler"
+
+# Ports.
+MODEL_SERVER_PORT = 8000
+ROUTER_PORT = 8080
+SERVICE_PORT = 80
+
+
+def model_server_name(isvc: str) -> str:
+    """Deployment and Service (selecting model-server pods) for an InferenceService."""
+    return f"{isvc}-model"
+
+
+def router_name(isvc: str) -> str:
+    return f"{isvc}-router"
+
+
+def public_service_name(isvc: str) -> str:
+    """The stable endpoint users call; points at the router (or straight at the pods in plain mode)."""
+    return isvc

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs everything shoal needs on a fresh Debian machine; idempotent, so a second run is fast.
+# Heavy artefacts go to $SHOAL_CACHE (default ~/.cache/shoal), never into the repo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export SHOAL_CACHE="${SHOAL_CACHE:-$HOME/.cache/shoal}"
+mkdir -p "$SHOAL_CACHE"
+
+phase_start=0
+phase() { phase_start=$(date +%s); echo; echo "==> $*"; }
+phase_end() { echo "<== done in $(( $(date +%s) - phase_start ))s"; }
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+
+phase "system packages (apt-get)"
+need_apt=()
+command -v prometheus >/dev/null || need_apt+=(prometheus)
+command -v unzip >/dev/null || need_apt+=(unzip)
+command -v go >/dev/null || need_apt+=(golang-go)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+# Debian's package may start a system Prometheus on :9090; shoal's tests start their own.
+$SUDO pkill -x prometheus 2>/dev/null || true
+phase_end
+
+phase "python environment (.venv)"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q -U pip wheel
+.venv/bin/python -m pip install -q -e '.[dev]'
+phase_end
+
+phase "vLLM (CPU build) and PyPI's torch"
+bash model-server/install-vllm.sh .venv
+phase_end
+
+phase "control plane binaries (Go builds, cached by version)"
+.venv/bin/shoal sandbox build
+phase_end
+
+phase "helm and kubectl"
+bash sandbox/install-tools.sh
+phase_end
+
+phase "model: SmolLM2-135M-Instruct as a Hugging Face folder"
+.venv/bin/shoal model prepare smollm2
+phase_end
