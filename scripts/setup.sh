@@ -41,7 +41,7 @@ phase "control plane binaries (Go builds, cached by version)"
 phase_end
 
 phase "helm and kubectl"
-bash sandbox/install-tools.sh
+bash scripts/install-tools.sh
 phase_end
 
 phase "model: SmolLM2-135M-Instruct as a Hugging Face folder"
