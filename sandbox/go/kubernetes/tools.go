@@ -1,0 +1,10 @@
+//go:build tools
+
+// Package tools keeps the control-plane commands in go.mod; `go build` builds them from here.
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+)
