@@ -1,0 +1,240 @@
+"""Generate the InferenceService CRD from the pydantic models in `api.py`.
+
+`python -m shoal_operator.crdgen [--out crds/shoal.dev_inferenceservices.yaml]` (also `shoal operator crd`).
+The pydantic JSON schema is turned into a Kubernetes *structural* OpenAPI v3 schema: references inlined,
+optional fields un-nullable, `const` as a one-value enum, titles dropped, `default: null` removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from shoal_common import names
+
+from shoal_operator import api
+
+CRD_FILE = "shoal.dev_inferenceservices.yaml"
+PEERING_FILE = "kopf.dev_peerings.yaml"
+
+_DROP_KEYS = {"title", "propertyNames"}  # propertyNames: not in Kubernetes' schema subset
+
+
+def _resolve(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_resolve(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = dict(node)
+    if "$ref" in node:
+        ref = node.pop("$ref").rsplit("/", 1)[-1]
+        merged = copy.deepcopy(defs[ref])
+        merged.update(node)  # sibling keys (description, default) win
+        node = merged
+    # Optional[X] -> X: Kubernetes leaves an absent field absent; null is not a value users write.
+    if "anyOf" in node:
+        options = [opt for opt in node["anyOf"] if opt != {"type": "null"}]
+        if len(options) == 1 and not node.get("x-kubernetes-int-or-string"):
+            rest = {k: v for k, v in node.items() if k != "anyOf"}
+            return _resolve({**options[0], **rest}, defs)
+        else:
+            node["anyOf"] = options
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    if "default" in node and node["default"] is None:
+        del node["default"]
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP_KEYS:
+            continue
+        if key == "properties":
+            out[key] = {prop: _resolve(schema, defs) for prop, schema in value.items()}
+        elif key in ("items", "additionalProperties", "anyOf"):
+            out[key] = _resolve(value, defs)
+        else:
+            out[key] = value
+    # Enums of strings need the type too (structural schema).
+    if "enum" in out and "type" not in out:
+        out["type"] = "string"
+    if "properties" in out and "type" not in out:
+        out["type"] = "object"
+    if out.get("type") == "object" and "properties" in out:
+        out.pop("additionalProperties", None)
+    return out
+
+
+def _int_or_string_fixups(node: Any) -> Any:
+    """`anyOf: [integer, string]` with the int-or-string marker must carry no sibling type."""
+    if isinstance(node, list):
+        return [_int_or_string_fixups(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _int_or_string_fixups(v) for k, v in node.items()}
+    if out.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+    if out.get("x-kubernetes-preserve-unknown-fields") and "type" not in out and "anyOf" in out:
+        out.pop("anyOf")
+    return out
+
+
+def structural_schema(model: type[api._Model]) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    defs = raw.pop("$defs", {})
+    resolved = _int_or_string_fixups(_resolve(raw, defs))
+    assert isinstance(resolved, dict)
+    return resolved
+
+
+def openapi_schema() -> dict[str, Any]:
+    spec = structural_schema(api.InferenceServiceSpec)
+    status = structural_schema(api.InferenceServiceStatus)
+    status["description"] = "Observed state, written by the operator (and the autoscaler's block)."
+    return {
+        "type": "object",
+        "description": "An LLM served by shoal: model-server pods, a router and a stable Service.",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": status,
+        },
+        "x-kubernetes-validations": [{"rule": api.NAME_RULE[0], "message": api.NAME_RULE[1]}],
+    }
+
+
+def crd() -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{names.PLURAL}.{names.GROUP}",
+            "labels": {"app.kubernetes.io/name": "shoal", "app.kubernetes.io/part-of": "shoal"},
+        },
+        "spec": {
+            "group": names.GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": names.KIND,
+                "listKind": f"{names.KIND}List",
+                "plural": names.PLURAL,
+                "singular": names.KIND.lower(),
+                "shortNames": [names.SHORT_NAME],
+                "categories": ["shoal", "all"],
+            },
+            "versions": [
+                {
+                    "name": names.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": openapi_schema()},
+                    "subresources": {
+                        "status": {},
+                        "scale": {
+                            "specReplicasPath": ".spec.replicas",
+                            "statusReplicasPath": ".status.replicas",
+                            "labelSelectorPath": ".status.selector",
+                        },
+                    },
+                    "additionalPrinterColumns": [
+                        {"name": "Model", "type": "string", "jsonPath": ".spec.model.name"},
+                        {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
+                        {"name": "Desired", "type": "integer", "jsonPath": ".spec.replicas"},
+                        {"name": "URL", "type": "string", "jsonPath": ".status.url"},
+                        {
+                            "name": "Status",
+                            "type": "string",
+                            "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+                            "priority": 1,
+                        },
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                }
+            ],
+        },
+    }
+
+
+def peering_crds() -> list[dict[str, Any]]:
+    """kopf's peering CRDs (the operator's replicas elect one active peer through them)."""
+    out = []
+    for kind, scope in (("ClusterKopfPeering", "Cluster"), ("KopfPeering", "Namespaced")):
+        plural = kind.lower() + "s"
+        out.append(
+            {
+                "apiVersion": "apiextensions.k8s.io/v1",
+                "kind": "CustomResourceDefinition",
+                "metadata": {"name": f"{plural}.kopf.dev"},
+                "spec": {
+                    "scope": scope,
+                    "group": "kopf.dev",
+                    "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+                    "versions": [
+                        {
+                            "name": "v1",
+                            "served": True,
+                            "storage": True,
+                            "schema": {
+                                "openAPIV3Schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "status": {
+                                            "type": "object",
+                                            "x-kubernetes-preserve-unknown-fields": True,
+                                        }
+                                    },
+                                }
+                            },
+                        }
+                    ],
+                },
+            }
+        )
+    return out
+
+
+HEADER = (
+    "# Generated by `python -m shoal_operator.crdgen` from operator/shoal_operator/api.py. Do not edit.\n"
+)
+
+
+def render_crd() -> str:
+    return HEADER + yaml.safe_dump(crd(), sort_keys=False, width=120)
+
+
+def render_peering() -> str:
+    return HEADER + "---\n".join(yaml.safe_dump(doc, sort_keys=False, width=120) for doc in peering_crds())
+
+
+def default_dir() -> Path:
+    return Path(__file__).resolve().parents[2] / "crds"
+
+
+def write(out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / CRD_FILE, out_dir / PEERING_FILE]
+    paths[0].write_text(render_crd())
+    paths[1].write_text(render_peering())
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shoal_operator.crdgen", description=__doc__)
+    parser.add_argument("--out-dir", type=Path, default=None, help="write the files here (default: crds/)")
+    parser.add_argument("--stdout", action="store_true", help="print the InferenceService CRD instead")
+    args = parser.parse_args(argv)
+    if args.stdout:
+        sys.stdout.write(render_crd())
+        return 0
+    for path in write(args.out_dir or default_dir()):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
