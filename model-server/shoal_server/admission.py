@@ -1,0 +1,152 @@
+"""Admission control: bounded concurrency plus a bounded FIFO wait queue.
+
+The decisions are pure functions (`decide`, `retry_after_seconds`); `Admission` is the small asyncio
+wrapper around them that the app uses. Beyond capacity a request is rejected at once (429 with
+Retry-After); it never hangs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import enum
+import math
+import time
+from dataclasses import dataclass
+
+
+class Verdict(enum.Enum):
+    ADMIT = "admit"  # a concurrency slot is free: run now
+    QUEUE = "queue"  # wait in the bounded queue for a slot
+    REJECT_FULL = "queue_full"  # 429
+    REJECT_DRAINING = "draining"  # 503
+    REJECT_NOT_READY = "not_ready"  # 503
+
+
+@dataclass(frozen=True)
+class AdmissionState:
+    inflight: int
+    queued: int
+    max_concurrency: int
+    max_queue: int
+    draining: bool = False
+    ready: bool = True
+
+
+def decide(state: AdmissionState) -> Verdict:
+    """What to do with one new request, given the current state."""
+    if state.draining:
+        return Verdict.REJECT_DRAINING
+    if not state.ready:
+        return Verdict.REJECT_NOT_READY
+    # FIFO: a newcomer may only skip the queue when nobody is waiting.
+    if state.inflight < state.max_concurrency and state.queued == 0:
+        return Verdict.ADMIT
+    if state.queued < state.max_queue:
+        return Verdict.QUEUE
+    return Verdict.REJECT_FULL
+
+
+def retry_after_seconds(
+    queued: int, max_concurrency: int, mean_service_s: float | None, floor: int = 1, ceiling: int = 60
+) -> int:
+    """Seconds a rejected client should wait: the time for the current queue to drain through the
+    concurrency slots at the observed mean service time (whole seconds, clamped to [floor, ceiling])."""
+    if mean_service_s is None or not math.isfinite(mean_service_s) or mean_service_s <= 0:
+        return floor
+    waves = (queued + 1) / max(1, max_concurrency)
+    return int(min(ceiling, max(floor, math.ceil(waves * mean_service_s))))
+
+
+class Rejected(Exception):
+    def __init__(self, verdict: Verdict, retry_after: int | None = None) -> None:
+        super().__init__(verdict.value)
+        self.verdict = verdict
+        self.retry_after = retry_after
+
+
+class Admission:
+    """Slots for in-flight requests plus a FIFO queue of waiters; not thread-safe (one event loop)."""
+
+    def __init__(self, max_concurrency: int, max_queue: int) -> None:
+        if max_concurrency < 1 or max_queue < 0:
+            raise ValueError("max_concurrency must be >= 1 and max_queue >= 0")
+        self.max_concurrency = max_concurrency
+        self.max_queue = max_queue
+        self.inflight = 0
+        self.draining = False
+        self.ready = False
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._service_ewma: float | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def queued(self) -> int:
+        return len(self._waiters)
+
+    def state(self) -> AdmissionState:
+        return AdmissionState(
+            self.inflight, self.queued, self.max_concurrency, self.max_queue, self.draining, self.ready
+        )
+
+    def retry_after(self) -> int:
+        return retry_after_seconds(self.queued, self.max_concurrency, self._service_ewma)
+
+    async def acquire(self) -> float:
+        """Take a slot, waiting in the queue if needed; returns the seconds spent queued.
+        Raises `Rejected` at once when the request cannot even be queued. Cancel-safe."""
+        verdict = decide(self.state())
+        if verdict is Verdict.ADMIT:
+            self._take()
+            return 0.0
+        if verdict is not Verdict.QUEUE:
+            raise Rejected(verdict, self.retry_after() if verdict is Verdict.REJECT_FULL else None)
+        t0 = time.monotonic()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        self._idle.clear()
+        try:
+            await fut  # resolved by release(), which has already counted us as in flight
+        except BaseException:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.release(None)  # we were handed a slot but are going away: pass it on
+            else:
+                self._remove_waiter(fut)
+            raise
+        return time.monotonic() - t0
+
+    def _take(self) -> None:
+        self.inflight += 1
+        self._idle.clear()
+
+    def _remove_waiter(self, fut: asyncio.Future[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._waiters.remove(fut)
+        self._check_idle()
+
+    def release(self, service_s: float | None) -> None:
+        """Give a slot back (and record how long it was held, for Retry-After)."""
+        if service_s is not None and service_s >= 0:
+            prev = self._service_ewma
+            self._service_ewma = service_s if prev is None else 0.8 * prev + 0.2 * service_s
+        self.inflight -= 1
+        while self._waiters and self.inflight < self.max_concurrency:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self.inflight += 1
+                fut.set_result(None)
+        self._check_idle()
+
+    def _check_idle(self) -> None:
+        if self.inflight == 0 and not self._waiters:
+            self._idle.set()
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until nothing is in flight or queued; False on timeout."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True

@@ -1,0 +1,32 @@
+"""Typed settings of one model-server replica (read once from the command line)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    engine: Literal["vllm", "sim"]
+    model: str
+    served_model_name: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_concurrency: int = 16
+    max_queue: int = 64
+    request_timeout: float = 600.0
+    drain_timeout: float = 30.0
+    engine_args: dict[str, str] = field(default_factory=dict)
+    default_max_tokens: int = 256  # when a chat request sets no max_tokens (completions default to 16)
+    log_level: str = "INFO"
+    # Simulated engine
+    sim_prefill_tokens_per_s: float = 2000.0
+    sim_decode_tokens_per_s: float = 30.0
+    sim_max_batch: int = 16
+    sim_startup_s: float = 0.0
+    sim_batch_overhead: float = 0.1
+
+    def max_model_len(self, default: int) -> int:
+        value = self.engine_args.get("max-model-len") or self.engine_args.get("max_model_len")
+        return int(value) if value else default

@@ -1,0 +1,1 @@
+"""Engines behind the OpenAI layer: `vllm` (real) and `sim` (simulated continuous batching)."""

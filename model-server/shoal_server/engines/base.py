@@ -1,0 +1,72 @@
+"""The engine protocol: what the OpenAI layer needs from an engine, and nothing more.
+
+The OpenAI layer (`shoal_server.openai_api`) validates requests, renders chat messages through the
+engine's chat template, checks the prompt fits, then streams `Delta`s from `Engine.generate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class EngineInputError(ValueError):
+    """The request is well-formed JSON but the engine cannot serve it (maps to HTTP 400)."""
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    ignore_eos: bool = False
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt already rendered (chat template applied) and tokenized by the engine."""
+
+    text: str
+    token_ids: Sequence[int] = field(default_factory=tuple)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass(frozen=True)
+class Delta:
+    """New output since the previous delta of the same request."""
+
+    text: str
+    num_tokens: int
+    finish_reason: str | None = None  # "stop" | "length" | None while generating
+
+
+class Engine(Protocol):
+    kind: str
+    max_model_len: int
+
+    async def start(self) -> None:
+        """Load the model; the server is ready once this returns."""
+
+    def render_chat(self, messages: list[dict[str, Any]]) -> str:
+        """Apply the model's chat template (with the generation prompt)."""
+        ...
+
+    def tokenize(self, text: str) -> Prompt: ...
+
+    def generate(self, request_id: str, prompt: Prompt, sampling: Sampling) -> AsyncIterator[Delta]:
+        """Stream deltas; closing the iterator early (client gone, deadline) aborts the request."""
+        ...
+
+    async def shutdown(self) -> None: ...
+
+    def metrics_text(self) -> bytes:
+        """Engine metrics in Prometheus text format (vLLM's `vllm:*` series)."""
+        ...

@@ -1,0 +1,219 @@
+"""A simulated engine with vLLM's continuous-batching behaviour, for load and autoscaling tests.
+
+Timing model (pure, in `SimTiming`): the engine runs steps. Each step every running sequence produces
+one token; a step with `b` sequences takes `(1 + batch_overhead * (b - 1)) / decode_tokens_per_s`
+seconds, plus `prompt_tokens / prefill_tokens_per_s` for sequences that join in that step (their
+prefill yields their first token). At most `max_batch` sequences run (and only as many as fit the
+KV cache); the rest wait, as in vLLM. Output text is deterministic: a function of the prompt only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import re
+import time
+import zlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import generate_latest
+
+from shoal_server.engines.base import Delta, Prompt, Sampling
+from shoal_server.metrics import VllmCompatMetrics
+
+_TEXT = (
+    "the quick brown fox jumps over a lazy dog while small fish swim together in the bright shallow sea "
+    "and every wave carries light across the sand so the shoal turns as one"
+)
+_WORDS = tuple(_TEXT.split(" "))
+_TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+
+
+@dataclass(frozen=True)
+class SimTiming:
+    prefill_tokens_per_s: float = 2000.0
+    decode_tokens_per_s: float = 30.0  # one sequence alone
+    max_batch: int = 16
+    batch_overhead: float = 0.1  # each extra sequence adds this fraction of a single-sequence step
+    startup_s: float = 0.0
+    kv_cache_tokens: int = 65536
+
+    def __post_init__(self) -> None:
+        if self.prefill_tokens_per_s <= 0 or self.decode_tokens_per_s <= 0:
+            raise ValueError("simulated speeds must be > 0")
+        if self.max_batch < 1 or self.kv_cache_tokens < 1 or self.batch_overhead < 0 or self.startup_s < 0:
+            raise ValueError("invalid simulated engine settings")
+
+    def decode_step_s(self, batch: int) -> float:
+        return (1.0 + self.batch_overhead * max(0, batch - 1)) / self.decode_tokens_per_s
+
+    def prefill_s(self, prompt_tokens: int) -> float:
+        return prompt_tokens / self.prefill_tokens_per_s
+
+    def step_s(self, batch: int, new_prompt_tokens: int) -> float:
+        return self.decode_step_s(batch) + self.prefill_s(new_prompt_tokens)
+
+    def throughput(self, batch: int) -> float:
+        """Steady-state decode tokens/s with `batch` sequences running."""
+        return batch / self.decode_step_s(batch)
+
+
+def sim_tokenize(text: str) -> list[int]:
+    return [zlib.crc32(piece.encode()) % 50000 for piece in _TOKEN_RE.findall(text)]
+
+
+def sim_token_text(prompt_token_ids: tuple[int, ...], index: int) -> str:
+    seed = zlib.crc32(repr(prompt_token_ids[-64:]).encode())
+    return " " + _WORDS[(seed + index * 7) % len(_WORDS)]
+
+
+@dataclass
+class _Seq:
+    request_id: str
+    prompt: tuple[int, ...]
+    sampling: Sampling
+    arrival: float
+    out: asyncio.Queue[Delta] = field(default_factory=asyncio.Queue)
+    generated: int = 0
+    text: str = ""
+    scheduled_at: float | None = None
+    first_token_at: float | None = None
+    done: bool = False
+
+    @property
+    def kv_tokens(self) -> int:
+        return len(self.prompt) + self.generated
+
+
+class SimEngine:
+    kind = "sim"
+
+    def __init__(self, model_name: str, timing: SimTiming, max_model_len: int = 2048) -> None:
+        self.model_name = model_name
+        self.timing = timing
+        self.max_model_len = max_model_len
+        self.metrics = VllmCompatMetrics(model_name)
+        self._waiting: collections.deque[_Seq] = collections.deque()
+        self._running: list[_Seq] = []
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self.timing.startup_s:
+            await asyncio.sleep(self.timing.startup_s)
+        self._loop_task = asyncio.create_task(self._run(), name="sim-engine")
+
+    async def shutdown(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+
+    def render_chat(self, messages: list[dict[str, Any]]) -> str:
+        parts = [f"<|im_start|>{m['role']}\n{m.get('content') or ''}<|im_end|>\n" for m in messages]
+        return "".join(parts) + "<|im_start|>assistant\n"
+
+    def tokenize(self, text: str) -> Prompt:
+        return Prompt(text=text, token_ids=tuple(sim_tokenize(text)))
+
+    def metrics_text(self) -> bytes:
+        return generate_latest(self.metrics.registry)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def num_running(self) -> int:
+        return len(self._running)
+
+    async def generate(self, request_id: str, prompt: Prompt, sampling: Sampling) -> AsyncIterator[Delta]:
+        seq = _Seq(request_id, tuple(prompt.token_ids), sampling, time.monotonic())
+        self._waiting.append(seq)
+        self._update_gauges()
+        self._wake.set()
+        try:
+            while True:
+                delta = await seq.out.get()
+                yield delta
+                if delta.finish_reason is not None:
+                    return
+        finally:
+            if not seq.done:  # aborted by the caller (client gone, deadline, shutdown)
+                seq.done = True
+                if seq in self._waiting:
+                    self._waiting.remove(seq)
+                if seq in self._running:
+                    self._running.remove(seq)
+                self._update_gauges()
+
+    def _update_gauges(self) -> None:
+        self.metrics.waiting.set(len(self._waiting))
+        self.metrics.running.set(len(self._running))
+        used = sum(s.kv_tokens for s in self._running)
+        self.metrics.kv_usage.set(min(1.0, used / self.timing.kv_cache_tokens))
+
+    def _schedule(self) -> list[_Seq]:
+        """Move waiting sequences into the batch while they fit; returns the newcomers."""
+        joined: list[_Seq] = []
+        used = sum(s.kv_tokens + s.sampling.max_tokens - s.generated for s in self._running)
+        while self._waiting and len(self._running) < self.timing.max_batch:
+            seq = self._waiting[0]
+            need = len(seq.prompt) + seq.sampling.max_tokens
+            if self._running and used + need > self.timing.kv_cache_tokens:
+                break
+            self._waiting.popleft()
+            self._running.append(seq)
+            used += need
+            joined.append(seq)
+        return joined
+
+    async def _run(self) -> None:
+        while True:
+            if not self._waiting and not self._running:
+                self._wake.clear()
+                await self._wake.wait()
+            now = time.monotonic()
+            joined = self._schedule()
+            for seq in joined:
+                seq.scheduled_at = now
+                self.metrics.queue_time.observe(now - seq.arrival)
+                self.metrics.prompt_tokens.inc(len(seq.prompt))
+            self._update_gauges()
+            batch = list(self._running)
+            await asyncio.sleep(self.timing.step_s(len(batch), sum(len(s.prompt) for s in joined)))
+            now = time.monotonic()
+            for seq in batch:
+                if not seq.done:
+                    self._emit_token(seq, now)
+            self._update_gauges()
+
+    def _emit_token(self, seq: _Seq, now: float) -> None:
+        piece = sim_token_text(seq.prompt, seq.generated)
+        seq.generated += 1
+        self.metrics.generation_tokens.inc()
+        if seq.first_token_at is None:
+            seq.first_token_at = now
+            self.metrics.ttft.observe(now - seq.arrival)
+        finish: str | None = None
+        new_text = seq.text + piece
+        for stop in seq.sampling.stop:
+            cut = new_text.find(stop, max(0, len(seq.text) - len(stop) + 1))
+            if cut >= 0:
+                piece = new_text[:cut][len(seq.text) :]
+                new_text = new_text[:cut]
+                finish = "stop"
+                break
+        if finish is None and (
+            seq.generated >= seq.sampling.max_tokens or len(seq.prompt) + seq.generated >= self.max_model_len
+        ):
+            finish = "length"
+        seq.text = new_text
+        if finish is not None:
+            seq.done = True
+            self._running.remove(seq)
+            self.metrics.e2e.observe(now - seq.arrival)
+        seq.out.put_nowait(Delta(text=piece, num_tokens=1, finish_reason=finish))
