@@ -1,0 +1,1 @@
+"""shoal's autoscaler: Prometheus metrics → a pure policy → the InferenceService scale subresource."""
