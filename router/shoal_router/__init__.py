@@ -1,0 +1,1 @@
+"""shoal's router: an LLM-aware load balancer in front of the model-server replicas of one InferenceService."""

@@ -1,0 +1,87 @@
+"""`shoal router`: argument parsing only (cheap to import); the handler imports the server lazily."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+STRATEGIES = ("LeastLoad", "PrefixHash", "RoundRobin")
+
+
+def register(subparsers: Any) -> None:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "router",
+        help="run one LLM-aware load balancer in front of model-server replicas",
+        description="LLM-aware load balancer: OpenAI routes proxied to model-server replicas.",
+    )
+    g = p.add_argument_group("listening")
+    g.add_argument("--listen-host", default="0.0.0.0")
+    g.add_argument("--port", type=int, default=8080)
+
+    g = p.add_argument_group("discovery")
+    g.add_argument("--upstream", action="append", metavar="URL", help="static upstream (repeatable)")
+    g.add_argument(
+        "--discovery",
+        choices=("static", "kubernetes"),
+        default=None,
+        help="default: static with --upstream, else kubernetes",
+    )
+    g.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "default"))
+    g.add_argument("--service", default=None, help="model-server Service whose EndpointSlices to watch")
+    g.add_argument("--kubeconfig", default=None, help="default: in-cluster config, else $KUBECONFIG")
+    g.add_argument("--port-name", default="http", help="EndpointSlice port name to route to")
+
+    g = p.add_argument_group("picking")
+    g.add_argument("--strategy", choices=STRATEGIES, default="LeastLoad")
+    g.add_argument("--prefix-chars", type=int, default=256, help="PrefixHash: prompt prefix length hashed")
+    g.add_argument(
+        "--hash-load-factor",
+        type=float,
+        default=1.25,
+        help="PrefixHash: no replica takes more than this x the mean load",
+    )
+
+    g = p.add_argument_group("proxying and failures")
+    g.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
+    g.add_argument("--connect-timeout", type=float, default=2.0)
+    g.add_argument(
+        "--first-byte-timeout",
+        type=float,
+        default=600.0,
+        help="seconds to wait for upstream response headers (and between body chunks)",
+    )
+    g.add_argument("--max-attempts", type=int, default=3)
+    g.add_argument("--retry-budget-ratio", type=float, default=0.2)
+    g.add_argument("--retry-budget-min-per-s", type=float, default=5.0)
+    g.add_argument("--eject-consecutive-failures", type=int, default=5)
+    g.add_argument("--eject-base-s", type=float, default=10.0)
+    g.add_argument("--eject-max-s", type=float, default=300.0)
+
+    g = p.add_argument_group("scale from zero")
+    g.add_argument("--max-pending", type=int, default=1024, help="requests held while no replica is ready")
+    g.add_argument("--pending-timeout", type=float, default=300.0)
+    g.add_argument("--pending-retry-after", type=int, default=5)
+
+    g = p.add_argument_group("security and limits")
+    g.add_argument("--api-keys-secret", default=None, help="Secret in --namespace whose values are API keys")
+    g.add_argument("--api-keys-file", default=None, help="file with one key (or name:key) per line")
+    g.add_argument("--rate-limit-rps", type=float, default=0.0, help="per-key requests/s (0: off)")
+    g.add_argument("--rate-limit-burst", type=float, default=0.0, help="default: max(1, rps)")
+
+    g = p.add_argument_group("process")
+    g.add_argument("--log-level", default="INFO")
+    g.add_argument("--no-access-log", action="store_true")
+    g.add_argument("--shutdown-timeout", type=float, default=30.0)
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from shoal_router.config import from_args
+    from shoal_router.server import main
+
+    try:
+        config = from_args(args)
+    except ValueError as exc:
+        raise SystemExit(f"shoal router: {exc}") from exc
+    return main(config)

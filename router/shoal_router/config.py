@@ -1,0 +1,114 @@
+"""Typed configuration of one router, read once from the command line."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from shoal_router.strategies import STRATEGY_NAMES
+
+
+@dataclass(frozen=True, slots=True)
+class RouterConfig:
+    listen_host: str = "0.0.0.0"
+    port: int = 8080
+    # discovery
+    discovery: str = "static"  # static | kubernetes
+    upstreams: tuple[str, ...] = ()
+    namespace: str = "default"
+    service: str = ""
+    kubeconfig: str | None = None
+    port_name: str = "http"
+    # picking
+    strategy: str = "LeastLoad"
+    prefix_chars: int = 256
+    hash_load_factor: float = 1.25
+    # proxying
+    max_body_bytes: int = 16 * 1024 * 1024
+    connect_timeout_s: float = 2.0
+    first_byte_timeout_s: float = 600.0
+    # failures
+    max_attempts: int = 3
+    retry_budget_ratio: float = 0.2
+    retry_budget_min_per_s: float = 5.0
+    eject_consecutive_failures: int = 5
+    eject_base_s: float = 10.0
+    eject_max_s: float = 300.0
+    # scale from zero
+    max_pending: int = 1024
+    pending_timeout_s: float = 300.0
+    pending_retry_after_s: int = 5
+    # security and limits
+    api_keys_secret: str | None = None
+    api_keys_file: str | None = None
+    rate_limit_rps: float = 0.0
+    rate_limit_burst: float = 0.0
+    # process
+    log_level: str = "INFO"
+    access_log: bool = True
+    shutdown_timeout_s: float = 30.0
+
+    def validate(self) -> RouterConfig:
+        if self.discovery not in ("static", "kubernetes"):
+            raise ValueError("--discovery must be static or kubernetes")
+        if self.discovery == "static" and not self.upstreams:
+            raise ValueError("static discovery needs at least one --upstream URL")
+        if self.discovery == "kubernetes" and not self.service:
+            raise ValueError("--discovery kubernetes needs --service (the model-server Service, X-model)")
+        if self.strategy not in STRATEGY_NAMES:
+            raise ValueError(f"--strategy must be one of {', '.join(STRATEGY_NAMES)}")
+        if self.api_keys_secret and self.discovery != "kubernetes":
+            raise ValueError("--api-keys-secret needs --discovery kubernetes (use --api-keys-file otherwise)")
+        if self.max_attempts < 1:
+            raise ValueError("--max-attempts must be >= 1")
+        if self.hash_load_factor < 1.0:
+            raise ValueError("--hash-load-factor must be >= 1.0")
+        return self
+
+    @property
+    def rate_burst(self) -> float:
+        return self.rate_limit_burst or max(1.0, self.rate_limit_rps)
+
+
+def normalise_upstream(url: str) -> str:
+    url = url.strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    return url
+
+
+def from_args(ns: argparse.Namespace) -> RouterConfig:
+    upstreams = tuple(normalise_upstream(u) for u in (ns.upstream or []))
+    discovery = ns.discovery or ("static" if upstreams else "kubernetes")
+    return RouterConfig(
+        listen_host=ns.listen_host,
+        port=ns.port,
+        discovery=discovery,
+        upstreams=upstreams,
+        namespace=ns.namespace,
+        service=ns.service or "",
+        kubeconfig=ns.kubeconfig,
+        port_name=ns.port_name,
+        strategy=ns.strategy,
+        prefix_chars=ns.prefix_chars,
+        hash_load_factor=ns.hash_load_factor,
+        max_body_bytes=ns.max_body_bytes,
+        connect_timeout_s=ns.connect_timeout,
+        first_byte_timeout_s=ns.first_byte_timeout,
+        max_attempts=ns.max_attempts,
+        retry_budget_ratio=ns.retry_budget_ratio,
+        retry_budget_min_per_s=ns.retry_budget_min_per_s,
+        eject_consecutive_failures=ns.eject_consecutive_failures,
+        eject_base_s=ns.eject_base_s,
+        eject_max_s=ns.eject_max_s,
+        max_pending=ns.max_pending,
+        pending_timeout_s=ns.pending_timeout,
+        pending_retry_after_s=ns.pending_retry_after,
+        api_keys_secret=ns.api_keys_secret,
+        api_keys_file=ns.api_keys_file,
+        rate_limit_rps=ns.rate_limit_rps,
+        rate_limit_burst=ns.rate_limit_burst,
+        log_level=ns.log_level,
+        access_log=not ns.no_access_log,
+        shutdown_timeout_s=ns.shutdown_timeout,
+    ).validate()

@@ -1,0 +1,1 @@
+"""Where endpoints come from: static URLs (server.default_sources) or Kubernetes EndpointSlices."""

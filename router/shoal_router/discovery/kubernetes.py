@@ -1,0 +1,168 @@
+"""Kubernetes sources: EndpointSlices of the model-server Service, and the API-keys Secret.
+
+Both are list-then-watch loops with kubernetes_asyncio (no blocking I/O on the loop). Any error (the API
+server restarting, a 410 Gone on an expired resourceVersion, a dropped stream) leads to a fresh list after
+an exponential back-off with jitter; a successful list resets the back-off. The endpoint pool always
+receives a full view, so a missed event is corrected by the next list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from shoal_router.auth import parse_secret_data
+from shoal_router.config import RouterConfig
+from shoal_router.discovery.endpointslice import merge_slices
+
+if TYPE_CHECKING:
+    from shoal_router.server import Router
+
+log = logging.getLogger("shoal_router.discovery")
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+WATCH_TIMEOUT_S = 300
+BACKOFF_BASE_S = 0.5
+BACKOFF_MAX_S = 30.0
+
+
+async def api_client(kubeconfig: str | None) -> Any:
+    """An ApiClient from --kubeconfig, else in-cluster config, else $KUBECONFIG / ~/.kube/config."""
+    from kubernetes_asyncio import client, config
+
+    cfg = client.Configuration()
+    if kubeconfig:
+        await config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+        await asyncio.to_thread(config.load_incluster_config, client_configuration=cfg)
+    else:
+        await config.load_kube_config(client_configuration=cfg)
+    return client.ApiClient(configuration=cfg)
+
+
+async def list_watch(
+    what: str,
+    list_fn: Callable[..., Awaitable[Any]],
+    kwargs: dict[str, Any],
+    on_list: Callable[[list[dict[str, Any]]], None],
+    on_event: Callable[[str, dict[str, Any]], None],
+    sanitize: Callable[[Any], Any],
+) -> None:
+    """Forever: list, deliver the full view, watch from its resourceVersion; on any error back off and
+    re-list."""
+    from kubernetes_asyncio import watch
+
+    failures = 0
+    while True:
+        try:
+            result = await list_fn(**kwargs)
+            items = [sanitize(i) for i in result.items]
+            on_list(items)
+            failures = 0
+            w = watch.Watch()
+            async with w:
+                async for event in w.stream(
+                    list_fn,
+                    resource_version=result.metadata.resource_version,
+                    timeout_seconds=WATCH_TIMEOUT_S,
+                    allow_watch_bookmarks=True,
+                    **kwargs,
+                ):
+                    kind = event["type"]
+                    if kind == "BOOKMARK":
+                        continue
+                    on_event(kind, event["raw_object"])
+            # the watch ended normally (server-side timeout): list again at once
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failures += 1
+            delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** min(failures, 10)) * random.uniform(0.5, 1.0)
+            log.warning(
+                f"{what}: list/watch failed; re-listing",
+                extra={"error": f"{type(exc).__name__}: {exc}", "retry_in_s": round(delay, 2)},
+            )
+            await asyncio.sleep(delay)
+
+
+def endpoint_slice_source(config: RouterConfig) -> Callable[[Router], Coroutine[Any, Any, None]]:
+    async def run(router: Router) -> None:
+        from kubernetes_asyncio import client
+
+        async with await api_client(config.kubeconfig) as api:
+            v1 = client.DiscoveryV1Api(api)
+            slices: dict[str, dict[str, Any]] = {}
+
+            def publish() -> None:
+                router.pool.update(merge_slices(slices.values(), config.port_name))
+
+            def on_list(items: list[dict[str, Any]]) -> None:
+                slices.clear()
+                for item in items:
+                    slices[item["metadata"]["name"]] = item
+                publish()
+                log.info(
+                    "endpoint slices listed",
+                    extra={
+                        "service": config.service,
+                        "slices": len(slices),
+                        "endpoints": len(router.pool.states()),
+                    },
+                )
+
+            def on_event(kind: str, obj: dict[str, Any]) -> None:
+                name = obj["metadata"]["name"]
+                if kind == "DELETED":
+                    slices.pop(name, None)
+                else:
+                    slices[name] = obj
+                publish()
+
+            await list_watch(
+                f"EndpointSlices of {config.namespace}/{config.service}",
+                v1.list_namespaced_endpoint_slice,
+                {"namespace": config.namespace, "label_selector": f"{SERVICE_NAME_LABEL}={config.service}"},
+                on_list,
+                on_event,
+                api.sanitize_for_serialization,
+            )
+
+    return run
+
+
+def api_keys_secret_source(config: RouterConfig) -> Callable[[Router], Coroutine[Any, Any, None]]:
+    assert config.api_keys_secret
+    secret_name = config.api_keys_secret
+
+    async def run(router: Router) -> None:
+        from kubernetes_asyncio import client
+
+        async with await api_client(config.kubeconfig) as api:
+            v1 = client.CoreV1Api(api)
+
+            def load(obj: dict[str, Any] | None) -> None:
+                keys = parse_secret_data((obj or {}).get("data"))
+                router.keys.replace(keys)
+                router.keys_loaded = True
+                log.info("API keys loaded from Secret", extra={"secret": secret_name, "keys": len(keys)})
+
+            def on_list(items: list[dict[str, Any]]) -> None:
+                load(items[0] if items else None)
+
+            def on_event(kind: str, obj: dict[str, Any]) -> None:
+                load(None if kind == "DELETED" else obj)
+
+            await list_watch(
+                f"Secret {config.namespace}/{secret_name}",
+                v1.list_namespaced_secret,
+                {"namespace": config.namespace, "field_selector": f"metadata.name={secret_name}"},
+                on_list,
+                on_event,
+                api.sanitize_for_serialization,
+            )
+
+    return run

@@ -1,0 +1,92 @@
+"""Prometheus series of the router (names are a public API: docs/metrics.md). One registry per router, no
+module-level singletons, so tests can run several routers in one process."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+class RouterMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "shoal_router_requests",
+            "Requests answered by the router, by HTTP status code.",
+            ["code"],
+            registry=r,
+        )
+        self.upstream_latency = Histogram(
+            "shoal_router_upstream_latency_seconds",
+            "Time from sending a request upstream to its response headers (time to first byte).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "shoal_router_request_duration_seconds",
+            "Whole request time through the router, including holding and retries.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            "shoal_router_retries",
+            "Attempts retried on another replica before any byte reached the client.",
+            registry=r,
+        )
+        self.retries_denied = Counter(
+            "shoal_router_retries_denied",
+            "Retries not made because the retry budget or max attempts ran out.",
+            registry=r,
+        )
+        self.ejections = Counter(
+            "shoal_router_ejections", "Outlier ejections of an endpoint after repeated failures.", registry=r
+        )
+        self.pending = Gauge(
+            "shoal_router_pending_requests",
+            "Requests held because no replica is ready (the scale-from-zero signal).",
+            registry=r,
+        )
+        self.endpoint_inflight = Gauge(
+            "shoal_router_endpoint_inflight",
+            "Requests in flight per upstream endpoint.",
+            ["endpoint"],
+            registry=r,
+        )
+        self.endpoints = Gauge(
+            "shoal_router_endpoints",
+            "Known endpoints by state (ready, terminating, ejected, not_ready).",
+            ["state"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "shoal_router_rejected",
+            "Requests refused by the router itself, by reason "
+            "(unauthorized, rate_limited, too_large, queue_full, hold_timeout).",
+            ["reason"],
+            registry=r,
+        )
+        self._code_children: dict[int, Counter] = {}
+
+    # PoolMetrics protocol
+    def set_inflight(self, endpoint: str, value: int) -> None:
+        self.endpoint_inflight.labels(endpoint).set(value)
+
+    def remove_endpoint(self, endpoint: str) -> None:
+        with contextlib.suppress(KeyError):
+            self.endpoint_inflight.remove(endpoint)
+
+    def ejected(self, endpoint: str) -> None:
+        self.ejections.inc()
+
+    def count_response(self, code: int) -> None:
+        child = self._code_children.get(code)
+        if child is None:
+            child = self._code_children[code] = self.requests.labels(str(code))
+        child.inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,237 @@
+"""Composition root of `shoal router`: reads the typed config once and wires discovery, the endpoint pool,
+the strategy, limits, auth and the proxy into one aiohttp application.
+
+Why aiohttp for both sides: one event loop, a C HTTP parser on both the server and the client, a keep-alive
+connection pool to each replica, and a streaming API whose writes await the socket drain (backpressure)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from shoal_router.auth import ApiKeys, parse_keys_file
+from shoal_router.config import RouterConfig
+from shoal_router.endpoints import DiscoveredEndpoint, EjectionPolicy, EndpointPool
+from shoal_router.limits import RateLimiter, RetryBudget
+from shoal_router.metrics import RouterMetrics
+from shoal_router.proxy import Proxy
+from shoal_router.strategies import make_strategy
+
+log = logging.getLogger("shoal_router")
+
+ROUTER_KEY: web.AppKey[Router] = web.AppKey("router")
+
+
+@dataclass
+class Router:
+    """Everything one router owns. Built by `build_router`; `app` serves it."""
+
+    config: RouterConfig
+    pool: EndpointPool
+    metrics: RouterMetrics
+    keys: ApiKeys
+    proxy: Proxy | None = None
+    session: aiohttp.ClientSession | None = None
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+    keys_loaded: bool = True
+
+
+# A discovery/keys source: a coroutine run for the router's lifetime, given the router.
+Source = Callable[[Router], Coroutine[Any, Any, None]]
+
+
+def build_router(config: RouterConfig, *, rng: random.Random | None = None) -> Router:
+    metrics = RouterMetrics()
+    pool = EndpointPool(
+        policy=EjectionPolicy(config.eject_consecutive_failures, config.eject_base_s, config.eject_max_s),
+        metrics=metrics,
+    )
+    keys = ApiKeys(enabled=bool(config.api_keys_file or config.api_keys_secret))
+    router = Router(config=config, pool=pool, metrics=metrics, keys=keys)
+    router.keys_loaded = not config.api_keys_secret
+    return router
+
+
+def build_app(router: Router, sources: list[Source] | None = None) -> web.Application:
+    """The aiohttp application. `sources` default to the config's (static upstreams / Kubernetes watches);
+    tests pass their own or none and drive `router.pool.update` directly."""
+    config = router.config
+    app = web.Application(client_max_size=config.max_body_bytes)
+    app[ROUTER_KEY] = router
+    if sources is None:
+        sources = default_sources(config)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        router.pool.clock = loop.time
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, enable_cleanup_closed=True)
+        router.session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            skip_auto_headers=("Accept-Encoding", "User-Agent"),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        router.proxy = Proxy(
+            config=config,
+            pool=router.pool,
+            strategy=make_strategy(config.strategy, load_factor=config.hash_load_factor),
+            metrics=router.metrics,
+            session=router.session,
+            keys=router.keys,
+            limiter=RateLimiter(config.rate_limit_rps, config.rate_burst, loop.time),
+            budget=RetryBudget(config.retry_budget_ratio, config.retry_budget_min_per_s, loop.time),
+        )
+        for source in sources:
+            router.background.append(asyncio.create_task(source(router)))
+        try:
+            yield
+        finally:
+            for task in router.background:
+                task.cancel()
+            for task in router.background:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await router.session.close()
+
+    app.cleanup_ctx.append(lifecycle)
+
+    async def proxy_handler(request: web.Request) -> web.StreamResponse:
+        assert router.proxy is not None
+        return await router.proxy.handle(request)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(request: web.Request) -> web.Response:
+        # Ready once discovery has synced; NOT gated on a ready replica, or the router would drop out of
+        # its Service exactly when it must hold requests during a scale from zero.
+        ok = router.pool.synced and router.keys_loaded
+        state = {
+            "synced": router.pool.synced,
+            "keys_loaded": router.keys_loaded,
+            "ready_endpoints": sum(
+                1 for s in router.pool.states() if s.ready and not s.terminating and not s.removed
+            ),
+            "pending": router.proxy.pending if router.proxy else 0,
+        }
+        return web.json_response(state, status=200 if ok else 503)
+
+    async def metrics(request: web.Request) -> web.Response:
+        _update_endpoint_states(router)
+        return web.Response(
+            body=router.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"}
+        )
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_route("*", "/v1/{tail:.*}", proxy_handler)
+    return app
+
+
+def _update_endpoint_states(router: Router) -> None:
+    now = router.pool.clock()
+    counts = {"ready": 0, "terminating": 0, "ejected": 0, "not_ready": 0}
+    for s in router.pool.states():
+        if s.removed:
+            continue
+        if s.terminating:
+            counts["terminating"] += 1
+        elif not s.ready:
+            counts["not_ready"] += 1
+        elif s.ejected_until > now:
+            counts["ejected"] += 1
+        else:
+            counts["ready"] += 1
+    for state, n in counts.items():
+        router.metrics.endpoints.labels(state).set(n)
+
+
+def default_sources(config: RouterConfig) -> list[Source]:
+    sources: list[Source] = []
+    if config.discovery == "static":
+
+        async def static(router: Router) -> None:
+            router.pool.update(DiscoveredEndpoint(url=u, name=u) for u in config.upstreams)
+
+        sources.append(static)
+    else:
+        from shoal_router.discovery.kubernetes import endpoint_slice_source
+
+        sources.append(endpoint_slice_source(config))
+    if config.api_keys_file:
+        path = config.api_keys_file
+
+        async def keys_file(router: Router) -> None:
+            text = await asyncio.to_thread(_read_text, path)
+            router.keys.replace(parse_keys_file(text))
+            log.info("API keys loaded from file", extra={"keys": len(router.keys)})
+
+        sources.append(keys_file)
+    if config.api_keys_secret:
+        from shoal_router.discovery.kubernetes import api_keys_secret_source
+
+        sources.append(api_keys_secret_source(config))
+    return sources
+
+
+def _read_text(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+async def serve(config: RouterConfig, stop: asyncio.Event | None = None) -> None:
+    router = build_router(config)
+    app = build_app(router)
+    runner = web.AppRunner(
+        app, handler_cancellation=True, access_log=None, shutdown_timeout=config.shutdown_timeout_s
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, config.listen_host, config.port, backlog=1024, reuse_address=True)
+    await site.start()
+    log.info(
+        "router listening",
+        extra={
+            "host": config.listen_host,
+            "port": config.port,
+            "strategy": config.strategy,
+            "discovery": config.discovery,
+            "service": config.service,
+            "namespace": config.namespace,
+            "upstreams": list(config.upstreams),
+        },
+    )
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info(
+            "router stopping; finishing in-flight requests", extra={"timeout_s": config.shutdown_timeout_s}
+        )
+    finally:
+        await runner.cleanup()
+
+
+def main(config: RouterConfig) -> int:
+    from shoal_common.logging import configure_logging
+
+    configure_logging(config.log_level)
+    try:
+        import uvloop  # optional: faster loop when installed
+    except ImportError:
+        asyncio.run(serve(config))
+    else:
+        uvloop.run(serve(config))
+    return 0

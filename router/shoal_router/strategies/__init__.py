@@ -1,0 +1,33 @@
+"""Endpoint-picking strategies, one per module, behind `Strategy` (see base.py)."""
+
+from __future__ import annotations
+
+from shoal_router.strategies.base import EndpointView, Pick, PickContext, Strategy
+from shoal_router.strategies.least_load import LeastLoad
+from shoal_router.strategies.prefix_hash import PrefixHash
+from shoal_router.strategies.round_robin import RoundRobin
+
+STRATEGY_NAMES = ("LeastLoad", "PrefixHash", "RoundRobin")
+
+
+def make_strategy(name: str, *, load_factor: float = 1.25) -> Strategy:
+    if name == "LeastLoad":
+        return LeastLoad()
+    if name == "PrefixHash":
+        return PrefixHash(load_factor=load_factor)
+    if name == "RoundRobin":
+        return RoundRobin()
+    raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGY_NAMES)}")
+
+
+__all__ = [
+    "STRATEGY_NAMES",
+    "EndpointView",
+    "LeastLoad",
+    "Pick",
+    "PickContext",
+    "PrefixHash",
+    "RoundRobin",
+    "Strategy",
+    "make_strategy",
+]
