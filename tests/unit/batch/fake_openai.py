@@ -38,7 +38,9 @@ class Hit:
 @dataclass
 class FakeOpenAI:
     model: str = "fake-model"
-    answers: dict[str, str] = field(default_factory=dict)  # prompt -> response text (default: "echo: <prompt>")
+    answers: dict[str, str] = field(
+        default_factory=dict
+    )  # prompt -> response text (default: "echo: <prompt>")
     fail_rate: float = 0.0
     retry_after: str = "0"
     seed: int = 0
@@ -155,7 +157,9 @@ class FakeOpenAI:
             )
         if action[0] == "status":
             headers = {"Retry-After": str(action[2])} if action[2] is not None else {}
-            return web.json_response({"error": {"message": f"injected {action[1]}"}}, status=action[1], headers=headers)
+            return web.json_response(
+                {"error": {"message": f"injected {action[1]}"}}, status=action[1], headers=headers
+            )
         if action[0] == "hang":
             assert self._stopping is not None
             await self._stopping.wait()
@@ -179,11 +183,18 @@ class FakeOpenAI:
         else:
             choice["text"] = text
         return web.json_response(
-            {"id": "cmpl-1", "object": "chat.completion" if chat else "text_completion", "model": body.get("model"),
-             "choices": [choice], "usage": usage}
+            {
+                "id": "cmpl-1",
+                "object": "chat.completion" if chat else "text_completion",
+                "model": body.get("model"),
+                "choices": [choice],
+                "usage": usage,
+            }
         )
 
-    async def _stream(self, request: web.Request, body: dict[str, Any], chat: bool, text: str, usage: dict[str, int]) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], chat: bool, text: str, usage: dict[str, int]
+    ) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         words = text.split(" ")
@@ -207,7 +218,9 @@ class FakeOpenAI:
         return resp
 
 
-if __name__ == "__main__":  # a standalone flaky server: python tests/unit/batch/fake_openai.py PORT [FAIL_RATE]
+if (
+    __name__ == "__main__"
+):  # a standalone flaky server: python tests/unit/batch/fake_openai.py PORT [FAIL_RATE]
     import sys
 
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 8000

@@ -68,8 +68,16 @@ async def test_flaky_server_every_id_exactly_once(make_server: Any, tmp_path: Pa
     server.script("p8", *[("status", 503, "0")] * 10)  # more than max attempts
     inp = write_input(tmp_path / "in.jsonl", 200, chat_every=3)
     out = tmp_path / "out.jsonl"
-    config = BatchConfig(endpoints=[server.url], input=inp, out=out, concurrency=32, timeout_s=0.5, max_attempts=6,
-                         retry_budget=float("inf"), **FAST)
+    config = BatchConfig(
+        endpoints=[server.url],
+        input=inp,
+        out=out,
+        concurrency=32,
+        timeout_s=0.5,
+        max_attempts=6,
+        retry_budget=float("inf"),
+        **FAST,
+    )
     report = await run_batch_async(config)
     records = read_output(out)
     assert sorted(r["id"] for r in records) == sorted(f"q{i}" for i in range(200))
@@ -100,7 +108,9 @@ async def test_retry_after_is_respected(fake_server: Any, tmp_path: Path, form: 
         fake_server.script("p0", ("status", 503, value))
         minimum = 1.0
     inp = write_input(tmp_path / "in.jsonl", 1)
-    config = BatchConfig(endpoints=[fake_server.url], input=inp, out=tmp_path / "o.jsonl", backoff_base_s=5.0, **{"seed": 2})
+    config = BatchConfig(
+        endpoints=[fake_server.url], input=inp, out=tmp_path / "o.jsonl", backoff_base_s=5.0, **{"seed": 2}
+    )
     report = await run_batch_async(config)
     hits = fake_server.hits_for("p0")
     assert report.ok == 1 and len(hits) == 2
@@ -111,15 +121,25 @@ async def test_retry_after_is_respected(fake_server: Any, tmp_path: Path, form: 
 
 async def test_retry_after_beyond_limit_fails_fast(fake_server: Any, tmp_path: Path) -> None:
     fake_server.script("p0", ("status", 429, "3600"))
-    config = BatchConfig(endpoints=[fake_server.url], input=write_input(tmp_path / "in.jsonl", 1), max_retry_after_s=60)
+    config = BatchConfig(
+        endpoints=[fake_server.url], input=write_input(tmp_path / "in.jsonl", 1), max_retry_after_s=60
+    )
     report = await run_batch_async(config)
     assert report.failed == 1 and report.errors == {"http_429": 1}
 
 
 async def test_retry_budget_limits_retries(make_server: Any, tmp_path: Path) -> None:
     server = make_server(fail_rate=1.0, retry_after="0")
-    config = BatchConfig(endpoints=[server.url], input=write_input(tmp_path / "in.jsonl", 20), concurrency=4,
-                         max_attempts=10, retry_budget=0.5, retry_budget_min=5, keep_records=True, **FAST)
+    config = BatchConfig(
+        endpoints=[server.url],
+        input=write_input(tmp_path / "in.jsonl", 20),
+        concurrency=4,
+        max_attempts=10,
+        retry_budget=0.5,
+        retry_budget_min=5,
+        keep_records=True,
+        **FAST,
+    )
     report = await run_batch_async(config)
     assert report.failed == 20
     assert report.retries <= 5 + 0.5 * 20
@@ -129,8 +149,13 @@ async def test_retry_budget_limits_retries(make_server: Any, tmp_path: Path) -> 
 
 async def test_timeout_then_success(fake_server: Any, tmp_path: Path) -> None:
     fake_server.script("p0", ("slow", 3.0))
-    config = BatchConfig(endpoints=[fake_server.url], input=write_input(tmp_path / "in.jsonl", 1), timeout_s=0.3,
-                         keep_records=True, **FAST)
+    config = BatchConfig(
+        endpoints=[fake_server.url],
+        input=write_input(tmp_path / "in.jsonl", 1),
+        timeout_s=0.3,
+        keep_records=True,
+        **FAST,
+    )
     started = time.monotonic()
     report = await run_batch_async(config)
     assert time.monotonic() - started < 2.5
@@ -139,9 +164,15 @@ async def test_timeout_then_success(fake_server: Any, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("chat_every", [0, 1])
 async def test_streaming_measures_ttft(make_server: Any, tmp_path: Path, chat_every: int) -> None:
-    server = make_server(stream_chunk_delay_s=0.02, answers={f"p{i}": "one two three four five" for i in range(4)})
-    config = BatchConfig(endpoints=[server.url], input=write_input(tmp_path / "in.jsonl", 4, chat_every=chat_every),
-                         stream=True, keep_records=True)
+    server = make_server(
+        stream_chunk_delay_s=0.02, answers={f"p{i}": "one two three four five" for i in range(4)}
+    )
+    config = BatchConfig(
+        endpoints=[server.url],
+        input=write_input(tmp_path / "in.jsonl", 4, chat_every=chat_every),
+        stream=True,
+        keep_records=True,
+    )
     report = await run_batch_async(config)
     assert report.ok == 4 and report.ttft_s is not None and report.ttft_s.count == 4
     for record in report.records:
@@ -155,8 +186,13 @@ async def test_streaming_measures_ttft(make_server: Any, tmp_path: Path, chat_ev
 @pytest.mark.parametrize("balance", list(Balance))
 async def test_several_endpoints(make_server: Any, tmp_path: Path, balance: Balance) -> None:
     a, b = make_server(), make_server(latency_s=0.02)
-    config = BatchConfig(endpoints=[a.url, b.url + "/v1"], input=write_input(tmp_path / "in.jsonl", 60),
-                         concurrency=8, balance=balance, keep_records=True)
+    config = BatchConfig(
+        endpoints=[a.url, b.url + "/v1"],
+        input=write_input(tmp_path / "in.jsonl", 60),
+        concurrency=8,
+        balance=balance,
+        keep_records=True,
+    )
     report = await run_batch_async(config)
     assert report.ok == 60
     if balance is Balance.ROUND_ROBIN:
@@ -169,7 +205,9 @@ async def test_retry_moves_to_another_endpoint(make_server: Any, tmp_path: Path)
     a, b = make_server(), make_server()
     a.script("p0", ("status", 503, "0"))
     b.script("p0", ("status", 503, "0"))
-    config = BatchConfig(endpoints=[a.url, b.url], input=write_input(tmp_path / "in.jsonl", 1), keep_records=True, **FAST)
+    config = BatchConfig(
+        endpoints=[a.url, b.url], input=write_input(tmp_path / "in.jsonl", 1), keep_records=True, **FAST
+    )
     report = await run_batch_async(config)
     assert report.ok == 1 and report.records[0]["attempts"] == 3
     assert len(a.hits) + len(b.hits) == 3 and a.hits and b.hits
@@ -178,9 +216,25 @@ async def test_retry_moves_to_another_endpoint(make_server: Any, tmp_path: Path)
 async def test_resume_skips_done_and_repairs_truncated_line(fake_server: Any, tmp_path: Path) -> None:
     inp = write_input(tmp_path / "in.jsonl", 10)
     out = tmp_path / "out.jsonl"
-    done = [{"id": f"q{i}", "text": "old", "usage": {"completion_tokens": 1}, "latency_s": 0.1, "attempts": 1,
-             "error": None} for i in range(4)]
-    failed = {"id": "q4", "text": None, "usage": None, "latency_s": None, "attempts": 5, "error": {"type": "http_503"}}
+    done = [
+        {
+            "id": f"q{i}",
+            "text": "old",
+            "usage": {"completion_tokens": 1},
+            "latency_s": 0.1,
+            "attempts": 1,
+            "error": None,
+        }
+        for i in range(4)
+    ]
+    failed = {
+        "id": "q4",
+        "text": None,
+        "usage": None,
+        "latency_s": None,
+        "attempts": 5,
+        "error": {"type": "http_503"},
+    }
     out.write_text("".join(json.dumps(r) + "\n" for r in [*done, failed]) + '{"id": "q5", "text": "trunc')
     report = await run_batch_async(BatchConfig(endpoints=[fake_server.url], input=inp, out=out))
     records = read_output(out)
@@ -189,7 +243,9 @@ async def test_resume_skips_done_and_repairs_truncated_line(fake_server: Any, tm
     assert report.resumed == 5 and report.completed_this_run == 5 and report.failed == 1
     check_report_matches(report, records)
     # --retry-failed: the failed id runs again; the file still has each id once
-    report = await run_batch_async(BatchConfig(endpoints=[fake_server.url], input=inp, out=out, retry_failed=True))
+    report = await run_batch_async(
+        BatchConfig(endpoints=[fake_server.url], input=inp, out=out, retry_failed=True)
+    )
     records = read_output(out)
     assert sorted(r["id"] for r in records) == sorted(f"q{i}" for i in range(10))
     assert report.failed == 0 and report.completed_this_run == 1
@@ -201,7 +257,9 @@ async def test_stop_keeps_whole_lines_and_resume_finishes(make_server: Any, tmp_
     inp = write_input(tmp_path / "in.jsonl", 200)
     out = tmp_path / "out.jsonl"
     stop = asyncio.Event()
-    task = asyncio.create_task(run_batch_async(BatchConfig(endpoints=[server.url], input=inp, out=out, concurrency=8), stop=stop))
+    task = asyncio.create_task(
+        run_batch_async(BatchConfig(endpoints=[server.url], input=inp, out=out, concurrency=8), stop=stop)
+    )
     deadline = time.monotonic() + 10
     while not (out.exists() and len(out.read_bytes().splitlines()) >= 20):
         assert time.monotonic() < deadline
@@ -218,7 +276,9 @@ async def test_stop_keeps_whole_lines_and_resume_finishes(make_server: Any, tmp_
 
 
 async def test_grading_accuracy(make_server: Any, tmp_path: Path) -> None:
-    server = make_server(answers={"p0": "So the answer is 42.", "p1": "It is 41", "p2": "```python\nprint(1)\n```"})
+    server = make_server(
+        answers={"p0": "So the answer is 42.", "p1": "It is 41", "p2": "```python\nprint(1)\n```"}
+    )
     lines = [
         json.dumps({"id": 0, "prompt": "p0", "expected": 42}),
         json.dumps({"id": 1, "prompt": "p1", "expected": "42"}),
@@ -227,7 +287,9 @@ async def test_grading_accuracy(make_server: Any, tmp_path: Path) -> None:
     ]
     inp = tmp_path / "in.jsonl"
     inp.write_text("\n".join(lines) + "\n")
-    report = await run_batch_async(BatchConfig(endpoints=[server.url], input=inp, grade=GradeMode.NUMBER, keep_records=True))
+    report = await run_batch_async(
+        BatchConfig(endpoints=[server.url], input=inp, grade=GradeMode.NUMBER, keep_records=True)
+    )
     assert (report.graded, report.correct) == (3, 2)
     assert report.accuracy == pytest.approx(2 / 3)
     by_id = {r["id"]: r for r in report.records}
@@ -236,7 +298,9 @@ async def test_grading_accuracy(make_server: Any, tmp_path: Path) -> None:
 
 
 async def test_malformed_lines_skipped_and_reported(fake_server: Any, tmp_path: Path) -> None:
-    inp = write_input(tmp_path / "in.jsonl", 3, extra=["{broken", '{"id": "q0", "prompt": "dup"}', '{"id": "x"}'])
+    inp = write_input(
+        tmp_path / "in.jsonl", 3, extra=["{broken", '{"id": "q0", "prompt": "dup"}', '{"id": "x"}']
+    )
     report = await run_batch_async(BatchConfig(endpoints=[fake_server.url], input=inp))
     assert report.ok == 3 and report.malformed == 3
     assert [n for n, _ in report.malformed_lines] == [4, 5, 6]
@@ -244,7 +308,9 @@ async def test_malformed_lines_skipped_and_reported(fake_server: Any, tmp_path: 
 
 async def test_api_key_model_and_params_sent(fake_server: Any, tmp_path: Path) -> None:
     inp = write_input(tmp_path / "in.jsonl", 2)
-    await run_batch_async(BatchConfig(endpoints=[fake_server.url], input=inp, api_key="sekrit", params={"temperature": 0}))
+    await run_batch_async(
+        BatchConfig(endpoints=[fake_server.url], input=inp, api_key="sekrit", params={"temperature": 0})
+    )
     for hit in fake_server.hits:
         assert hit.authorization == "Bearer sekrit"
         assert hit.body["model"] == "fake-model"  # discovered from /v1/models
@@ -259,8 +325,13 @@ async def test_model_discovery_failure_is_a_config_error(tmp_path: Path) -> None
 
 async def test_open_loop_sends_on_schedule_regardless_of_latency(make_server: Any, tmp_path: Path) -> None:
     server = make_server(latency_s=0.5)
-    config = LoadConfig(endpoints=[server.url], curve=shape_curve("constant:rps=40,duration=1"), out=tmp_path / "l.jsonl",
-                        keep_records=True, model="m")
+    config = LoadConfig(
+        endpoints=[server.url],
+        curve=shape_curve("constant:rps=40,duration=1"),
+        out=tmp_path / "l.jsonl",
+        keep_records=True,
+        model="m",
+    )
     started = time.monotonic()
     report = await run_open_loop_async(config)
     elapsed = time.monotonic() - started
@@ -274,8 +345,13 @@ async def test_open_loop_sends_on_schedule_regardless_of_latency(make_server: An
 
 async def test_open_loop_drops_beyond_inflight_cap(make_server: Any) -> None:
     server = make_server(latency_s=1.0)
-    config = LoadConfig(endpoints=[server.url], curve=shape_curve("constant:rps=50,duration=0.4"), max_inflight=5,
-                        model="m", prompt="hello")
+    config = LoadConfig(
+        endpoints=[server.url],
+        curve=shape_curve("constant:rps=50,duration=0.4"),
+        max_inflight=5,
+        model="m",
+        prompt="hello",
+    )
     report = await run_open_loop_async(config)
     assert report.ok == 5 and report.dropped == 15
     assert {h.key for h in server.hits} == {"hello"}

@@ -97,7 +97,10 @@ def test_backoff_bounds(attempt: int, base: float, cap: float, retry_after: floa
 
 def test_backoff_grows_exponentially_on_average() -> None:
     rng = random.Random(1)
-    means = [statistics.mean(backoff_delay(a, base=1, cap=1000, rng=rng) for _ in range(2000)) for a in (1, 2, 3, 4)]
+    means = [
+        statistics.mean(backoff_delay(a, base=1, cap=1000, rng=rng) for _ in range(2000))
+        for a in (1, 2, 3, 4)
+    ]
     for lo, hi in zip(means, means[1:], strict=False):
         assert 1.7 < hi / lo < 2.3
 
@@ -173,8 +176,23 @@ def test_percentile_matches_statistics_inclusive(values: list[float]) -> None:
 
 def test_summarise_counts_and_errors() -> None:
     records = [
-        {"id": 1, "latency_s": 0.1, "ttft_s": 0.01, "attempts": 1, "usage": {"prompt_tokens": 3, "completion_tokens": 5}, "error": None, "correct": True},
-        {"id": 2, "latency_s": 0.3, "attempts": 2, "usage": {"prompt_tokens": 1, "completion_tokens": 1}, "error": None, "correct": False},
+        {
+            "id": 1,
+            "latency_s": 0.1,
+            "ttft_s": 0.01,
+            "attempts": 1,
+            "usage": {"prompt_tokens": 3, "completion_tokens": 5},
+            "error": None,
+            "correct": True,
+        },
+        {
+            "id": 2,
+            "latency_s": 0.3,
+            "attempts": 2,
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+            "error": None,
+            "correct": False,
+        },
         {"id": 3, "latency_s": None, "attempts": 5, "error": {"type": "http_503"}},
         {"id": 4, "latency_s": None, "attempts": 1, "error": {"type": "http_400"}},
         {"id": 5, "latency_s": None, "attempts": 3, "error": {"type": "http_503"}},
@@ -241,7 +259,9 @@ def test_schedule_bounds_and_poisson() -> None:
     st.lists(st.tuples(st.floats(0.01, 5), st.floats(0, 50)), min_size=1, max_size=8),
     st.sampled_from(list(Arrivals)),
 )
-def test_schedule_is_sorted_bounded_and_matches_integral(segments: list[tuple[float, float]], arrivals: Arrivals) -> None:
+def test_schedule_is_sorted_bounded_and_matches_integral(
+    segments: list[tuple[float, float]], arrivals: Arrivals
+) -> None:
     points = [(0.0, segments[0][1])]
     t = 0.0
     for width, rps in segments:
