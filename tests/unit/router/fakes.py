@@ -173,13 +173,13 @@ async def running_router(
         await runner.cleanup()
 
 
-async def eventually(predicate: Any, timeout: float = 5.0, interval: float = 0.01) -> None:
+async def eventually(predicate: Any, within: float = 5.0, interval: float = 0.01) -> None:
     """Bounded wait for a condition (no bare sleeps in assertions)."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         result = predicate()
         if result:
             return
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(interval)

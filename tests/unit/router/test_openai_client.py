@@ -18,7 +18,7 @@ async def test_openai_client_through_router(tmp_path) -> None:
     ):
         from shoal_router.server import default_sources
 
-        await [s for s in default_sources(r.router.config) if s.__name__ == "keys_file"][0](r.router)
+        await next(s for s in default_sources(r.router.config) if s.__name__ == "keys_file")(r.router)
         client = openai.AsyncOpenAI(base_url=r.url + "/v1", api_key="sk-test", max_retries=0)
         chat = await client.chat.completions.create(
             model="fake", messages=[{"role": "user", "content": "hi"}]

@@ -17,48 +17,57 @@ CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
 
 
 async def test_non_streaming_passthrough_and_request_id() -> None:
-    async with upstreams(1) as (up,), running_router(upstream_urls=[up.url]) as r:
-        async with httpx.AsyncClient(base_url=r.url) as c:
-            resp = await c.post("/v1/chat/completions", json=CHAT, headers={"X-Request-ID": "abc-123"})
-            assert resp.status_code == 200
-            assert resp.json()["choices"][0]["message"]["content"] == "hello from up0"
-            assert resp.headers["x-request-id"] == "abc-123"
-            assert up.requests[0]["headers"]["X-Request-ID"] == "abc-123"
-            # generated when absent, and the same id goes upstream
-            resp = await c.post("/v1/completions", json={"model": "fake", "prompt": "x"})
-            rid = resp.headers["x-request-id"]
-            assert len(rid) >= 16
-            assert up.requests[1]["headers"]["X-Request-ID"] == rid
-            models = await c.get("/v1/models")
-            assert models.json()["data"][0]["id"] == "fake"
+    async with (
+        upstreams(1) as (up,),
+        running_router(upstream_urls=[up.url]) as r,
+        httpx.AsyncClient(base_url=r.url) as c,
+    ):
+        resp = await c.post("/v1/chat/completions", json=CHAT, headers={"X-Request-ID": "abc-123"})
+        assert resp.status_code == 200
+        assert resp.json()["choices"][0]["message"]["content"] == "hello from up0"
+        assert resp.headers["x-request-id"] == "abc-123"
+        assert up.requests[0]["headers"]["X-Request-ID"] == "abc-123"
+        # generated when absent, and the same id goes upstream
+        resp = await c.post("/v1/completions", json={"model": "fake", "prompt": "x"})
+        rid = resp.headers["x-request-id"]
+        assert len(rid) >= 16
+        assert up.requests[1]["headers"]["X-Request-ID"] == rid
+        models = await c.get("/v1/models")
+        assert models.json()["data"][0]["id"] == "fake"
 
 
 async def test_streaming_is_not_buffered() -> None:
     """The first SSE event reaches the client while the upstream is still holding back the rest."""
     gate = asyncio.Event()
-    async with upstreams(1, gate=gate, chunks=3) as (up,), running_router(upstream_urls=[up.url]) as r:
-        async with httpx.AsyncClient(base_url=r.url) as c:
-            async with c.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as resp:
-                assert resp.status_code == 200
-                assert resp.headers["content-type"].startswith("text/event-stream")
-                lines = resp.aiter_lines()
-                first = await asyncio.wait_for(anext(lines), 5)
-                assert first.startswith("data: ") and "tok0" in first
-                assert up.completed == 0  # upstream still waiting on the gate
-                gate.set()
-                rest = [line async for line in lines if line]
-            assert rest[-1] == "data: [DONE]"
-            assert up.completed == 1
+    async with (
+        upstreams(1, gate=gate, chunks=3) as (up,),
+        running_router(upstream_urls=[up.url]) as r,
+        httpx.AsyncClient(base_url=r.url) as c,
+    ):
+        async with c.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as resp:
+            assert resp.status_code == 200
+            assert resp.headers["content-type"].startswith("text/event-stream")
+            lines = resp.aiter_lines()
+            first = await asyncio.wait_for(anext(lines), 5)
+            assert first.startswith("data: ") and "tok0" in first
+            assert up.completed == 0  # upstream still waiting on the gate
+            gate.set()
+            rest = [line async for line in lines if line]
+        assert rest[-1] == "data: [DONE]"
+        assert up.completed == 1
 
 
 async def test_body_size_limit() -> None:
-    async with upstreams(1) as (up,), running_router(upstream_urls=[up.url], max_body_bytes=1000) as r:
-        async with httpx.AsyncClient(base_url=r.url) as c:
-            big = {"model": "fake", "prompt": "x" * 5000}
-            resp = await c.post("/v1/completions", json=big)
-            assert resp.status_code == 413
-            assert "larger than 1000" in resp.json()["error"]["message"]
-            assert up.requests == []
+    async with (
+        upstreams(1) as (up,),
+        running_router(upstream_urls=[up.url], max_body_bytes=1000) as r,
+        httpx.AsyncClient(base_url=r.url) as c,
+    ):
+        big = {"model": "fake", "prompt": "x" * 5000}
+        resp = await c.post("/v1/completions", json=big)
+        assert resp.status_code == 413
+        assert "larger than 1000" in resp.json()["error"]["message"]
+        assert up.requests == []
 
 
 async def test_retry_on_503_and_429_goes_to_another_replica() -> None:
@@ -89,11 +98,14 @@ async def test_retry_on_connect_error() -> None:
 
 
 async def test_last_answer_passed_through_when_every_replica_fails() -> None:
-    async with upstreams(2, always_status=503) as (a, b), running_router(upstream_urls=[a.url, b.url]) as r:
-        async with httpx.AsyncClient(base_url=r.url) as c:
-            resp = await c.post("/v1/chat/completions", json=CHAT)
-            assert resp.status_code == 503
-            assert "says 503" in resp.json()["error"]["message"]  # the replica's own answer
+    async with (
+        upstreams(2, always_status=503) as (a, b),
+        running_router(upstream_urls=[a.url, b.url]) as r,
+        httpx.AsyncClient(base_url=r.url) as c,
+    ):
+        resp = await c.post("/v1/chat/completions", json=CHAT)
+        assert resp.status_code == 503
+        assert "says 503" in resp.json()["error"]["message"]  # the replica's own answer
         assert len(a.requests) + len(b.requests) == 2  # each tried once
 
 
@@ -124,38 +136,44 @@ async def test_max_attempts_and_budget_limit_retries() -> None:
 
 
 async def test_no_retry_once_streaming_started() -> None:
-    async with upstreams(2, break_after_first=True, chunks=3) as (a, b):
-        async with running_router(upstream_urls=[a.url, b.url], strategy="RoundRobin") as r:
-            async with httpx.AsyncClient(base_url=r.url) as c:
-                with pytest.raises(httpx.HTTPError):
-                    async with c.stream(
-                        "POST", "/v1/chat/completions", json={**CHAT, "stream": True}
-                    ) as resp:
-                        assert resp.status_code == 200
-                        async for _ in resp.aiter_lines():
-                            pass
-            assert len(a.requests) + len(b.requests) == 1  # committed after the first byte: no retry
-            assert r.router.metrics.retries._value.get() == 0
+    async with (
+        upstreams(2, break_after_first=True, chunks=3) as (a, b),
+        running_router(upstream_urls=[a.url, b.url], strategy="RoundRobin") as r,
+    ):
+        async with httpx.AsyncClient(base_url=r.url) as c:
+            with pytest.raises(httpx.HTTPError):
+                async with c.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as resp:
+                    assert resp.status_code == 200
+                    async for _ in resp.aiter_lines():
+                        pass
+        assert len(a.requests) + len(b.requests) == 1  # committed after the first byte: no retry
+        assert r.router.metrics.retries._value.get() == 0
 
 
 async def test_client_disconnect_cancels_upstream() -> None:
     gate = asyncio.Event()  # never set: the upstream would wait forever
-    async with upstreams(1, gate=gate) as (up,), running_router(upstream_urls=[up.url]) as r:
-        async with httpx.AsyncClient(base_url=r.url) as c:
-            async with c.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as resp:
-                lines = resp.aiter_lines()
-                await asyncio.wait_for(anext(lines), 5)
-                assert up.inflight == 1
-            # leaving the block closes the client connection
+    async with (
+        upstreams(1, gate=gate) as (up,),
+        running_router(upstream_urls=[up.url]) as r,
+        httpx.AsyncClient(base_url=r.url) as c,
+    ):
+        async with c.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True}) as resp:
+            lines = resp.aiter_lines()
+            await asyncio.wait_for(anext(lines), 5)
+            assert up.inflight == 1
+        # leaving the block closes the client connection
         await eventually(lambda: up.cancelled == 1 and up.inflight == 0)
         await eventually(lambda: r.router.pool.get(up.url).inflight == 0)  # type: ignore[union-attr]
 
 
 async def test_client_disconnect_while_waiting_for_headers_cancels_upstream() -> None:
-    async with upstreams(1, header_delay_s=30) as (up,), running_router(upstream_urls=[up.url]) as r:
-        async with httpx.AsyncClient(base_url=r.url, timeout=httpx.Timeout(0.3)) as c:
-            with pytest.raises(httpx.ReadTimeout):
-                await c.post("/v1/chat/completions", json=CHAT)
+    async with (
+        upstreams(1, header_delay_s=30) as (up,),
+        running_router(upstream_urls=[up.url]) as r,
+        httpx.AsyncClient(base_url=r.url, timeout=httpx.Timeout(0.3)) as c,
+    ):
+        with pytest.raises(httpx.ReadTimeout):
+            await c.post("/v1/chat/completions", json=CHAT)
         await eventually(lambda: up.cancelled == 1)
 
 
@@ -242,7 +260,7 @@ async def test_outlier_ejection_and_recovery() -> None:
             # still failing after the back-off: one probe, then ejected again (for twice as long)
             st = r.router.pool.get(bad.url)
             assert st is not None
-            await eventually(lambda: st.ejected_until <= r.router.pool.clock(), timeout=3)
+            await eventually(lambda: st.ejected_until <= r.router.pool.clock(), within=3)
             for _ in range(4):
                 await c.post("/v1/chat/completions", json=CHAT)
             assert len(bad.requests) == 4
@@ -250,7 +268,7 @@ async def test_outlier_ejection_and_recovery() -> None:
             assert st.ejections == 2
             # it recovers: the next probe succeeds and it takes traffic again
             bad.always_status = None
-            await eventually(lambda: st.ejected_until <= r.router.pool.clock(), timeout=3)
+            await eventually(lambda: st.ejected_until <= r.router.pool.clock(), within=3)
             for _ in range(6):
                 assert (await c.post("/v1/chat/completions", json=CHAT)).status_code == 200
             assert len(bad.requests) >= 6
@@ -293,19 +311,22 @@ async def test_api_keys_and_rate_limit(tmp_path, caplog) -> None:
 
 
 async def test_health_metrics_and_unknown_path() -> None:
-    async with upstreams(1) as (up,), running_router(upstream_urls=[up.url]) as r:
-        async with httpx.AsyncClient(base_url=r.url) as c:
-            assert (await c.get("/healthz")).status_code == 200
-            assert (await c.get("/readyz")).json()["ready_endpoints"] == 1
-            await c.post("/v1/chat/completions", json=CHAT)
-            text = (await c.get("/metrics")).text
-            for name in (
-                'shoal_router_requests_total{code="200"} 1.0',
-                "shoal_router_upstream_latency_seconds_bucket",
-                "shoal_router_retries_total",
-                "shoal_router_ejections_total",
-                "shoal_router_pending_requests",
-                f'shoal_router_endpoint_inflight{{endpoint="{up.url}"}} 0.0',
-            ):
-                assert name in text
-            assert (await c.get("/nope")).status_code == 404
+    async with (
+        upstreams(1) as (up,),
+        running_router(upstream_urls=[up.url]) as r,
+        httpx.AsyncClient(base_url=r.url) as c,
+    ):
+        assert (await c.get("/healthz")).status_code == 200
+        assert (await c.get("/readyz")).json()["ready_endpoints"] == 1
+        await c.post("/v1/chat/completions", json=CHAT)
+        text = (await c.get("/metrics")).text
+        for name in (
+            'shoal_router_requests_total{code="200"} 1.0',
+            "shoal_router_upstream_latency_seconds_bucket",
+            "shoal_router_retries_total",
+            "shoal_router_ejections_total",
+            "shoal_router_pending_requests",
+            f'shoal_router_endpoint_inflight{{endpoint="{up.url}"}} 0.0',
+        ):
+            assert name in text
+        assert (await c.get("/nope")).status_code == 404
