@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -101,7 +102,7 @@ def test_backoff_grows_exponentially_on_average() -> None:
         statistics.mean(backoff_delay(a, base=1, cap=1000, rng=rng) for _ in range(2000))
         for a in (1, 2, 3, 4)
     ]
-    for lo, hi in zip(means, means[1:], strict=False):
+    for lo, hi in itertools.pairwise(means):
         assert 1.7 < hi / lo < 2.3
 
 
