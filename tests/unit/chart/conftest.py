@@ -34,6 +34,11 @@ def helm() -> str:
     return find_tool("helm")
 
 
+@pytest.fixture(scope="session")
+def hadolint() -> str:
+    return find_tool("hadolint")
+
+
 Renderer = Callable[..., list[dict[str, Any]]]
 HelmRun = Callable[..., subprocess.CompletedProcess[str]]
 
