@@ -276,9 +276,31 @@ def kwok_pod_stages() -> list[Obj]:
     ]
 
 
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (the status templates) as readable ``|`` blocks."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+_BlockDumper.add_representer(str, _str_representer)
+
+
 def kwok_pod_stages_yaml() -> str:
     """The stages as YAML documents, to append to kwok's ``--config`` file."""
-    return "---\n".join(yaml.safe_dump(s, sort_keys=False) for s in kwok_pod_stages())
+    return "---\n".join(
+        yaml.dump(s, Dumper=_BlockDumper, sort_keys=False, width=1000) for s in kwok_pod_stages()
+    )
+
+
+def write_kwok_stages(path: Path) -> Path:
+    """Write the stages to ``path`` (a kwok ``--config`` file) when they differ; returns ``path``."""
+    text = kwok_pod_stages_yaml()
+    if not path.exists() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return path
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -979,14 +1001,14 @@ class PodWorker:
             return None
         return base64.b64decode(raw).decode() if kind == "secrets" else str(raw)
 
-    async def _service_account_kubeconfig(self) -> Path:
-        """A kubeconfig with a token of the pod's service account (falls back to the sandbox's)."""
+    async def _service_account_kubeconfig(self) -> Path | None:
+        """A kubeconfig with a token of the pod's service account (None when the pod mounts no token)."""
         md, spec = self.pod["metadata"], self.pod["spec"]
         sa = spec.get("serviceAccountName") or "default"
         cfg = self.runner.api.cfg
-        fallback = cfg.path or Path(os.environ.get("KUBECONFIG", ""))
+        fallback = cfg.path
         if spec.get("automountServiceAccountToken") is False:
-            return fallback
+            return None
         try:
             resp = await self.runner.api.request(
                 "POST",
@@ -1032,7 +1054,7 @@ class PodWorker:
         path.chmod(0o600)
         return path
 
-    async def _container_env(self, c: Obj, vm: VolumeMap, kubeconfig: Path) -> dict[str, str]:
+    async def _container_env(self, c: Obj, vm: VolumeMap, kubeconfig: Path | None) -> dict[str, str]:
         env: dict[str, str] = {
             k: v
             for k, v in os.environ.items()
@@ -1043,12 +1065,13 @@ class PodWorker:
         env.update(
             {
                 "HOSTNAME": md["name"],
-                "KUBECONFIG": str(kubeconfig),
                 "PYTHONUNBUFFERED": "1",
                 POD_UID_ENV: self.uid,
             }
         )
         env.setdefault("SHOAL_CACHE", str(self.runner.cache_dir))
+        if kubeconfig is not None:
+            env["KUBECONFIG"] = str(kubeconfig)
         for src in c.get("envFrom") or []:
             prefix = src.get("prefix", "")
             for kind, key in (("configmaps", "configMapRef"), ("secrets", "secretRef")):
