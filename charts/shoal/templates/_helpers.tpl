@@ -22,6 +22,11 @@
 {{- printf "%s-operator" (include "shoal.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* The Lease that elects the one replica running the autoscaler. */}}
+{{- define "shoal.leaseName" -}}
+{{- printf "%s-leader" (include "shoal.operatorName" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "shoal.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "shoal.operatorName" .) .Values.serviceAccount.name }}

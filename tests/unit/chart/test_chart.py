@@ -111,6 +111,8 @@ def test_default_render_objects(render: Renderer) -> None:
             "ClusterRole",
             "ClusterRole",
             "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
             "Service",
             "Deployment",
         ]
@@ -145,10 +147,15 @@ def test_operator_deployment(render: Renderer) -> None:
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
     assert env["SHOAL_PROMETHEUS_URL"] == "http://prometheus-operated.monitoring.svc:9090"
     assert env["SHOAL_NAMESPACES"] == ""
-    assert env["SHOAL_DEFAULT_ENGINE_IMAGE"] == "ghcr.io/shoal-dev/shoal-model-server:0.1.0"
+    assert env["SHOAL_MODEL_SERVER_IMAGE"] == "ghcr.io/shoal-dev/shoal-model-server:0.1.0"
     assert env["SHOAL_ROUTER_IMAGE"] == "ghcr.io/shoal-dev/shoal-router:0.1.0"
     assert env["SHOAL_LOG_LEVEL"] == "INFO"
     assert env["SHOAL_PEERING_NAME"] == "shoal"
+    assert env["SHOAL_METRICS_PORT"] == "9102"
+    assert env["SHOAL_LEASE_NAMESPACE"] == "shoal-system"
+    assert env["SHOAL_LEASE_NAME"] == "shoal-operator-leader"
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": 9102, "health": 8081}
     assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     # The metrics Service selects exactly the operator pod.
     svc = one(objs, "Service", "-operator")
@@ -170,7 +177,7 @@ def test_operator_values_flow_into_env(render: Renderer) -> None:
     assert env["SHOAL_NAMESPACES"] == "team-a,team-b"
     assert env["SHOAL_LOG_LEVEL"] == "DEBUG"
     assert env["SHOAL_PROMETHEUS_URL"] == "https://prom.example:9443/prefix"
-    assert env["SHOAL_DEFAULT_ENGINE_IMAGE"] == "reg.local/ms:v9"
+    assert env["SHOAL_MODEL_SERVER_IMAGE"] == "reg.local/ms:v9"
 
 
 def test_clusterwide_rbac_is_exactly_what_shoal_touches(render: Renderer) -> None:
@@ -186,7 +193,19 @@ def test_clusterwide_rbac_is_exactly_what_shoal_touches(render: Renderer) -> Non
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "shoal-operator", "namespace": "shoal-system"}
     ]
-    assert not by_kind(objs, "Role")
+    assert [r["metadata"]["name"] for r in by_kind(objs, "Role")] == ["shoal-operator-leader"]
+
+
+def test_leader_lease_is_the_only_lease(render: Renderer) -> None:
+    objs = render({"operator": {"watchNamespaces": ["team-a"]}})
+    role = one(objs, "Role", "-leader")
+    assert role["metadata"]["namespace"] == "shoal-system"
+    assert expand(role["rules"]) == {("coordination.k8s.io", "leases", "create", ())} | {
+        ("coordination.k8s.io", "leases", v, ("shoal-operator-leader",)) for v in ("get", "update", "patch")
+    }
+    binding = one(objs, "RoleBinding", "-leader")
+    assert binding["roleRef"]["name"] == "shoal-operator-leader"
+    assert binding["subjects"][0]["name"] == "shoal-operator"
 
 
 def test_podmonitor_rules_are_optional(render: Renderer) -> None:
@@ -200,11 +219,13 @@ FORBIDDEN_VERBS = {"*", "escalate", "bind", "impersonate", "deletecollection"}
 def _assert_least_privilege(objs: list[dict[str, Any]]) -> None:
     for kind in ("ClusterRole", "Role"):
         for role in by_kind(objs, kind):
-            if not role["metadata"]["name"].endswith(("-operator", "-api-keys")):
+            if not role["metadata"]["name"].endswith(("-operator", "-api-keys", "-leader")):
                 continue  # the aggregated user-facing roles are checked separately
             for group, resource, verb, names in expand(role["rules"]):
                 assert "*" not in (group, resource, verb), role["metadata"]["name"]
                 assert verb not in FORBIDDEN_VERBS, (role["metadata"]["name"], resource, verb)
+                if resource == "leases":
+                    assert kind == "Role" and (names or verb == "create"), role["metadata"]["name"]
                 assert resource not in {"nodes", "namespaces", "clusterroles", "clusterrolebindings"} or (
                     resource == "namespaces" and verb in READ
                 )
@@ -302,7 +323,7 @@ def test_rbac_off(render: Renderer) -> None:
         (["operatr.replicas=1"], "additional properties 'operatr' not allowed"),
         (["operator.watchNamespaces[0]=Team_A"], "at '/operator/watchNamespaces/0': 'Team_A' does not match"),
         (["rbac.apiKeySecrets[0].namespace=team-a"], "at '/rbac/apiKeySecrets/0': missing property 'names'"),
-        (["images.operator.pullPolicy=Sometimes"], "at '/images/operator/pullPolicy': value must be one of"),
+        (["images.pullPolicy=Sometimes"], "at '/images/pullPolicy': value must be one of"),
         (
             ["monitoring.prometheusRule.operatorDownFor=5 minutes"],
             "at '/monitoring/prometheusRule/operatorDownFor'",
@@ -431,3 +452,54 @@ def test_notes_explain_first_inferenceservice(helm_run: HelmRun) -> None:
     assert "kind: InferenceService" in notes
     assert "--for=condition=Ready" in notes
     assert "kubectl -n shoal-system rollout status deployment/shoal-operator" in notes
+
+
+def test_chart_env_names_are_operator_settings(render: Renderer) -> None:
+    """Every SHOAL_* variable the chart sets is a field of the operator's settings (no silent typos)."""
+    settings = pytest.importorskip("shoal_operator.settings")
+    fields = {f"SHOAL_{name.upper()}" for name in settings.OperatorSettings.model_fields}
+    container = one(render(), "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0]
+    names = {e["name"] for e in container["env"] if e["name"].startswith("SHOAL_")}
+    assert names - fields == set()
+
+
+def _covers(grants: set[Rule], wanted: Rule) -> bool:
+    group, resource, verb, names = wanted
+    return any(
+        g == group and r == resource and v == verb and (not n or (names and set(names) <= set(n)))
+        for g, r, v, n in grants
+    )
+
+
+@pytest.mark.parametrize("watch", [[], ["team-a"]])
+def test_operator_may_grant_the_router_role_it_builds(render: Renderer, watch: list[str]) -> None:
+    """Kubernetes refuses a Role with rules its creator does not hold (no escalate verb here): every rule
+    of the router Role the operator builds must be held by the operator in that namespace."""
+    api = pytest.importorskip("shoal_operator.api")
+    router = pytest.importorskip("shoal_operator.builders.router")
+    isvc = api.InferenceService.model_validate(
+        {
+            "metadata": {"name": "chat", "namespace": "team-a", "uid": "u1"},
+            "spec": {
+                "model": {"name": "m", "uri": "hf://org/m"},
+                "routing": {"mode": "Router", "apiKeysSecret": "chat-keys"},
+            },
+        }
+    )
+    objs = render(
+        {
+            "operator": {"watchNamespaces": watch},
+            "rbac": {"apiKeySecrets": [{"namespace": "team-a", "names": ["chat-keys"]}]},
+        }
+    )
+    held = operator_rules(objs)
+    for role in by_kind(objs, "Role"):
+        if role["metadata"]["namespace"] == "team-a":
+            held |= expand(role["rules"])
+    wanted = expand(router.role(isvc)["rules"])
+    assert ("", "secrets", "get", ("chat-keys",)) in wanted
+    missing = {w for w in wanted if not _covers(held, w)}
+    assert not missing, f"the operator could not create the router Role: it lacks {sorted(missing)}"
+    # Without the Secret listed, the operator holds no Secret access anywhere.
+    objs = render({"operator": {"watchNamespaces": watch}})
+    assert not any(r[1] == "secrets" for role in by_kind(objs, "Role") for r in expand(role["rules"]))
