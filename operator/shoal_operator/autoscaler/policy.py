@@ -108,6 +108,9 @@ class PolicyConfig:
     scale_to_zero: bool = False
     idle_seconds: float = 600.0
     metrics_max_age_seconds: float = 30.0
+    #: Normal decisions use each metric's mean over this window (noise does not move replicas); panic
+    #: detection uses the newest sample alone (a spike is seen at the first scrape).
+    stable_window_seconds: float = 60.0
     #: Requests one replica serves at its target load; used to turn a backlog into a replica count
     #: (scale from zero, the cold-start cap).  Defaults to the RunningRequests target when configured.
     replica_capacity: float | None = None
@@ -170,6 +173,8 @@ class PolicyState:
     events: tuple[ScaleEvent, ...] = ()
     panic_until: float | None = None
     idle_since: float | None = None
+    #: (signal, sample timestamp, value) of the stable window, one entry per scrape.
+    samples: tuple[tuple[str, float, float], ...] = ()
 
 
 # --------------------------------------------------------------------------------------------- output
@@ -312,21 +317,36 @@ def decide(cfg: PolicyConfig, inp: PolicyInput, state: PolicyState | None) -> tu
     demand = sum(v for v in load.values() if v is not None)
 
     # -- the configured metrics
-    per_metric: dict[str, int] = {}
+    per_metric: dict[str, int] = {}  # from the stable-window mean
+    per_metric_now: dict[str, int] = {}  # from the newest sample (panic detection)
     unavailable: list[str] = []
+    window_start = now - cfg.stable_window_seconds
+    kept = [x for x in st.samples if x[1] > window_start]
     for m in cfg.metrics:
-        usable, why = _evaluate(cfg, inp, Signal(m.type.value))
+        sig = Signal(m.type.value)
+        usable, why = _evaluate(cfg, inp, sig)
         if usable is None:
             unavailable.append(why or f"{m.type}: unavailable")
             continue
+        stamp = now - usable.age
+        if not any(x[0] == sig and x[1] == stamp for x in kept):
+            kept.append((str(sig), stamp, usable.value))
+        window = [x[2] for x in kept if x[0] == sig]
+        mean = sum(window) / len(window)
         inputs[str(m.type)] = usable.value
+        inputs[f"{m.type}.mean{cfg.stable_window_seconds:g}s"] = round(mean, 4)
         inputs[f"{m.type}.target"] = m.target
-        rec = _metric_recommendation(cfg, m, usable.value, inp)
+        rec = _metric_recommendation(cfg, m, mean, inp)
         if rec is not None:
             per_metric[str(m.type)] = rec
+        rec_now = _metric_recommendation(cfg, m, usable.value, inp)
+        if rec_now is not None:
+            per_metric_now[str(m.type)] = rec_now
+    st = replace(st, samples=tuple(kept))
     all_available = not unavailable
     unavailable_reason = "; ".join(unavailable)
     raw = max(per_metric.values()) if per_metric else None
+    raw_now = max(per_metric_now.values()) if per_metric_now else None
 
     def finish(
         desired: int,
@@ -390,17 +410,28 @@ def decide(cfg: PolicyConfig, inp: PolicyInput, state: PolicyState | None) -> tu
             )
         return finish(0, Reason.IDLE, "idle at zero replicas", new_state=st0)
 
+    # ------------------------------------------------------------------ panic
+    panic_until = st.panic_until
+    if (
+        raw_now is not None
+        and raw_now > current
+        and raw_now * 100.0 >= max(current, 1) * cfg.panic_threshold_percent
+    ):
+        panic_until = now + cfg.panic_window_seconds
+    panicking = panic_until is not None and now < panic_until
+    st = replace(st, panic_until=panic_until if panicking else None)
+    if panicking and raw is not None and raw_now is not None and raw_now > raw:
+        # Jump on the newest sample, but only as far as the backlog needs (plus one).
+        jump = raw_now
+        backlog = _need(cfg, demand)
+        if backlog is not None:
+            jump = min(jump, max(backlog + 1, current))
+        raw = max(raw, jump)
+
     # ------------------------------------------------------------------ recommendation history
     recorded = raw if (raw is not None and all_available) else current
     previous = st.recommendations
     st = replace(st, recommendations=(*previous, (now, recorded)))
-
-    # ------------------------------------------------------------------ panic
-    panic_until = st.panic_until
-    if raw is not None and raw > current and raw * 100.0 >= max(current, 1) * cfg.panic_threshold_percent:
-        panic_until = now + cfg.panic_window_seconds
-    panicking = panic_until is not None and now < panic_until
-    st = replace(st, panic_until=panic_until if panicking else None)
 
     # ------------------------------------------------------------------ idle → scale to zero
     idle = (
