@@ -1,0 +1,104 @@
+"""Labels, selectors, metadata and owner references shared by every child object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from shoal_common import names
+
+from shoal_operator.api import InferenceService
+
+DEFAULT_IMAGE = "ghcr.io/shoal-dev/shoal:0.1.0"
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Operator-wide inputs of the builders (from the operator's settings and the cluster's APIs)."""
+
+    model_server_image: str = DEFAULT_IMAGE
+    router_image: str = DEFAULT_IMAGE
+    image_pull_policy: str = "IfNotPresent"
+    podmonitor_available: bool = False
+    pre_stop_seconds: int = 5
+    cluster_domain: str = "cluster.local"
+
+
+def labels(isvc: InferenceService, component: str | None = None) -> dict[str, str]:
+    out = {
+        names.LABEL_NAME: "shoal",
+        names.LABEL_INSTANCE: isvc.name,
+        names.LABEL_MANAGED_BY: names.MANAGED_BY,
+        names.LABEL_ISVC: isvc.name,
+    }
+    if component:
+        out[names.LABEL_COMPONENT] = component
+    return out
+
+
+def selector(isvc: InferenceService, component: str) -> dict[str, str]:
+    """Immutable Deployment selector (and Service selector) of one component's pods."""
+    return {names.LABEL_ISVC: isvc.name, names.LABEL_COMPONENT: component}
+
+
+def selector_string(isvc: InferenceService) -> str:
+    """status.selector: the model-server pods, as the scale subresource wants it."""
+    return ",".join(f"{k}={v}" for k, v in selector(isvc, names.COMPONENT_MODEL_SERVER).items())
+
+
+def owner_reference(isvc: InferenceService) -> dict[str, Any]:
+    return {
+        "apiVersion": names.API_VERSION,
+        "kind": names.KIND,
+        "name": isvc.name,
+        "uid": isvc.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def metadata(isvc: InferenceService, name: str, component: str | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": isvc.namespace,
+        "labels": labels(isvc, component),
+        "ownerReferences": [owner_reference(isvc)],
+    }
+
+
+def url(isvc: InferenceService, opts: BuildOptions) -> str:
+    return f"http://{names.public_service_name(isvc.name)}.{isvc.namespace}.svc.{opts.cluster_domain}"
+
+
+def prometheus_annotations(port: int) -> dict[str, str]:
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
+
+
+def pod_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 1000,
+        "fsGroup": 1000,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def http_probe(path: str, period: int, failures: int, timeout: int = 3) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": timeout,
+    }
+
+
+def pod_env() -> list[dict[str, Any]]:
+    return [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]

@@ -1,0 +1,155 @@
+"""The router (`X-router`: Deployment, ServiceAccount, Role, RoleBinding) and the public Service `X`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shoal_common import names
+
+from shoal_operator.api import InferenceService
+from shoal_operator.builders.common import (
+    BuildOptions,
+    container_security_context,
+    http_probe,
+    labels,
+    metadata,
+    pod_env,
+    pod_security_context,
+    prometheus_annotations,
+    selector,
+)
+
+COMPONENT = names.COMPONENT_ROUTER
+
+
+def command(isvc: InferenceService) -> list[str]:
+    routing = isvc.spec.routing
+    cmd = [
+        "shoal",
+        "router",
+        "--listen-host",
+        "0.0.0.0",
+        "--port",
+        str(names.ROUTER_PORT),
+        "--discovery",
+        "kubernetes",
+        "--namespace",
+        isvc.namespace,
+        "--service",
+        names.model_server_name(isvc.name),
+        "--strategy",
+        routing.strategy,
+        "--first-byte-timeout",
+        str(isvc.spec.serving.request_timeout_seconds),
+    ]
+    if routing.api_keys_secret:
+        cmd += ["--api-keys-secret", routing.api_keys_secret]
+    if routing.rate_limit is not None:
+        cmd += ["--rate-limit-rps", str(routing.rate_limit.requests_per_second)]
+        if routing.rate_limit.burst is not None:
+            cmd += ["--rate-limit-burst", str(routing.rate_limit.burst)]
+    return cmd
+
+
+def service_account(isvc: InferenceService) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": metadata(isvc, names.router_name(isvc.name), COMPONENT),
+    }
+
+
+def role(isvc: InferenceService) -> dict[str, Any]:
+    rules: list[dict[str, Any]] = [
+        {
+            "apiGroups": ["discovery.k8s.io"],
+            "resources": ["endpointslices"],
+            "verbs": ["get", "list", "watch"],
+        },
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    ]
+    secret = isvc.spec.routing.api_keys_secret
+    if secret:
+        rules.append(
+            {
+                "apiGroups": [""],
+                "resources": ["secrets"],
+                "resourceNames": [secret],
+                "verbs": ["get", "list", "watch"],
+            }
+        )
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": metadata(isvc, names.router_name(isvc.name), COMPONENT),
+        "rules": rules,
+    }
+
+
+def role_binding(isvc: InferenceService) -> dict[str, Any]:
+    name = names.router_name(isvc.name)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": metadata(isvc, name, COMPONENT),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": isvc.namespace}],
+    }
+
+
+def deployment(isvc: InferenceService, opts: BuildOptions) -> dict[str, Any]:
+    name = names.router_name(isvc.name)
+    container: dict[str, Any] = {
+        "name": "router",
+        "image": opts.router_image,
+        "imagePullPolicy": opts.image_pull_policy,
+        "command": command(isvc),
+        "ports": [{"name": "http", "containerPort": names.ROUTER_PORT, "protocol": "TCP"}],
+        "env": pod_env(),
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "readinessProbe": http_probe("/readyz", 5, 2),
+        "livenessProbe": http_probe("/healthz", 10, 6, timeout=5),
+        "lifecycle": {"preStop": {"sleep": {"seconds": opts.pre_stop_seconds}}},
+        "securityContext": {**container_security_context(), "readOnlyRootFilesystem": True},
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(isvc, name, COMPONENT),
+        "spec": {
+            "replicas": isvc.spec.routing.replicas,
+            "selector": {"matchLabels": selector(isvc, COMPONENT)},
+            "revisionHistoryLimit": 3,
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {
+                    "labels": labels(isvc, COMPONENT),
+                    "annotations": prometheus_annotations(names.ROUTER_PORT),
+                },
+                "spec": {
+                    "serviceAccountName": name,
+                    "containers": [container],
+                    "securityContext": pod_security_context(),
+                    "terminationGracePeriodSeconds": opts.pre_stop_seconds
+                    + isvc.spec.serving.drain_seconds
+                    + 15,
+                    "enableServiceLinks": False,
+                },
+            },
+        },
+    }
+
+
+def public_service(isvc: InferenceService) -> dict[str, Any]:
+    """`X` port 80: to the router pods (Router mode) or straight to the model-server pods (Service mode)."""
+    component = COMPONENT if isvc.spec.routing.mode == "Router" else names.COMPONENT_MODEL_SERVER
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(isvc, names.public_service_name(isvc.name)),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector(isvc, component),
+            "ports": [{"name": "http", "port": names.SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }

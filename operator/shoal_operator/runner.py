@@ -1,0 +1,84 @@
+"""Composition root of `shoal operator`: settings read once, parts wired, kopf run."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+
+import kopf
+from prometheus_client import start_http_server
+from shoal_common.logging import configure_logging
+
+from shoal_operator.builders import BuildOptions
+from shoal_operator.context import OperatorContext
+from shoal_operator.handlers import build_registry, ensure_peering
+from shoal_operator.kube import Kube, load_credentials
+from shoal_operator.metrics import OperatorMetrics
+from shoal_operator.reconcile import Reconciler, ReconcilerConfig
+from shoal_operator.settings import OperatorSettings
+
+log = logging.getLogger("shoal.operator")
+
+
+def identity() -> str:
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+async def serve(settings: OperatorSettings, stop_flag: asyncio.Event | None = None) -> None:
+    creds = load_credentials(settings.kubeconfig, settings.context)
+    kube = Kube(creds, max_connections=settings.max_connections)
+    metrics = OperatorMetrics()
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=metrics.registry)
+    ctx = OperatorContext(settings=settings, kube=kube, metrics=metrics, identity=identity())
+    build = BuildOptions(
+        model_server_image=settings.model_server_image,
+        router_image=settings.router_image,
+        image_pull_policy=settings.image_pull_policy,
+        cluster_domain=settings.cluster_domain,
+    )
+    reconciler = Reconciler(kube, ReconcilerConfig(build=build), metrics, emit=ctx.emit_event)
+    try:
+        standalone = True
+        if settings.peering:
+            standalone = not await ensure_peering(ctx)
+            if standalone:
+                log.warning(
+                    "kopf peering CRDs are not installed (crds/kopf.dev_peerings.yaml): running standalone"
+                )
+        log.info(
+            "operator starting",
+            extra={
+                "namespaces": settings.namespaces or "all",
+                "peering": None if standalone else settings.peering_name,
+                "drift_period_s": settings.drift_period_seconds,
+                "identity": ctx.identity,
+            },
+        )
+        await kopf.operator(
+            registry=build_registry(ctx, reconciler),
+            clusterwide=settings.clusterwide,
+            namespaces=settings.namespaces,
+            standalone=standalone,
+            peering_name=None if standalone else settings.peering_name,
+            priority=settings.peering_priority,
+            identity=ctx.identity,  # type: ignore[arg-type]
+            liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz"
+            if settings.health_port
+            else None,
+            stop_flag=stop_flag,
+        )
+    finally:
+        ctx.stop.set()
+        await kube.aclose()
+
+
+def run(settings: OperatorSettings) -> int:
+    configure_logging(settings.log_level, settings.json_logs)
+    if settings.log_level.upper() != "DEBUG":
+        logging.getLogger("kopf").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    asyncio.run(serve(settings))
+    return 0

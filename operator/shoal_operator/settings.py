@@ -1,0 +1,63 @@
+"""Typed operator settings: `SHOAL_*` environment variables, overridden by `shoal operator` flags.
+
+Read once by the composition root (`runner.py`) and passed down; nothing reads the environment later.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shoal_operator.builders.common import DEFAULT_IMAGE
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHOAL_", extra="ignore")
+
+    kubeconfig: str | None = Field(
+        default=None, description="kubeconfig path; default: in-cluster, $KUBECONFIG"
+    )
+    context: str | None = Field(default=None, description="kubeconfig context")
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="watch these namespaces; empty: all"
+    )
+    prometheus_url: str = Field(default="http://prometheus:9090", description="Prometheus for the autoscaler")
+    drift_period_seconds: float = Field(
+        default=30.0, gt=0, description="re-reconcile every object this often"
+    )
+    metrics_port: int = Field(default=9102, ge=0, le=65535, description="/metrics port; 0 disables")
+    metrics_host: str = "0.0.0.0"
+    health_port: int = Field(
+        default=0, ge=0, le=65535, description="kopf liveness port (/healthz); 0 disables"
+    )
+    peering_name: str = Field(default="shoal", description="kopf peering object (one active operator)")
+    peering: bool = Field(default=True, description="use kopf peering; false: standalone")
+    peering_priority: int = Field(default=0, description="kopf peering priority of this replica")
+    log_level: str = "INFO"
+    json_logs: bool = True
+    model_server_image: str = DEFAULT_IMAGE
+    router_image: str = DEFAULT_IMAGE
+    image_pull_policy: str = "IfNotPresent"
+    cluster_domain: str = "cluster.local"
+    autoscaler_enabled: bool = Field(default=True, description="run the autoscaler loop (leader only)")
+    autoscaler_period_seconds: float = Field(default=15.0, gt=0)
+    lease_namespace: str | None = Field(
+        default=None, description="namespace of the leader Lease; default: the pod's namespace or 'default'"
+    )
+    lease_name: str = "shoal-operator-leader"
+    lease_duration_seconds: float = Field(default=15.0, gt=0)
+    max_connections: int = Field(default=32, ge=1, description="connections to the API server for writes")
+    worker_limit: int | None = Field(default=None, ge=1, description="kopf: objects processed at once")
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [n.strip() for n in value.split(",") if n.strip()]
+        return value
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.namespaces

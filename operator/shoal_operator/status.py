@@ -1,0 +1,153 @@
+"""Pure status computation: the InferenceService, its live Deployments and known problems in, status out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from shoal_operator import conditions as cond
+from shoal_operator.api import InferenceService
+from shoal_operator.builders import BuildOptions, selector_string, url
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Bad input or a stuck child: becomes Degraded=True with this reason and a Warning Event."""
+
+    reason: str
+    message: str
+
+
+@dataclass
+class Observed:
+    model: dict[str, Any] | None = None  # live `X-model` Deployment
+    router: dict[str, Any] | None = None  # live `X-router` Deployment (Router mode)
+    problems: list[Problem] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Rollout:
+    desired: int
+    replicas: int
+    updated: int
+    ready: int
+    available: int
+    observed: bool  # the Deployment controller has seen the latest Deployment spec
+    failure: Problem | None
+
+    @property
+    def rolled_out(self) -> bool:
+        """Every pod runs the current template (no old ReplicaSet pods left)."""
+        return self.observed and self.updated >= min(self.desired, 1) and self.replicas <= self.updated
+
+    @property
+    def settled(self) -> bool:
+        return self.rolled_out and self.updated == self.desired and self.available >= self.desired
+
+
+def rollout(deployment: dict[str, Any] | None) -> Rollout:
+    if deployment is None:
+        return Rollout(0, 0, 0, 0, 0, False, None)
+    spec = deployment.get("spec", {})
+    st = deployment.get("status", {}) or {}
+    generation = deployment.get("metadata", {}).get("generation", 0)
+    failure = None
+    for c in st.get("conditions", []) or []:
+        if c.get("type") == "ReplicaFailure" and c.get("status") == "True":
+            failure = Problem(c.get("reason") or "ReplicaFailure", c.get("message", ""))
+        elif c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded":
+            failure = Problem("ProgressDeadlineExceeded", c.get("message", ""))
+    return Rollout(
+        desired=int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1),
+        replicas=int(st.get("replicas", 0) or 0),
+        updated=int(st.get("updatedReplicas", 0) or 0),
+        ready=int(st.get("readyReplicas", 0) or 0),
+        available=int(st.get("availableReplicas", 0) or 0),
+        observed=int(st.get("observedGeneration", 0) or 0) >= int(generation or 0),
+        failure=failure,
+    )
+
+
+def compute(
+    isvc: InferenceService,
+    observed: Observed,
+    opts: BuildOptions,
+    *,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """The operator's part of `status` (conditions Ready/Progressing/Degraded and the counters)."""
+    gen = isvc.generation
+    previous = [c.dump() for c in isvc.status.conditions]
+    model = rollout(observed.model)
+    router_mode = isvc.spec.routing.mode == "Router"
+    router = rollout(observed.router) if router_mode else None
+    desired = isvc.spec.replicas
+    endpoint = url(isvc, opts)
+
+    # Ready: something serves the current generation.
+    if observed.model is None:
+        ready, ready_reason, ready_msg = False, "Pending", "the model-server Deployment does not exist yet"
+    elif desired == 0:
+        router_ok = router is not None and router.available >= 1
+        ready = router_ok
+        ready_reason = "ScaledToZero"
+        ready_msg = (
+            "scaled to zero; the router holds requests while a replica starts"
+            if router_ok
+            else "scaled to zero and no router is available"
+        )
+    elif not model.rolled_out:
+        ready, ready_reason = False, "RollingOut"
+        ready_msg = f"{model.updated}/{desired} replicas updated, {model.available} available"
+    elif model.available < 1:
+        ready, ready_reason = False, "NoReplicaAvailable"
+        ready_msg = f"0/{desired} replicas available (loading the model or waiting for a node)"
+    elif router is not None and router.available < 1:
+        ready, ready_reason, ready_msg = False, "RouterNotReady", "the router has no available replica"
+    else:
+        ready, ready_reason = True, "Serving"
+        ready_msg = f"{model.ready}/{desired} replicas ready at {endpoint}"
+
+    # Progressing: the Deployments are moving towards the spec.
+    moving = [r for r in (model, router) if r is not None and observed.model is not None and not r.settled]
+    if observed.model is None:
+        progressing, prog_reason, prog_msg = True, "Creating", "creating the children"
+    elif moving:
+        progressing = True
+        prog_reason = "RollingOut" if not model.rolled_out else "ScalingReplicas"
+        prog_msg = f"{model.available}/{desired} model-server replicas available, {model.updated} updated"
+    else:
+        progressing, prog_reason, prog_msg = (
+            False,
+            "Stable",
+            f"{model.available}/{desired} replicas available",
+        )
+
+    # Degraded: bad input the CRD cannot reject, or a child that cannot make progress.
+    problems = list(observed.problems)
+    for r, what in ((model, "model-server"), (router, "router")):
+        if r is not None and r.failure is not None:
+            problems.append(Problem(r.failure.reason, f"{what} Deployment: {r.failure.message}"))
+    if problems:
+        degraded, deg_reason = True, problems[0].reason
+        deg_msg = "; ".join(p.message for p in problems)
+    else:
+        degraded, deg_reason, deg_msg = False, "AsExpected", ""
+
+    conds = previous
+    for type_, value, reason, message in (
+        (cond.READY, ready, ready_reason, ready_msg),
+        (cond.PROGRESSING, progressing, prog_reason, prog_msg),
+        (cond.DEGRADED, degraded, deg_reason, deg_msg),
+    ):
+        conds = cond.set_condition(conds, type_, value, reason, message, observed_generation=gen, now=now)
+
+    return {
+        "conditions": cond.only(conds, cond.OPERATOR_TYPES),
+        "replicas": model.replicas,
+        "readyReplicas": model.ready,
+        "selector": selector_string(isvc),
+        "url": endpoint,
+        "observedGeneration": gen,
+    }

@@ -1,0 +1,76 @@
+"""Operator settings (env + flags), CLI wiring, kopf registry shape."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+from shoal_operator import cli
+from shoal_operator.settings import OperatorSettings
+
+pytestmark = pytest.mark.unit
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["operator", *argv])
+
+
+def test_env_then_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHOAL_PROMETHEUS_URL", "http://prom:9090")
+    monkeypatch.setenv("SHOAL_NAMESPACES", "a, b")
+    monkeypatch.setenv("SHOAL_DRIFT_PERIOD_SECONDS", "12")
+    s = cli.settings_from_args(_parse([]))
+    assert (
+        s.prometheus_url == "http://prom:9090" and s.namespaces == ["a", "b"] and s.drift_period_seconds == 12
+    )
+    assert not s.clusterwide
+    s = cli.settings_from_args(
+        _parse(["--namespace", "x", "--drift-period", "2", "--standalone", "--no-autoscaler"])
+    )
+    assert s.namespaces == ["x"] and s.drift_period_seconds == 2 and s.peering is False
+    assert s.autoscaler_enabled is False
+
+
+def test_defaults() -> None:
+    s = OperatorSettings()
+    assert s.clusterwide and s.peering and s.peering_name == "shoal" and s.drift_period_seconds == 30
+
+
+def test_crd_subcommand_and_handler() -> None:
+    args = _parse(["crd"])
+    assert args.handler is cli._crd
+    assert _parse([]).handler is cli._run
+
+
+def test_registry_has_no_finalizer_and_all_triggers() -> None:
+    import asyncio
+
+    from shoal_operator.builders import BuildOptions
+    from shoal_operator.context import OperatorContext
+    from shoal_operator.handlers import build_registry
+    from shoal_operator.kube import Credentials, Kube
+    from shoal_operator.metrics import OperatorMetrics
+    from shoal_operator.reconcile import Reconciler, ReconcilerConfig
+
+    async def build() -> None:
+        kube = Kube(Credentials(server="http://127.0.0.1:1"))
+        ctx = OperatorContext(
+            settings=OperatorSettings(drift_period_seconds=5),
+            kube=kube,
+            metrics=OperatorMetrics(),
+            identity="t",
+        )
+        registry = build_registry(ctx, Reconciler(kube, ReconcilerConfig(BuildOptions()), ctx.metrics))
+        timers = registry._spawning.get_all_handlers()
+        assert len(timers) == 1
+        timer = next(iter(timers))
+        assert timer.requires_finalizer is False and timer.interval == 5  # type: ignore[attr-defined]
+        changing = registry._changing.get_all_handlers()
+        assert not any(h.requires_finalizer for h in changing)
+        reasons = {h.reason for h in changing}
+        assert {"create", "update", "resume", "delete"} <= {str(r.value) if r else "resume" for r in reasons}
+        await kube.aclose()
+
+    asyncio.run(build())
