@@ -229,7 +229,7 @@ def _execute(config: Any, args: argparse.Namespace, *, load: bool) -> int:
     from shoal_batch.config import ConfigError
     from shoal_batch.inputs import MalformedInputError
     from shoal_batch.report import Report, format_report
-    from shoal_batch.runner import run_batch_async, run_open_loop_async
+    from shoal_batch.runner import run_batch_async, run_coroutine, run_open_loop_async
 
     async def main() -> Report:
         stop = asyncio.Event()
@@ -246,7 +246,7 @@ def _execute(config: Any, args: argparse.Namespace, *, load: bool) -> int:
 
     name = "load" if load else "run"
     try:
-        report = asyncio.run(main())
+        report = run_coroutine(main())
     except MalformedInputError as exc:
         print(f"shoal batch {name}: malformed input, {exc} (--fail-fast)", file=sys.stderr, flush=True)
         return 2

