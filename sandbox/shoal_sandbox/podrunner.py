@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import builtins
 import contextlib
 import json
 import logging
@@ -453,6 +454,99 @@ class KubeAPI:
                         rv = ev["object"]["metadata"].get("resourceVersion", rv)
                         if ev.get("type") != "BOOKMARK":
                             yield ev
+
+
+_KINDS = {
+    "Namespace": ("v1", "namespaces", False),
+    "Pod": ("v1", "pods", True),
+    "Service": ("v1", "services", True),
+    "Deployment": ("apps/v1", "deployments", True),
+    "EndpointSlice": ("discovery.k8s.io/v1", "endpointslices", True),
+    "CustomResourceDefinition": ("apiextensions.k8s.io/v1", "customresourcedefinitions", False),
+    "InferenceService": ("shoal.dev/v1alpha1", "inferenceservices", True),
+}
+
+
+class SyncKube:
+    """Synchronous twin of :class:`KubeAPI` for scripts and tests: apply (server-side), get, list, delete."""
+
+    def __init__(self, kubeconfig: Path, field_manager: str = "shoal-sandbox") -> None:
+        self.kubeconfig = kubeconfig
+        self.field_manager = field_manager
+        cfg = load_kubeconfig(kubeconfig)
+        ctx = ssl.create_default_context(cafile=cfg.ca_file) if cfg.ca_file else ssl.create_default_context()
+        if cfg.cert_file and cfg.key_file:
+            ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
+        headers = {"Authorization": f"Bearer {cfg.token}"} if cfg.token else {}
+        self.http = httpx.Client(base_url=cfg.server, verify=ctx, headers=headers, timeout=30.0)
+
+    def close(self) -> None:
+        self.http.close()
+
+    @staticmethod
+    def path(kind: str, namespace: str | None = None, name: str | None = None) -> str:
+        api_version, plural, namespaced = _KINDS[kind]
+        base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        out = base + (f"/namespaces/{namespace}" if namespaced and namespace else "") + f"/{plural}"
+        return out + (f"/{name}" if name else "")
+
+    @staticmethod
+    def _check(resp: httpx.Response) -> Obj:
+        if resp.status_code >= 400:
+            raise ApiError(resp.status_code, resp.text)
+        out: Obj = resp.json() if resp.content else {}
+        return out
+
+    def apply(self, obj: Obj, namespace: str | None = None) -> Obj:
+        md = obj["metadata"]
+        ns = namespace or md.get("namespace")
+        if ns and _KINDS[obj["kind"]][2]:
+            md["namespace"] = ns
+        resp = self.http.patch(
+            self.path(obj["kind"], ns, md["name"]),
+            params={"fieldManager": self.field_manager, "force": "true"},
+            content=json.dumps(obj).encode(),
+            headers={"Content-Type": "application/apply-patch+yaml"},
+        )
+        return self._check(resp)
+
+    def get(self, kind: str, namespace: str | None, name: str) -> Obj | None:
+        resp = self.http.get(self.path(kind, namespace, name))
+        if resp.status_code == 404:
+            return None
+        return self._check(resp)
+
+    def list(self, kind: str, namespace: str | None = None, selector: str | None = None) -> list[Obj]:
+        params = {"labelSelector": selector} if selector else None
+        items: list[Obj] = self._check(self.http.get(self.path(kind, namespace), params=params))["items"]
+        return items
+
+    def delete(self, kind: str, namespace: str | None, name: str, grace: int | None = None) -> None:
+        body = {"gracePeriodSeconds": grace} if grace is not None else None
+        resp = self.http.request("DELETE", self.path(kind, namespace, name), json=body)
+        if resp.status_code != 404:
+            self._check(resp)
+
+    def patch_merge(
+        self, kind: str, namespace: str | None, name: str, patch: Obj, subresource: str = ""
+    ) -> Obj:
+        path = self.path(kind, namespace, name) + (f"/{subresource}" if subresource else "")
+        resp = self.http.patch(path, json=patch, headers={"Content-Type": "application/merge-patch+json"})
+        return self._check(resp)
+
+    def ready_endpoints(self, namespace: str, service: str) -> builtins.list[str]:
+        """``http://IP:PORT`` of the ready endpoints of a Service (how clients in the sandbox reach it:
+        there is no kube-proxy, so Service IPs do not route)."""
+        out: builtins.list[str] = []
+        for sl in self.list("EndpointSlice", namespace, f"kubernetes.io/service-name={service}"):
+            ports = sl.get("ports") or []
+            if not ports:
+                continue
+            port = ports[0]["port"]
+            for ep in sl.get("endpoints") or []:
+                if (ep.get("conditions") or {}).get("ready"):
+                    out.extend(f"http://{a}:{port}" for a in ep.get("addresses") or [])
+        return sorted(out)
 
 
 # --------------------------------------------------------------------------------------------------------

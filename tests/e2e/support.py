@@ -17,19 +17,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import yaml
-from shoal_sandbox.podrunner import load_kubeconfig
+from shoal_sandbox.podrunner import ApiError, SyncKube
 
 T = TypeVar("T")
 Obj = dict[str, Any]
-
-_PLURALS = {
-    "Namespace": ("v1", "namespaces", False),
-    "Pod": ("v1", "pods", True),
-    "Service": ("v1", "services", True),
-    "Deployment": ("apps/v1", "deployments", True),
-    "InferenceService": ("shoal.dev/v1alpha1", "inferenceservices", True),
-}
 
 
 def eventually(
@@ -43,7 +34,7 @@ def eventually(
             value = probe()
             if value:
                 return value
-        except (AssertionError, httpx.HTTPError, KeyError, ValueError) as exc:
+        except (AssertionError, ApiError, httpx.HTTPError, KeyError, ValueError) as exc:
             last_exc = exc
         if time.monotonic() > deadline:
             raise AssertionError(
@@ -52,71 +43,8 @@ def eventually(
         time.sleep(interval)
 
 
-class Kube:
-    """Synchronous Kubernetes API client for tests (admin credentials of the sandbox)."""
-
-    def __init__(self, kubeconfig: Path) -> None:
-        self.kubeconfig = kubeconfig
-        cfg = load_kubeconfig(kubeconfig)
-        cert = (cfg.cert_file, cfg.key_file) if cfg.cert_file and cfg.key_file else None
-        import ssl
-
-        ctx = ssl.create_default_context(cafile=cfg.ca_file) if cfg.ca_file else ssl.create_default_context()
-        if cert:
-            ctx.load_cert_chain(*cert)
-        headers = {"Authorization": f"Bearer {cfg.token}"} if cfg.token else {}
-        self.http = httpx.Client(base_url=cfg.server, verify=ctx, headers=headers, timeout=30.0)
-
-    def path(self, kind: str, namespace: str | None = None, name: str | None = None) -> str:
-        api_version, plural, namespaced = _PLURALS[kind]
-        base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-        out = base + (f"/namespaces/{namespace}" if namespaced and namespace else "") + f"/{plural}"
-        return out + (f"/{name}" if name else "")
-
-    def _check(self, resp: httpx.Response) -> Obj:
-        if resp.status_code >= 400:
-            raise httpx.HTTPStatusError(
-                f"{resp.status_code}: {resp.text[:500]}", request=resp.request, response=resp
-            )
-        out: Obj = resp.json() if resp.content else {}
-        return out
-
-    def apply(self, obj: Obj, namespace: str | None = None) -> Obj:
-        md = obj["metadata"]
-        ns = namespace or md.get("namespace")
-        if ns and _PLURALS[obj["kind"]][2]:
-            md["namespace"] = ns
-        resp = self.http.patch(
-            self.path(obj["kind"], ns, md["name"]),
-            params={"fieldManager": "shoal-tests", "force": "true"},
-            content=yaml.safe_dump(obj).encode(),
-            headers={"Content-Type": "application/apply-patch+yaml"},
-        )
-        return self._check(resp)
-
-    def get(self, kind: str, namespace: str | None, name: str) -> Obj | None:
-        resp = self.http.get(self.path(kind, namespace, name))
-        if resp.status_code == 404:
-            return None
-        return self._check(resp)
-
-    def list(self, kind: str, namespace: str | None = None, selector: str | None = None) -> list[Obj]:
-        params = {"labelSelector": selector} if selector else None
-        items: list[Obj] = self._check(self.http.get(self.path(kind, namespace), params=params))["items"]
-        return items
-
-    def delete(self, kind: str, namespace: str | None, name: str, grace: int | None = None) -> None:
-        body = {"gracePeriodSeconds": grace} if grace is not None else None
-        resp = self.http.request("DELETE", self.path(kind, namespace, name), json=body)
-        if resp.status_code != 404:
-            self._check(resp)
-
-    def patch_merge(
-        self, kind: str, namespace: str | None, name: str, patch: Obj, subresource: str = ""
-    ) -> Obj:
-        path = self.path(kind, namespace, name) + (f"/{subresource}" if subresource else "")
-        resp = self.http.patch(path, json=patch, headers={"Content-Type": "application/merge-patch+json"})
-        return self._check(resp)
+class Kube(SyncKube):
+    """The sandbox's admin client, plus a throwaway namespace per test."""
 
     @contextlib.contextmanager
     def namespace(self, prefix: str = "t") -> Iterator[str]:

@@ -1,0 +1,710 @@
+"""`shoal demo`: the closed loop on this machine, start to finish.
+
+1. The stack (:class:`Stack`): the sandbox control plane (with the pod runner's kwok stages), the CRD, the
+   pod runner, a real Prometheus and the operator (with its autoscaler), each a local process.
+2. The real model: ``examples/inferenceservice-smollm2.yaml`` (SmolLM2 on vLLM's CPU build) becomes Ready
+   and answers a few chat requests through its router, with the official ``openai`` client.
+3. Scaling: ``examples/inferenceservice-sim.yaml`` (the simulated engine) under an open-loop load ramp from
+   the batch client; a live ``kubectl get``-style table, then a PNG plot of offered load, queue depth and
+   desired/ready replicas over time, and a summary.
+
+Everything it starts is stopped on exit and on Ctrl-C. The stack is reused by the e2e tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from shoal_common import names
+
+from shoal_sandbox import podrunner
+from shoal_sandbox.podrunner import ApiError, SyncKube
+from shoal_sandbox.prometheus import PrometheusServer, free_port
+
+Obj = dict[str, Any]
+Log = Callable[[str], None]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+def _bounded_wait(probe: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise DemoError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class ChildProcess:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> ChildProcess:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as f:
+        proc = subprocess.Popen(
+            argv,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+    return ChildProcess(name, proc, log)
+
+
+@dataclass
+class Stack:
+    """Sandbox + CRD + pod runner + Prometheus + operator, started in that order, stopped in reverse.
+
+    The sandbox is left running if it was already up (or ``keep_sandbox``), else taken down at the end.
+    """
+
+    sandbox_name: str = "default"
+    with_prometheus: bool = True
+    with_operator: bool = True
+    autoscaler_period_s: float = 2.0
+    scrape_interval_s: float = 1.0
+    keep_sandbox: bool = False
+    log: Log = print
+    operator_env: dict[str, str] = field(default_factory=dict)
+    # set by start()
+    kubeconfig: Path = Path()
+    state_dir: Path = Path()
+    kube: SyncKube | None = None
+    prometheus: PrometheusServer | None = None
+    children: list[ChildProcess] = field(default_factory=list)
+    _sandbox: Any = None
+    _was_up: bool = True
+
+    @property
+    def prometheus_url(self) -> str:
+        return self.prometheus.url if self.prometheus else ""
+
+    @property
+    def runner_state(self) -> Path:
+        return self.state_dir / "podrunner"
+
+    def k(self) -> SyncKube:
+        assert self.kube is not None, "stack not started"
+        return self.kube
+
+    def start(self) -> Stack:
+        from shoal_sandbox.build import missing_binaries
+        from shoal_sandbox.sandbox import Sandbox
+
+        try:
+            probe = Sandbox(name=self.sandbox_name, log=self.log)
+            if missing_binaries():
+                from shoal_sandbox.build import build
+
+                self.log("building the control-plane binaries (once; cached by version) ...")
+                build(log=self.log)
+            stages = podrunner.write_kwok_stages(probe.state_dir / "kwok-pod-stages.yaml")
+            self._sandbox = Sandbox(name=self.sandbox_name, kwok_configs=[stages], log=self.log)
+            self._was_up = probe.is_up()
+            self._sandbox.up(timeout=180)
+            self._sandbox.add_user()
+            self.kubeconfig = self._sandbox.kubeconfig_path
+            self.state_dir = self._sandbox.state_dir / "closed-loop"
+            self.kube = SyncKube(self.kubeconfig, field_manager="shoal-demo")
+            targets = self.state_dir / "prometheus" / "pods.json"
+            self.log("starting the pod runner (pods on the fake GPU nodes run as local processes) ...")
+            self.children.append(
+                spawn(
+                    "pod-runner",
+                    [
+                        sys.executable,
+                        "-m",
+                        "shoal_sandbox.podrunner",
+                        "--kubeconfig",
+                        str(self.kubeconfig),
+                        "--state-dir",
+                        str(self.runner_state),
+                        "--targets-file",
+                        str(targets),
+                    ],
+                    self.state_dir / "logs" / "pod-runner.log",
+                )
+            )
+            self.install_crds()
+            if self.with_prometheus:
+                self.log("starting Prometheus ...")
+                self.prometheus = PrometheusServer(
+                    self.state_dir / "prometheus", [targets], scrape_interval_s=self.scrape_interval_s
+                ).start()
+            if self.with_operator:
+                self.start_operator()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def install_crds(self) -> None:
+        kube = self.k()
+        crd_dir = REPO / "crds"
+        files = sorted(crd_dir.glob("*.yaml"))
+        if not files:
+            raise DemoError(f"no CRDs in {crd_dir}")
+        for f in files:
+            for doc in yaml.safe_load_all(f.read_text()):
+                if doc and doc.get("kind") == "CustomResourceDefinition":
+                    kube.apply(doc)
+                    name = doc["metadata"]["name"]
+
+                    def established(n: str = name) -> bool:
+                        crd = kube.get("CustomResourceDefinition", None, n) or {}
+                        conds = crd.get("status", {}).get("conditions") or []
+                        return any(c["type"] == "Established" and c["status"] == "True" for c in conds)
+
+                    _bounded_wait(established, 30, f"CRD {name} established")
+        self.log("CRD installed: inferenceservices.shoal.dev")
+
+    def start_operator(self) -> None:
+        port = free_port()
+        self.log("starting the operator (with its autoscaler) ...")
+        env = {
+            "KUBECONFIG": str(self.kubeconfig),
+            "SHOAL_METRICS_HOST": "127.0.0.1",
+            "SHOAL_AUTOSCALER_PERIOD_SECONDS": str(self.autoscaler_period_s),
+            "SHOAL_DRIFT_PERIOD_SECONDS": "10",
+            **self.operator_env,
+        }
+        argv = [sys.executable, "-m", "shoal_cli", "operator", "--standalone", "--metrics-port", str(port)]
+        if self.prometheus is not None:
+            argv += ["--prometheus-url", self.prometheus.url]
+        op = spawn("operator", argv, self.state_dir / "logs" / "operator.log", env)
+        self.children.append(op)
+
+        def serving() -> bool:
+            if not op.alive():
+                raise DemoError(f"the operator exited; last lines of {op.log}:\n{op.tail()}")
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        _bounded_wait(serving, 60, "the operator's /metrics")
+        if self.prometheus is not None:
+            self.prometheus.add_static_target(
+                "shoal-operator", f"127.0.0.1:{port}", {"component": "operator"}
+            )
+
+    def check_children(self) -> None:
+        for c in self.children:
+            if not c.alive():
+                raise DemoError(f"{c.name} exited; last lines of {c.log}:\n{c.tail()}")
+
+    def stop(self) -> None:
+        for c in reversed(self.children):
+            c.stop()
+        self.children.clear()
+        if self.prometheus is not None:
+            self.prometheus.stop()
+            self.prometheus = None
+        if self.kube is not None:
+            self.kube.close()
+            self.kube = None
+        if self._sandbox is not None:
+            self._sandbox.remove_user()
+            if not self._was_up and not self.keep_sandbox and not self._sandbox.other_users():
+                self._sandbox.down()
+            self._sandbox = None
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- helpers for the demo and the tests --------------------------------------------------------------
+    def isvc(self, namespace: str, name: str) -> Obj | None:
+        return self.k().get("InferenceService", namespace, name)
+
+    def router_url(self, namespace: str, name: str) -> str | None:
+        """The InferenceService's stable endpoint (Service ``X``), through a ready router pod."""
+        eps = self.k().ready_endpoints(namespace, names.public_service_name(name))
+        return eps[0] if eps else None
+
+    def prom(self, promql: str) -> float | None:
+        """Sum of an instant query's values; None when there is no series."""
+        if self.prometheus is None:
+            return None
+        from shoal_sandbox.prometheus import query
+
+        try:
+            result = query(self.prometheus.url, promql)
+        except (httpx.HTTPError, RuntimeError):
+            return None
+        if not result:
+            return None
+        return sum(float(r["value"][1]) for r in result)
+
+
+def ensure_namespace(kube: SyncKube, namespace: str) -> None:
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+
+
+def load_example(name: str) -> Obj:
+    doc: Obj = yaml.safe_load((REPO / "examples" / name).read_text())
+    return doc
+
+
+def condition(obj: Obj | None, ctype: str) -> bool:
+    conds = ((obj or {}).get("status") or {}).get("conditions") or []
+    return any(c.get("type") == ctype and c.get("status") == "True" for c in conds)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The demo
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DemoOptions:
+    real_model: bool = True
+    short: bool = False
+    peak_rps: float = 12.0
+    base_rps: float = 2.0
+    ramp_s: float = 150.0
+    plot: Path = Path("shoal-demo-scaling.png")
+    namespace: str = "shoal-demo"
+    keep: bool = False
+    sandbox_name: str = "default"
+    real_model_timeout_s: float = 900.0
+
+
+@dataclass
+class Sample:
+    t: float
+    offered_rps: float
+    queue: float
+    desired: int
+    ready: int
+    completed: int
+    failed: int
+
+
+def _model_path() -> Path:
+    cache = Path(os.environ.get("SHOAL_CACHE") or Path.home() / ".cache" / "shoal")
+    return cache / "models" / "smollm2"
+
+
+def prepare_model(log: Log) -> Path:
+    path = _model_path()
+    if (path / "config.json").exists():
+        return path
+    log("preparing SmolLM2 (shoal model prepare smollm2) ...")
+    out = subprocess.run(
+        [sys.executable, "-m", "shoal_cli", "model", "prepare", "smollm2"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise DemoError(f"shoal model prepare smollm2 failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+    lines = [ln for ln in out.stdout.strip().splitlines() if ln.strip()]
+    return Path(lines[-1].strip()) if lines else path
+
+
+class Demo:
+    def __init__(self, opts: DemoOptions) -> None:
+        from rich.console import Console
+
+        self.opts = opts
+        self.console = Console()
+        self.stack = Stack(sandbox_name=opts.sandbox_name, keep_sandbox=opts.keep, log=self._log)
+        self.samples: list[Sample] = []
+        self.summary: dict[str, Any] = {}
+
+    def _log(self, line: str) -> None:
+        self.console.print(f"[dim]{line}[/dim]")
+
+    def run(self) -> int:
+        t0 = time.monotonic()
+        try:
+            self.console.rule("[bold]shoal demo[/bold]: the closed loop on this machine")
+            self.stack.start()
+            ensure_namespace(self.stack.k(), self.opts.namespace)
+            if self.opts.real_model:
+                self.real_model_part()
+            self.scaling_part()
+            self.console.rule(f"done in {time.monotonic() - t0:.0f}s")
+            return 0
+        except KeyboardInterrupt:
+            self.console.print("[yellow]interrupted; cleaning up ...[/yellow]")
+            return 130
+        except DemoError as exc:
+            self.console.print(f"[red]error:[/red] {exc}")
+            return 1
+        finally:
+            self.cleanup()
+
+    def cleanup(self) -> None:
+        with contextlib.suppress(Exception):
+            if not self.opts.keep and self.stack.kube is not None:
+                kube = self.stack.k()
+                for isvc in kube.list("InferenceService", self.opts.namespace):
+                    kube.delete("InferenceService", self.opts.namespace, isvc["metadata"]["name"])
+                # Let the pod runner stop the pods' processes (drain) before it stops itself.
+                _bounded_wait(lambda: not kube.list("Pod", self.opts.namespace), 90, "pods to go", 1.0)
+                kube.delete("Namespace", None, self.opts.namespace)
+        if not self.opts.keep:
+            self.stack.stop()
+        else:
+            self.console.print(
+                f"left running (--keep): KUBECONFIG={self.stack.kubeconfig}  Prometheus: {self.stack.prometheus_url}"
+            )
+
+    # ---- part 1: the real model -------------------------------------------------------------------------
+    def real_model_part(self) -> None:
+        from rich.panel import Panel
+
+        self.console.rule("1. SmolLM2 on vLLM (CPU), through the router")
+        path = prepare_model(self._log)
+        isvc = load_example("inferenceservice-smollm2.yaml")
+        isvc["spec"]["model"]["uri"] = f"file://{path}"
+        name = isvc["metadata"]["name"]
+        self.stack.k().apply(isvc, self.opts.namespace)
+        self.console.print(f"applied InferenceService [bold]{name}[/bold] (model {path})")
+        url = self._wait_ready(name, self.opts.real_model_timeout_s)
+        import openai
+
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="demo", timeout=300, max_retries=2)
+        model = isvc["spec"]["model"]["name"]
+        for prompt in (
+            "What is the capital of France?",
+            "Name three colours of the rainbow.",
+            "Say hello in Spanish.",
+        ):
+            resp = client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": prompt}], max_tokens=48, temperature=0
+            )
+            answer = (resp.choices[0].message.content or "").strip()
+            self.console.print(Panel(answer or "(empty)", title=f"[bold]{prompt}[/bold]", title_align="left"))
+        self.stack.k().delete("InferenceService", self.opts.namespace, name)
+        _bounded_wait(
+            lambda: not self.stack.k().list("Pod", self.opts.namespace, f"{names.LABEL_ISVC}={name}"),
+            120,
+            "the SmolLM2 pods to stop",
+            1.0,
+        )
+
+    def _wait_ready(self, name: str, timeout: float) -> str:
+        from rich.live import Live
+
+        start = time.monotonic()
+        with Live(
+            self._isvc_table([name]), console=self.console, refresh_per_second=2, transient=False
+        ) as live:
+            while True:
+                self.stack.check_children()
+                obj = self.stack.isvc(self.opts.namespace, name)
+                url = self.stack.router_url(self.opts.namespace, name)
+                live.update(self._isvc_table([name], waiting=time.monotonic() - start))
+                if condition(obj, "Ready") and url:
+                    return url
+                if time.monotonic() - start > timeout:
+                    raise DemoError(
+                        f"{name} not Ready in {timeout:.0f}s; pod logs: {self.stack.runner_state}/pods"
+                    )
+                time.sleep(1.0)
+
+    # ---- tables ----------------------------------------------------------------------------------------
+    def _isvc_table(self, isvc_names: list[str], waiting: float | None = None, extra: str = "") -> Any:
+        from rich.console import Group
+        from rich.table import Table
+
+        kube = self.stack.k()
+        t = Table(box=None, header_style="bold", pad_edge=False)
+        for col in ("NAME", "MODEL", "ENGINE", "READY", "DESIRED", "URL", "STATUS"):
+            t.add_column(col)
+        pods = Table(box=None, header_style="bold", pad_edge=False)
+        for col in ("POD", "IP", "READY", "STATUS", "RESTARTS"):
+            pods.add_column(col)
+        for n in isvc_names:
+            obj = kube.get("InferenceService", self.opts.namespace, n) or {}
+            spec, st = obj.get("spec") or {}, obj.get("status") or {}
+            desired = (st.get("autoscaler") or {}).get("desiredReplicas", spec.get("replicas", "-"))
+            reason = next(
+                (c.get("reason", "") for c in st.get("conditions") or [] if c.get("type") == "Ready"),
+                "Pending",
+            )
+            t.add_row(
+                n,
+                (spec.get("model") or {}).get("name", "-"),
+                (spec.get("engine") or {}).get("kind", "-"),
+                f"{st.get('readyReplicas', 0) or 0}/{spec.get('replicas', '-')}",
+                str(desired),
+                st.get("url", "-") or "-",
+                "Ready" if condition(obj, "Ready") else (reason or "Pending"),
+            )
+            for p in kube.list("Pod", self.opts.namespace, f"{names.LABEL_ISVC}={n}"):
+                pst = p.get("status") or {}
+                cs = (pst.get("containerStatuses") or [{}])[0]
+                state = next(iter(cs.get("state") or {"waiting": {}}))
+                why = ((cs.get("state") or {}).get(state) or {}).get("reason", "")
+                if p["metadata"].get("deletionTimestamp"):
+                    state, why = "terminating", "draining"
+                pods.add_row(
+                    p["metadata"]["name"],
+                    pst.get("podIP", "-") or "-",
+                    "1/1" if condition(p, "Ready") else "0/1",
+                    f"{state} {why}".strip(),
+                    str(cs.get("restartCount", 0)),
+                )
+        parts: list[Any] = [t, "", pods]
+        if waiting is not None:
+            parts.append(f"[dim]waiting {waiting:.0f}s ...[/dim]")
+        if extra:
+            parts.append(extra)
+        return Group(*parts)
+
+    # ---- part 2: scaling under a load ramp --------------------------------------------------------------
+    def _sim_isvc(self) -> Obj:
+        isvc = load_example("inferenceservice-sim.yaml")
+        spec = isvc["spec"]
+        if self.opts.short:
+            spec["engine"]["sim"]["startupSeconds"] = 5
+            spec["autoscaling"]["behavior"]["scaleDown"]["stabilizationSeconds"] = 30
+        return isvc
+
+    def _curve(self) -> Any:
+        from shoal_batch.schedule import RateCurve
+
+        ramp = self.opts.ramp_s / (2 if self.opts.short else 1)
+        b, p = self.opts.base_rps, self.opts.peak_rps
+        return RateCurve(
+            points=((0.0, b), (ramp * 0.1, b), (ramp * 0.4, p), (ramp * 0.7, p), (ramp * 0.9, b), (ramp, b))
+        )
+
+    def scaling_part(self) -> None:
+        from rich.live import Live
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+        from shoal_batch.config import LoadConfig
+        from shoal_batch.runner import run_open_loop_async
+
+        self.console.rule("2. A simulated model under a load ramp: the autoscaler at work")
+        isvc = self._sim_isvc()
+        name = isvc["metadata"]["name"]
+        ns = self.opts.namespace
+        self.stack.k().apply(isvc, ns)
+        self.console.print(
+            f"applied InferenceService [bold]{name}[/bold] (simulated engine, autoscaling 1..6)"
+        )
+        url = self._wait_ready(name, 300)
+        curve = self._curve()
+        duration = curve.duration
+        stabilization = isvc["spec"]["autoscaling"]["behavior"]["scaleDown"]["stabilizationSeconds"]
+        cfg = LoadConfig(
+            endpoints=[url],
+            curve=curve,
+            max_attempts=1,
+            timeout_s=300.0,
+            params={"max_tokens": 24},
+            drain_timeout_s=120.0,
+            max_duration_s=duration,
+        )
+        result: dict[str, Any] = {}
+        loop_box: dict[str, Any] = {}
+
+        def load_thread() -> None:
+            async def go() -> None:
+                stop = asyncio.Event()
+                loop_box["loop"], loop_box["stop"] = asyncio.get_running_loop(), stop
+                result["report"] = await run_open_loop_async(cfg, stop=stop)
+
+            try:
+                asyncio.run(go())
+            except Exception as exc:
+                result["error"] = exc
+
+        progress = Progress(
+            TextColumn("[bold]load ramp[/bold]"),
+            BarColumn(),
+            TextColumn("{task.fields[rps]:>5.1f} req/s offered"),
+            TimeRemainingColumn(),
+        )
+        task = progress.add_task("load", total=duration, rps=0.0)
+        q_server = f'sum(shoal_server_queue_depth{{namespace="{ns}",inferenceservice="{name}"}})'
+        q_router = f'sum(shoal_router_pending_requests{{namespace="{ns}",inferenceservice="{name}"}})'
+        q_ok = f'sum(shoal_server_requests_total{{namespace="{ns}",inferenceservice="{name}"}})'
+        th = threading.Thread(target=load_thread, name="load", daemon=True)
+        t_start = time.monotonic()
+        th.start()
+        # After the ramp: watch the scale-down (stabilization window + a margin), bounded.
+        tail_s = stabilization + 45
+        interrupted = False
+        try:
+            with Live(console=self.console, refresh_per_second=2) as live:
+                while True:
+                    now = time.monotonic() - t_start
+                    self.stack.check_children()
+                    obj = self.stack.isvc(ns, name) or {}
+                    st, spec = obj.get("status") or {}, obj.get("spec") or {}
+                    desired = int(
+                        (st.get("autoscaler") or {}).get("desiredReplicas") or spec.get("replicas") or 0
+                    )
+                    ready = int(st.get("readyReplicas") or 0)
+                    queue = (self.stack.prom(q_server) or 0.0) + (self.stack.prom(q_router) or 0.0)
+                    offered = curve.rate(now) if now <= duration else 0.0
+                    self.samples.append(Sample(now, offered, queue, desired, ready, 0, 0))
+                    progress.update(task, completed=min(now, duration), rps=offered)
+                    extra = f"queue depth (server + router): {queue:.0f}"
+                    from rich.console import Group
+
+                    live.update(Group(progress, self._isvc_table([name], extra=extra)))
+                    load_done = not th.is_alive()
+                    if load_done and (
+                        now > duration + tail_s or (ready <= 1 and desired <= 1 and now > duration)
+                    ):
+                        break
+                    if now > duration + tail_s + 180:
+                        break
+                    time.sleep(1.0)
+        except KeyboardInterrupt:
+            interrupted = True
+            if "loop" in loop_box:
+                loop_box["loop"].call_soon_threadsafe(loop_box["stop"].set)
+            th.join(30)
+            raise
+        finally:
+            if not interrupted:
+                th.join(150)
+        if "error" in result:
+            raise DemoError(f"load generator failed: {result['error']!r}")
+        report = result.get("report")
+        served = self.stack.prom(q_ok)
+        self.summary = {
+            "requests_ok": getattr(report, "ok", 0),
+            "requests_failed": getattr(report, "failed", 0),
+            "latency_p50_s": getattr(getattr(report, "latency_s", None), "p50", None),
+            "latency_p95_s": getattr(getattr(report, "latency_s", None), "p95", None),
+            "max_desired": max((s.desired for s in self.samples), default=0),
+            "max_ready": max((s.ready for s in self.samples), default=0),
+            "max_queue": max((s.queue for s in self.samples), default=0.0),
+            "served_by_model_servers": served,
+        }
+        scale_up = next((s.t for s in self.samples if s.desired > 1), None)
+        self.summary["first_scale_up_s"] = scale_up
+        plot(self.samples, self.opts.plot, title=f"shoal demo: {name} under a load ramp")
+        self._print_summary()
+
+    def _print_summary(self) -> None:
+        from rich.table import Table
+
+        t = Table(title="summary", show_header=False, box=None)
+        s = self.summary
+        t.add_row("requests ok / failed", f"{s['requests_ok']} / {s['requests_failed']}")
+        if s.get("latency_p50_s") is not None:
+            t.add_row("latency p50 / p95", f"{s['latency_p50_s']:.2f}s / {s['latency_p95_s']:.2f}s")
+        t.add_row("peak queue depth", f"{s['max_queue']:.0f}")
+        t.add_row("replicas: max desired / max ready", f"{s['max_desired']} / {s['max_ready']}")
+        if s.get("first_scale_up_s") is not None:
+            t.add_row("first scale-up at", f"{s['first_scale_up_s']:.0f}s into the ramp")
+        t.add_row("plot", str(self.opts.plot))
+        self.console.print(t)
+        (self.opts.plot.with_suffix(".json")).write_text(
+            json.dumps({"summary": s, "samples": [vars(x) for x in self.samples]}, indent=1, default=str)
+        )
+
+
+def plot(samples: list[Sample], path: Path, title: str = "") -> Path:
+    """Offered load, queue depth and desired/ready replicas over time, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [s.t for s in samples]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True, height_ratios=[1.1, 1])
+    ax1.plot(t, [s.offered_rps for s in samples], color="tab:blue", label="offered load (req/s)")
+    ax1.set_ylabel("req/s", color="tab:blue")
+    ax1.set_ylim(bottom=0)
+    ax1b = ax1.twinx()
+    ax1b.plot(
+        t, [s.queue for s in samples], color="tab:red", alpha=0.8, label="queue depth (server + router)"
+    )
+    ax1b.set_ylabel("queued requests", color="tab:red")
+    ax1b.set_ylim(bottom=0)
+    lines = ax1.get_lines() + ax1b.get_lines()
+    ax1.legend(lines, [str(ln.get_label()) for ln in lines], loc="upper left")
+    ax2.step(t, [s.desired for s in samples], where="post", color="tab:purple", label="desired replicas")
+    ax2.step(t, [s.ready for s in samples], where="post", color="tab:green", label="ready replicas")
+    ax2.set_ylabel("replicas")
+    ax2.set_xlabel("seconds since the load started")
+    ax2.set_ylim(bottom=0)
+    ax2.yaxis.get_major_locator().set_params(integer=True)
+    ax2.legend(loc="upper left")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def run_demo(opts: DemoOptions) -> int:
+    demo = Demo(opts)
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(_sig: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        return demo.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+__all__ = ["ApiError", "Demo", "DemoOptions", "Stack", "plot", "run_demo"]
