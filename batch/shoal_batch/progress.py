@@ -39,7 +39,7 @@ class Progress:
         eta = remaining / rate if rate > 0 else float("inf")
         eta_text = f"{eta:,.0f}s" if eta != float("inf") else "?"
         return (
-            f"{self.label}: done {c.done} failed {c.failed} in flight {c.inflight} retries {c.retries}"
+            f"done {c.done} failed {c.failed} in flight {c.inflight} retries {c.retries}"
             f" | {rate:,.1f} req/s | ETA {eta_text}"
         )
 
@@ -56,9 +56,10 @@ class Progress:
         from rich.progress import Progress as RichProgress
 
         self._progress = RichProgress(
-            TextColumn("{task.description}"),
-            BarColumn(),
+            TextColumn(self.label),
+            BarColumn(bar_width=24),
             TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.description}"),
             transient=False,
         )
         self._task_id = self._progress.add_task(self._describe(), total=max(1, self.counters.total))
