@@ -296,7 +296,7 @@ def _operator_env(rel: Release, kubeconfig: Path) -> dict[str, str]:
     rel.metrics_port = _free_port()
     env.update(
         {
-            "POD_ID": f"{rel.name}-operator-local",
+            "POD_NAME": f"{rel.name}-operator-local",
             "SHOAL_KUBECONFIG": str(kubeconfig),
             "KUBECONFIG": str(kubeconfig),
             "SHOAL_METRICS_HOST": "127.0.0.1",

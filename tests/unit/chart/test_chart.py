@@ -156,7 +156,7 @@ def test_operator_deployment(render: Renderer) -> None:
     assert env["SHOAL_LEASE_NAME"] == "shoal-operator-leader"
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": 9102, "health": 8081}
-    assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     # The metrics Service selects exactly the operator pod.
     svc = one(objs, "Service", "-operator")
     assert svc["spec"]["selector"] == spec["selector"]["matchLabels"]
@@ -185,7 +185,7 @@ def test_clusterwide_rbac_is_exactly_what_shoal_touches(render: Renderer) -> Non
     expected = (
         NAMESPACED_RULES
         | CRD_READ
-        | grant("kopf.dev", "clusterkopfpeerings", ("get", "list", "watch", "patch"))
+        | grant("kopf.dev", "clusterkopfpeerings", ("get", "list", "watch", "create", "patch"))
     )
     assert operator_rules(objs) == expected
     binding = one(objs, "ClusterRoleBinding", "-operator")
@@ -273,7 +273,7 @@ def test_namespaced_mode_uses_roles(render: Renderer) -> None:
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     for role in roles:
         assert expand(role["rules"]) == NAMESPACED_RULES | grant(
-            "kopf.dev", "kopfpeerings", ("get", "list", "watch", "patch")
+            "kopf.dev", "kopfpeerings", ("get", "list", "watch", "create", "patch")
         )
     bindings = [b for b in by_kind(objs, "RoleBinding") if b["metadata"]["name"].endswith("-operator")]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
@@ -282,16 +282,6 @@ def test_namespaced_mode_uses_roles(render: Renderer) -> None:
 def test_namespace_globs_need_namespace_reads(render: Renderer) -> None:
     objs = render({"operator": {"watchNamespaces": ["team-*"]}})
     assert operator_rules(objs) == CRD_READ | grant("", "namespaces", READ)
-
-
-def test_peering_objects_follow_the_peering_crds(render: Renderer) -> None:
-    assert not by_kind(render(), "ClusterKopfPeering")
-    objs = render(api_versions=("kopf.dev/v1/ClusterKopfPeering",))
-    assert one(objs, "ClusterKopfPeering")["metadata"]["name"] == "shoal"
-    objs = render(
-        {"operator": {"watchNamespaces": ["team-a", "team-b"]}}, api_versions=("kopf.dev/v1/KopfPeering",)
-    )
-    assert sorted(p["metadata"]["namespace"] for p in by_kind(objs, "KopfPeering")) == ["team-a", "team-b"]
 
 
 def test_aggregated_user_roles(render: Renderer) -> None:
