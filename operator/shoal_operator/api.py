@@ -135,8 +135,8 @@ class EnvVar(_Model):
 class SimEngine(_Model):
     """Knobs of the simulated engine (kind: sim)."""
 
-    prefill_tokens_per_second: float | None = Field(default=None, ge=0)
-    decode_tokens_per_second: float | None = Field(default=None, ge=0)
+    prefill_tokens_per_second: float | None = Field(default=None, ge=1)
+    decode_tokens_per_second: float | None = Field(default=None, ge=1)
     max_batch: int | None = Field(default=None, ge=1)
     startup_seconds: float | None = Field(default=None, ge=0, description="Simulated model load time.")
 
