@@ -239,11 +239,12 @@ async def run_batch_async(config: BatchConfig, *, stop: asyncio.Event | None = N
         existing = load_existing(config.out)
         if existing.repaired_bytes:
             log.warning("cut a truncated last line (%d bytes) from %s", existing.repaired_bytes, config.out)
-        if config.retry_failed and any(not is_done(r) for r in existing.records.values()):
-            kept = {k: r for k, r in existing.records.items() if is_done(r)}
-            rewrite(config.out, kept.values())
-            existing.records = kept
     wanted = {it.key for it in items}
+    retry = [k for k, r in existing.records.items() if k in wanted and not is_done(r)]
+    if config.out is not None and config.retry_failed and retry:
+        kept = {k: r for k, r in existing.records.items() if is_done(r) or k not in wanted}
+        rewrite(config.out, kept.values())
+        existing.records = kept
     previous = {k: r for k, r in existing.records.items() if k in wanted}
     todo = [it for it in items if it.key not in previous]
 
