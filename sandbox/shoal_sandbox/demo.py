@@ -174,16 +174,26 @@ class Stack:
             )
             self.install_crds()
             if self.with_prometheus:
-                self.log("starting Prometheus ...")
-                self.prometheus = PrometheusServer(
-                    self.state_dir / "prometheus", [targets], scrape_interval_s=self.scrape_interval_s
-                ).start()
+                self.ensure_prometheus()
             if self.with_operator:
-                self.start_operator()
+                self.ensure_operator()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def ensure_prometheus(self) -> None:
+        if self.prometheus is None:
+            self.log("starting Prometheus ...")
+            self.prometheus = PrometheusServer(
+                self.state_dir / "prometheus",
+                [self.state_dir / "prometheus" / "pods.json"],
+                scrape_interval_s=self.scrape_interval_s,
+            ).start()
+
+    def ensure_operator(self) -> None:
+        if not any(c.name == "operator" and c.alive() for c in self.children):
+            self.start_operator()
 
     def install_crds(self) -> None:
         kube = self.k()
@@ -270,6 +280,14 @@ class Stack:
         """The InferenceService's stable endpoint (Service ``X``), through a ready router pod."""
         eps = self.k().ready_endpoints(namespace, names.public_service_name(name))
         return eps[0] if eps else None
+
+    def prom_vector(self, promql: str, label: str = "pod") -> dict[str, float]:
+        """An instant query's values keyed by one label."""
+        if self.prometheus is None:
+            return {}
+        from shoal_sandbox.prometheus import query
+
+        return {r["metric"].get(label, ""): float(r["value"][1]) for r in query(self.prometheus.url, promql)}
 
     def prom(self, promql: str) -> float | None:
         """Sum of an instant query's values; None when there is no series."""

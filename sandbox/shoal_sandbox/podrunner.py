@@ -1481,6 +1481,17 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     runner = PodRunner(args.kubeconfig, state_dir=args.state_dir, targets_file=args.targets_file)
 
+    import fcntl
+
+    lock_path = (args.state_dir or default_state_dir()) / "runner.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = lock_path.open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        print(f"another pod runner holds {lock_path}; exiting", file=sys.stderr)
+        return 3
+
     async def amain() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

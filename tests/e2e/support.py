@@ -6,17 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from shoal_sandbox.demo import Stack
 from shoal_sandbox.podrunner import ApiError, SyncKube
 
 T = TypeVar("T")
@@ -69,114 +65,42 @@ def ready_pods(kube: Kube, namespace: str, selector: str) -> list[Obj]:
     ]
 
 
-@dataclass
-class Proc:
-    """A child process of the test session, stopped with SIGTERM then SIGKILL."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def stop(self, timeout: float = 20.0) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-
-    def tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-def start_proc(name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> Proc:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as f:
-        proc = subprocess.Popen(
-            argv,
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-        )
-    return Proc(name, proc, log)
-
-
-@dataclass
-class ClosedLoop:
-    """The sandbox with the pod runner (and, for e2e, Prometheus and the operator)."""
-
-    kubeconfig: Path
-    state_dir: Path
-    kube: Kube
-    procs: list[Proc] = field(default_factory=list)
-    prometheus_url: str = ""
-
-    def shoal(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "shoal_cli", *args]
-
-
 # ---- the stack, started once per pytest session (shared by tests/integration/podrunner and tests/e2e) ----
 
-_STACK: ClosedLoop | None = None
+_STACK: Stack | None = None
 
 
-def closed_loop_stack(request: Any, log_dir: Path) -> ClosedLoop:
-    """Sandbox up with the pod runner's kwok stages, and a pod runner; torn down at the session's end.
+def closed_loop_stack(request: Any, *, full: bool) -> Stack:
+    """The sandbox (with the pod runner's kwok stages) and one pod runner; with ``full``, also Prometheus
+    and the operator. One per session, whoever asks first; stopped when the session ends.
 
     Bringing the sandbox up with the extra kwok `--config` restarts kwok if it ran without it; pods not
     owned by the runner keep kwok's default behaviour, so other tests sharing the sandbox are unaffected.
     """
     global _STACK
-    if _STACK is not None:
-        return _STACK
-    from shoal_sandbox import podrunner
-    from shoal_sandbox.sandbox import Sandbox
+    if _STACK is None:
+        stack = Stack(
+            sandbox_name=os.environ.get("SHOAL_SANDBOX_NAME", "default"),
+            with_prometheus=False,
+            with_operator=False,
+            keep_sandbox=bool(os.environ.get("SHOAL_KEEP_SANDBOX")),
+            log=lambda line: print(line, flush=True),
+            autoscaler_period_s=2.0,
+        )
+        stack.start()
 
-    name = os.environ.get("SHOAL_SANDBOX_NAME", "default")
-    probe = Sandbox(name=name)
-    stages = podrunner.write_kwok_stages(probe.state_dir / "kwok-pod-stages.yaml")
-    sandbox = Sandbox(name=name, kwok_configs=[stages], log=lambda line: print(line, flush=True))
-    was_up = probe.is_up()
-    sandbox.up(timeout=180)
-    sandbox.add_user()
-    state = sandbox.state_dir / "closed-loop"
-    kube = Kube(sandbox.kubeconfig_path)
-    stack = ClosedLoop(kubeconfig=sandbox.kubeconfig_path, state_dir=state, kube=kube)
-    runner = start_proc(
-        "pod-runner",
-        [
-            sys.executable,
-            "-m",
-            "shoal_sandbox.podrunner",
-            "--kubeconfig",
-            str(sandbox.kubeconfig_path),
-            "--state-dir",
-            str(state / "podrunner"),
-            "--targets-file",
-            str(state / "prometheus" / "pods.json"),
-        ],
-        log_dir / "pod-runner.log",
-    )
-    stack.procs.append(runner)
+        def finish() -> None:
+            global _STACK
+            stack.stop()
+            _STACK = None
 
-    def finish() -> None:
-        global _STACK
-        for p in reversed(stack.procs):
-            p.stop()
-        stack.kube.http.close()
-        sandbox.remove_user()
-        if not was_up and not sandbox.other_users() and not os.environ.get("SHOAL_KEEP_SANDBOX"):
-            sandbox.down()
-        _STACK = None
+        request.session.config.add_cleanup(finish)
+        _STACK = stack
+    if full:
+        _STACK.ensure_prometheus()
+        _STACK.ensure_operator()
+    return _STACK
 
-    request.addfinalizer(finish)
-    _STACK = stack
-    return stack
+
+def kube_of(stack: Stack) -> Kube:
+    return Kube(stack.kubeconfig, field_manager="shoal-tests")

@@ -1,18 +1,25 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from e2e.support import ClosedLoop, closed_loop_stack
+from e2e.support import Kube, closed_loop_stack, kube_of
+from shoal_sandbox.demo import Stack
 
 
 @pytest.fixture(scope="session")
-def closed_loop(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> ClosedLoop:
-    return closed_loop_stack(request, Path(tmp_path_factory.mktemp("closed-loop")))
+def stack(request: pytest.FixtureRequest) -> Stack:
+    return closed_loop_stack(request, full=False)
+
+
+@pytest.fixture(scope="session")
+def kube(stack: Stack) -> Iterator[Kube]:
+    k = kube_of(stack)
+    yield k
+    k.close()
 
 
 @pytest.fixture
-def ns(closed_loop: ClosedLoop) -> Iterator[str]:
-    with closed_loop.kube.namespace("podrunner") as name:
+def ns(kube: Kube) -> Iterator[str]:
+    with kube.namespace("podrunner") as name:
         yield name

@@ -9,7 +9,8 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e.support import ClosedLoop, eventually, pod_ready
+from e2e.support import Kube, eventually, pod_ready
+from shoal_sandbox.demo import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -83,15 +84,15 @@ def _inflight(ip: str) -> float:
     return 0.0
 
 
-def _pods(loop: ClosedLoop, ns: str) -> list[dict[str, Any]]:
-    return [p for p in loop.kube.list("Pod", ns, f"app={APP}") if not p["metadata"].get("deletionTimestamp")]
+def _pods(kube: Kube, ns: str) -> list[dict[str, Any]]:
+    return [p for p in kube.list("Pod", ns, f"app={APP}") if not p["metadata"].get("deletionTimestamp")]
 
 
-def test_deployment_pods_serve_on_their_own_loopback_ips(closed_loop: ClosedLoop, ns: str) -> None:
-    closed_loop.kube.apply(sim_deployment(replicas=2), ns)
+def test_deployment_pods_serve_on_their_own_loopback_ips(kube: Kube, stack: Stack, ns: str) -> None:
+    kube.apply(sim_deployment(replicas=2), ns)
 
     def two_ready() -> list[dict[str, Any]] | None:
-        pods = [p for p in _pods(closed_loop, ns) if pod_ready(p)]
+        pods = [p for p in _pods(kube, ns) if pod_ready(p)]
         return pods if len(pods) == 2 else None
 
     pods = eventually(two_ready, timeout=90, what="2 Ready pods")
@@ -115,9 +116,7 @@ def test_deployment_pods_serve_on_their_own_loopback_ips(closed_loop: ClosedLoop
         cs = p["status"]["containerStatuses"][0]
         assert "running" in cs["state"] and cs["ready"] is True
     # The EndpointSlice controller sees both pods as ready endpoints (what the router discovers).
-    slices = closed_loop.kube.http.get(f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices").json()[
-        "items"
-    ]
+    slices = kube.http.get(f"/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices").json()["items"]
     ready_addrs = {
         a
         for s in slices
@@ -128,13 +127,13 @@ def test_deployment_pods_serve_on_their_own_loopback_ips(closed_loop: ClosedLoop
     assert ips <= ready_addrs
 
 
-def test_pod_is_ready_only_once_its_process_is_ready(closed_loop: ClosedLoop, ns: str) -> None:
-    closed_loop.kube.apply(sim_deployment(replicas=1, startup_s=4.0), ns)
+def test_pod_is_ready_only_once_its_process_is_ready(kube: Kube, stack: Stack, ns: str) -> None:
+    kube.apply(sim_deployment(replicas=1, startup_s=4.0), ns)
     # Observe the pod from the moment it has an IP: it must not be Ready while /readyz is not 200.
     seen_not_ready_with_ip = False
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        pods = _pods(closed_loop, ns)
+        pods = _pods(kube, ns)
         if pods and pods[0].get("status", {}).get("podIP"):
             pod = pods[0]
             ip = pod["status"]["podIP"]
@@ -149,10 +148,10 @@ def test_pod_is_ready_only_once_its_process_is_ready(closed_loop: ClosedLoop, ns
     assert seen_not_ready_with_ip, "the pod was Ready before its process had started"
 
 
-def test_deleting_a_pod_drains_its_process(closed_loop: ClosedLoop, ns: str) -> None:
-    closed_loop.kube.apply(sim_deployment(replicas=1, decode_tps=20.0), ns)
+def test_deleting_a_pod_drains_its_process(kube: Kube, stack: Stack, ns: str) -> None:
+    kube.apply(sim_deployment(replicas=1, decode_tps=20.0), ns)
     pod = eventually(
-        lambda: next((p for p in _pods(closed_loop, ns) if pod_ready(p)), None),
+        lambda: next((p for p in _pods(kube, ns) if pod_ready(p)), None),
         timeout=90,
         what="a Ready pod",
     )
@@ -181,7 +180,7 @@ def test_deleting_a_pod_drains_its_process(closed_loop: ClosedLoop, ns: str) -> 
     t = threading.Thread(target=stream)
     t.start()
     eventually(lambda: _inflight(ip) >= 1, timeout=10, what="the request in flight")
-    closed_loop.kube.delete("Pod", ns, name)
+    kube.delete("Pod", ns, name)
     t.join(60)
     assert result.get("status") == 200 and result.get("done"), result
     assert result["chunks"] >= 50, result
@@ -194,6 +193,6 @@ def test_deleting_a_pod_drains_its_process(closed_loop: ClosedLoop, ns: str) -> 
         return False
 
     eventually(process_gone, timeout=40, what="the process to exit")
-    eventually(lambda: closed_loop.kube.get("Pod", ns, name) is None, timeout=40, what="the pod object to go")
-    log = closed_loop.state_dir / "podrunner" / "pods" / ns / name / "model-server.log"
+    eventually(lambda: kube.get("Pod", ns, name) is None, timeout=40, what="the pod object to go")
+    log = stack.runner_state / "pods" / ns / name / "model-server.log"
     assert "drain started" in log.read_text()
