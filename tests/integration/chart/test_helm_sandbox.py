@@ -416,7 +416,7 @@ def test_helm_upgrade(release: Release) -> None:
 
 def test_helm_uninstall_keeps_crds_and_inferenceservices(release: Release, closed_loop: ClosedLoop) -> None:
     rel = release
-    # Stop the operator first: without it, nothing removes kopf's finalizer on deletion later.
+    # Stop the operator first, so the InferenceService below is never reconciled.
     if rel.operator is not None:
         rel.kubectl("delete", "infsvc", "chat", "-n", rel.app_namespace, "--wait=true", "--timeout=120s")
         rel.operator.stop()
