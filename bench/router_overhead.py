@@ -1,0 +1,132 @@
+"""Router overhead: added latency (p50/p99) and max throughput through the router vs straight to the
+model-server (simulated engine, near-zero compute), in the same run.
+Goal: p50 +<= 1 ms and >= 90% of direct throughput.
+
+    .venv/bin/python bench/router_overhead.py [--requests 2000] [--concurrency 32] [--seconds 10]
+    .venv/bin/python bench/router_overhead.py --upstream-kind bench   # the bench's own aiohttp sim upstream
+
+Latency: one client, sequential keep-alive requests, direct and routed interleaved in blocks of 100 so
+drift hits both alike. Throughput: `--concurrency` closed-loop workers for `--seconds`, each target alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+
+import aiohttp
+from router_common import cpu_seconds, free_port, percentile, process, router_cmd, wait_ready
+
+BODY = {"model": "sim", "prompt": "hello there", "max_tokens": 1}
+
+
+async def latency(urls: dict[str, str], n: int, block: int = 100) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {k: [] for k in urls}
+    async with aiohttp.ClientSession() as s:
+        for url in urls.values():  # warm up connections and caches
+            for _ in range(50):
+                async with s.post(url + "/v1/completions", json=BODY) as r:
+                    await r.read()
+        done = 0
+        while done < n:
+            for name, url in urls.items():
+                for _ in range(block):
+                    t0 = time.perf_counter()
+                    async with s.post(url + "/v1/completions", json=BODY) as r:
+                        await r.read()
+                        assert r.status == 200, r.status
+                    out[name].append(time.perf_counter() - t0)
+            done += block
+    return out
+
+
+async def throughput(url: str, concurrency: int, seconds: float) -> tuple[float, int]:
+    count = 0
+    stop_at = time.perf_counter() + seconds
+    conn = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=conn) as s:
+
+        async def worker() -> None:
+            nonlocal count
+            while time.perf_counter() < stop_at:
+                async with s.post(url + "/v1/completions", json=BODY) as r:
+                    await r.read()
+                    if r.status == 200:
+                        count += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - t0
+    return count / elapsed, count
+
+
+def upstream_cmd(kind: str, port: int) -> list[str]:
+    if kind == "model-server":
+        return [
+            sys.executable, "-m", "shoal_cli", "model-server", "--engine", "sim", "--model", "sim",
+            "--host", "127.0.0.1", "--port", str(port), "--max-concurrency", "256", "--max-queue", "4096",
+            "--sim-decode-tokens-per-s", "100000", "--sim-prefill-tokens-per-s", "100000000",
+            "--sim-max-batch", "256", "--log-level", "WARNING",
+        ]  # fmt: skip
+    return [
+        sys.executable, "bench/router_upstream.py", "--replicas", "1", "--base-port", str(port),
+        "--decode-tps", "100000", "--prefill-tps", "100000000", "--max-batch", "256",
+    ]  # fmt: skip
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, object]:
+    up_port, r_port = free_port(), free_port()
+    direct = f"http://127.0.0.1:{up_port}"
+    routed = f"http://127.0.0.1:{r_port}"
+    results: dict[str, object] = {"upstream": args.upstream_kind, "pinned": args.pin}
+    # --pin: load generator and upstream share CPU 0, the router has CPU 1 (as a router pod has its own
+    # CPU in a cluster). Unpinned, all three compete for every core and the sum of their CPU sets the pace.
+    client_cpus, router_cpus = ({0}, {1}) if args.pin else (None, None)
+    if client_cpus:
+        os.sched_setaffinity(0, client_cpus)
+    with (
+        process(upstream_cmd(args.upstream_kind, up_port), "overhead-upstream", client_cpus) as up_proc,
+        process(
+            router_cmd(r_port, [direct], "LeastLoad", *args.router_arg), "overhead-router", router_cpus
+        ) as router_proc,
+    ):
+        await wait_ready(direct + "/readyz")
+        await wait_ready(routed + "/readyz")
+        lat = await latency({"direct": direct, "router": routed}, args.requests)
+        for name, values in lat.items():
+            results[f"{name}_p50_ms"] = round(percentile(values, 50) * 1000, 3)
+            results[f"{name}_p99_ms"] = round(percentile(values, 99) * 1000, 3)
+        results["added_p50_ms"] = round(results["router_p50_ms"] - results["direct_p50_ms"], 3)  # type: ignore[operator]
+        results["added_p99_ms"] = round(results["router_p99_ms"] - results["direct_p99_ms"], 3)  # type: ignore[operator]
+        procs = {"upstream": up_proc.pid, "router": router_proc.pid}
+        for name, url in (("direct", direct), ("router", routed)):
+            before = {k: cpu_seconds(pid) for k, pid in procs.items()}
+            rps, n = await throughput(url, args.concurrency, args.seconds)
+            results[f"{name}_rps"] = round(rps, 1)
+            for k, pid in procs.items():
+                used = cpu_seconds(pid) - before[k]
+                results[f"{name}_run_{k}_cpu_us_per_req"] = round(used / max(1, n) * 1e6)
+        rps_direct = results["direct_rps"]
+        rps_router = results["router_rps"]
+        results["throughput_ratio"] = round(rps_router / rps_direct, 3)  # type: ignore[operator]
+    return results
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--requests", type=int, default=2000)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--upstream-kind", choices=("model-server", "bench"), default="model-server")
+    p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=False)
+    p.add_argument("--router-arg", action="append", default=[], help="extra router flag (repeatable)")
+    args = p.parse_args()
+    print(json.dumps(asyncio.run(main_async(args)), indent=2))
+
+
+if __name__ == "__main__":
+    main()
