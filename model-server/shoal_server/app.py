@@ -231,12 +231,13 @@ class Generation:
         )
 
 
-class SSEResponse:
+class SSEResponse(Response):
     """Streams SSE chunks; if the client disconnects, stops at once and frees the engine slot."""
 
     def __init__(
         self, chunks: AsyncIterator[bytes], on_close: Callable[[int | None], Awaitable[None]]
     ) -> None:
+        super().__init__(status_code=200, media_type="text/event-stream")
         self.chunks = chunks
         self.on_close = on_close
 
@@ -308,12 +309,12 @@ def create_app(state: ServerState) -> FastAPI:
         }
         return JSONResponse({"object": "list", "data": [card]})
 
-    @app.post("/v1/completions")
-    async def completions(request: Request) -> Any:
+    @app.post("/v1/completions", response_model=None)
+    async def completions(request: Request) -> Response:
         return await handle(request, chat=False)
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Any:
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(request: Request) -> Response:
         return await handle(request, chat=True)
 
     def refuse(err: APIError) -> JSONResponse:
@@ -322,7 +323,7 @@ def create_app(state: ServerState) -> FastAPI:
         state.metrics.requests.labels(str(err.status)).inc()
         return error_response(err)
 
-    async def handle(request: Request, chat: bool) -> Any:
+    async def handle(request: Request, chat: bool) -> Response:
         arrival = time.monotonic()
         deadline = arrival + cfg.request_timeout
         rid = request_id(request)
@@ -471,7 +472,7 @@ def create_app(state: ServerState) -> FastAPI:
 
     async def stream_response(
         request: Request, gen: Generation, builder: ResponseBuilder, include_usage: bool
-    ) -> Any:
+    ) -> Response:
         # Wait for the first token before committing to 200, so early failures keep their status.
         try:
             first = await run_watching_disconnect(request, gen.next_delta())
