@@ -824,6 +824,8 @@ class ContainerRunner:
         """preStop, SIGTERM, wait out the grace period, then kill the whole process group."""
         proc = self.proc
         if proc is None or proc.returncode is not None:
+            if self._probe_task is not None:
+                self._probe_task.cancel()
             return
         deadline = time.monotonic() + grace_s
         pre_stop = (self.spec.get("lifecycle") or {}).get("preStop")
