@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Awaitable, Callable
 
 import kopf
 from prometheus_client import start_http_server
@@ -14,7 +15,7 @@ from shoal_common.logging import configure_logging
 from shoal_operator.builders import BuildOptions
 from shoal_operator.context import OperatorContext
 from shoal_operator.handlers import build_registry, ensure_peering
-from shoal_operator.kube import Kube, load_credentials
+from shoal_operator.kube import ApiError, Kube, load_credentials
 from shoal_operator.metrics import OperatorMetrics
 from shoal_operator.reconcile import Reconciler, ReconcilerConfig
 from shoal_operator.settings import OperatorSettings
@@ -43,7 +44,7 @@ async def serve(settings: OperatorSettings, stop_flag: asyncio.Event | None = No
     try:
         standalone = True
         if settings.peering:
-            standalone = not await ensure_peering(ctx)
+            standalone = not await _with_retries(lambda: ensure_peering(ctx), what="reach the API server")
             if standalone:
                 log.warning(
                     "kopf peering CRDs are not installed (crds/kopf.dev_peerings.yaml): running standalone"
@@ -73,6 +74,21 @@ async def serve(settings: OperatorSettings, stop_flag: asyncio.Event | None = No
     finally:
         ctx.stop.set()
         await kube.aclose()
+
+
+async def _with_retries(
+    fn: Callable[[], Awaitable[bool]], *, what: str, attempts: int = 30, delay: float = 2.0
+) -> bool:
+    """Bounded retries while the API server is not reachable yet (e.g. the operator starts first)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await fn()
+        except ApiError as exc:
+            if attempt == attempts or not exc.transient:
+                raise SystemExit(f"shoal operator: could not {what}: {exc}") from exc
+            log.warning("could not %s (attempt %d): %s", what, attempt, exc)
+            await asyncio.sleep(delay)
+    return False
 
 
 def run(settings: OperatorSettings) -> int:

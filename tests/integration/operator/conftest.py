@@ -97,7 +97,7 @@ def _condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
 
 
 @pytest.fixture(scope="session")
-def op_kubeconfig(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def op_kubeconfig(request: pytest.FixtureRequest) -> Path:
     """The sandbox's kubeconfig: tests/conftest.py's `sandbox_kubeconfig` when it exists, else the shared
     closed-loop stack (sandbox + pod runner) of tests/e2e/support.py."""
     try:
@@ -109,7 +109,7 @@ def op_kubeconfig(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     except ImportError as exc:
         pytest.skip(f"no sandbox fixture available: {exc}")
     try:
-        stack = closed_loop_stack(request, Path(tmp_path_factory.mktemp("closed-loop")))
+        stack = closed_loop_stack(request, full=False)
     except Exception as exc:  # binaries not built in this environment
         if "not built" in str(exc):
             pytest.skip(str(exc))
