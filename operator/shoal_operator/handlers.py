@@ -94,20 +94,20 @@ def build_registry(ctx: OperatorContext, reconciler: Reconciler) -> kopf.Operato
     @kopf.on.resume(*ISVC, registry=registry)
     @kopf.on.create(*ISVC, registry=registry)
     @kopf.on.update(*ISVC, registry=registry)
-    async def reconcile(body: kopf.Body, retry: int, **_: Any) -> dict[str, Any]:
+    async def reconcile(body: kopf.Body, retry: int, **_: Any) -> None:
+        # Returns nothing: kopf would store a handler's result in the object's status.
         try:
-            outcome = await reconciler.reconcile(copy.deepcopy(dict(body)))
+            await reconciler.reconcile(copy.deepcopy(dict(body)))
         except TransientError as exc:
             raise kopf.TemporaryError(str(exc), delay=backoff_seconds(retry)) from exc
-        return {"result": outcome.result, "ready": outcome.ready}
 
     @kopf.on.delete(*ISVC, registry=registry, optional=True)
     async def _deleted(name: str, namespace: str | None, **_: Any) -> None:
         reconciler.forget(namespace or "", name)
 
-    async def drift(body: kopf.Body, **_: Any) -> None:
+    async def drift(name: str, namespace: str | None, **_: Any) -> None:
         try:
-            await reconciler.reconcile(copy.deepcopy(dict(body)))
+            await reconciler.refresh(namespace or "", name, apply_children=True)
         except TransientError as exc:
             log.warning("drift check failed; next period retries", extra={"error": str(exc)})
 
@@ -145,12 +145,9 @@ def build_registry(ctx: OperatorContext, reconciler: Reconciler) -> kopf.Operato
         namespace = meta.get("namespace")
         if not owner or not namespace:
             return
-        isvc = await ctx.kube.get(path_for("InferenceService", namespace, owner))
-        if isvc is None or isvc.get("metadata", {}).get("deletionTimestamp"):
-            return
         full = event.get("type") == "DELETED"
         try:
-            await reconciler.reconcile(isvc, apply_children=full)
+            await reconciler.refresh(namespace, owner, apply_children=full)
         except TransientError as exc:
             log.warning("status refresh failed", extra={"inferenceservice": owner, "error": str(exc)})
 

@@ -100,6 +100,25 @@ class Reconciler:
         finally:
             self.metrics.observe_reconcile(result, time.perf_counter() - started)
 
+    async def refresh(self, namespace: str, name: str, *, apply_children: bool) -> Outcome | None:
+        """Reconcile by name, reading the object under the lock (so the status base is current)."""
+        started = time.perf_counter()
+        result = "error"
+        try:
+            async with self.lock(namespace, name):
+                try:
+                    body = await self.kube.get(path_for("InferenceService", namespace, name))
+                except ApiError as exc:
+                    raise TransientError(str(exc)) from exc
+                if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+                    result = "gone"
+                    return None
+                outcome = await self._reconcile(body, apply_children=apply_children)
+            result = outcome.result
+            return outcome
+        finally:
+            self.metrics.observe_reconcile(result, time.perf_counter() - started)
+
     async def _reconcile(self, body: dict[str, Any], *, apply_children: bool) -> Outcome:
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
