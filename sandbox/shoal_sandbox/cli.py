@@ -1,0 +1,91 @@
+"""`shoal sandbox build|up|down|status|kubeconfig`. Cheap to import: the work is imported in handlers."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def _sandbox(args: argparse.Namespace) -> Any:
+    from shoal_sandbox.nodes import GpuNodeSpec
+    from shoal_sandbox.sandbox import Sandbox
+
+    nodes = GpuNodeSpec(count=getattr(args, "nodes", 2), gpus=getattr(args, "gpus", 8))
+    return Sandbox(name=args.name, nodes=nodes, log=lambda line: print(line, flush=True))
+
+
+def _build(args: argparse.Namespace) -> int:
+    from shoal_sandbox.build import BuildError, build
+
+    print("building control-plane binaries (cached by version) ...", flush=True)
+    try:
+        took = build(log=lambda line: print(line, flush=True))
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"control-plane binaries ready in {took:.1f}s", flush=True)
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from shoal_sandbox.sandbox import SandboxError
+
+    if args.build and _build(args) != 0:
+        return 1
+    try:
+        _sandbox(args).up(timeout=args.timeout)
+    except SandboxError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    _sandbox(args).down(purge=args.purge)
+    print(f"sandbox {args.name!r} is down", flush=True)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    sandbox = _sandbox(args)
+    rows = sandbox.status()
+    for row in rows:
+        state = "healthy" if row.healthy else ("running" if row.running else "stopped")
+        pid = str(row.pid) if row.pid and row.running else "-"
+        print(f"{row.name:<24} {state:<8} pid={pid:<8} {row.detail}")
+    up = all(r.healthy for r in rows)
+    print(f"sandbox {args.name!r}: {'up' if up else 'not up'}; kubeconfig: {sandbox.kubeconfig_path}")
+    return 0 if up else 1
+
+
+def _kubeconfig(args: argparse.Namespace) -> int:
+    print(_sandbox(args).kubeconfig_path)
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "sandbox", help="the local Kubernetes control plane (etcd, apiserver, kwok)"
+    )
+    parser.set_defaults(handler=lambda _args: parser.print_help() or 2)
+    commands = parser.add_subparsers(dest="sandbox_command", metavar="COMMAND")
+
+    def add(name: str, help_text: str, handler: Any) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = commands.add_parser(name, help=help_text)
+        sub.add_argument(
+            "--name", default="default", help="sandbox name (state in $SHOAL_CACHE/sandbox/NAME)"
+        )
+        sub.set_defaults(handler=handler)
+        return sub
+
+    add("build", "build the pinned control-plane binaries into $SHOAL_CACHE/bin (no-op when cached)", _build)
+    up = add("up", "start the control plane and fake GPU nodes (no-op when already up)", _up)
+    up.add_argument("--nodes", type=int, default=2, help="number of fake GPU nodes")
+    up.add_argument("--gpus", type=int, default=8, help="nvidia.com/gpu per node")
+    up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for health")
+    up.add_argument("--build", action="store_true", help="build missing binaries first")
+    down = add("down", "stop every process of the sandbox", _down)
+    down.add_argument("--purge", action="store_true", help="also delete its state (certificates, etcd data)")
+    add("status", "show each component (exit 1 when not up)", _status)
+    add("kubeconfig", "print the kubeconfig path", _kubeconfig)

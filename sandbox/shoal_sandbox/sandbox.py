@@ -1,0 +1,498 @@
+"""The local control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok on loopback.
+
+State lives in `$SHOAL_CACHE/sandbox/<name>/`: `pki/` (certificates, service-account keys), `etcd/` (data),
+`kubeconfig` (admin), `kubeconfigs/` (per component), `logs/`, `procs/` (one JSON record per process) and
+`config.json` (ports). Keeping the PKI and etcd data makes a warm `up` fast and keeps users' objects.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shutil
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shoal_sandbox import procs
+from shoal_sandbox.build import binary_path, missing_binaries
+from shoal_sandbox.certs import generate_pki, pki_complete
+from shoal_sandbox.nodes import KWOK_ANNOTATION, KWOK_ANNOTATION_VALUE, GpuNodeSpec, gpu_node, node_name
+from shoal_sandbox.paths import state_root
+
+# Pods get IPs in the loopback range so a local process can serve on a pod's IP (the pod runner).
+POD_CIDR = "127.1.0.0/16"
+NODE_IP = "127.0.0.1"
+# Service cluster IPs are never routed here (no kube-proxy); any private range will do.
+SERVICE_CIDR = "10.96.0.0/16"
+SERVICE_IP = "10.96.0.1"
+
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+_PORT_NAMES = ("etcd", "etcd-peer", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+
+Log = Callable[[str], None]
+
+
+class SandboxError(RuntimeError):
+    """A component did not come up; the message names it and carries its log tail."""
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    pid: int | None
+    running: bool
+    healthy: bool
+    detail: str = ""
+
+
+@dataclass
+class Sandbox:
+    """One named local control plane. `up()` is idempotent and safe to call from concurrent processes."""
+
+    name: str = "default"
+    nodes: GpuNodeSpec = field(default_factory=GpuNodeSpec)
+    # Extra kwok flags and `--config` files (Stages, ...) for later features such as the pod runner.
+    # A running kwok started with a different command line is restarted by `up()`.
+    kwok_args: Sequence[str] = ()
+    kwok_configs: Sequence[Path] = ()
+    log: Log = print
+
+    # ---- paths -------------------------------------------------------------------------------------------
+    @property
+    def state_dir(self) -> Path:
+        return state_root() / self.name
+
+    @property
+    def kubeconfig_path(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def _pki(self) -> Path:
+        return self.state_dir / "pki"
+
+    def _proc_file(self, component: str) -> Path:
+        return self.state_dir / "procs" / f"{component}.json"
+
+    def _log_file(self, component: str) -> Path:
+        return self.state_dir / "logs" / f"{component}.log"
+
+    # ---- public API --------------------------------------------------------------------------------------
+    def up(self, timeout: float = 120.0) -> float:
+        """Starts whatever is not running and waits until the cluster is usable; returns seconds taken."""
+        t0 = time.monotonic()
+        missing = missing_binaries()
+        if missing:
+            raise SandboxError(f"binaries not built: {', '.join(missing)}; run `shoal sandbox build` first")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            deadline = time.monotonic() + timeout
+            started: list[str] = []
+            try:
+                self._up_locked(deadline, started)
+            except BaseException:
+                # Stop what this call started so a failed `up` leaves no strays; logs stay for diagnosis.
+                for component in reversed(started):
+                    self._stop_component(component)
+                raise
+        took = time.monotonic() - t0
+        self.log(f"sandbox {self.name!r} is up in {took:.1f}s; kubeconfig: {self.kubeconfig_path}")
+        return took
+
+    def down(self, purge: bool = False) -> None:
+        """Stops every process this sandbox started; `purge` also deletes its state (certs, etcd data)."""
+        if not self.state_dir.exists():
+            return
+        with self._locked():
+            for component in reversed(COMPONENTS):
+                self._stop_component(component, announce=True)
+            if purge:
+                shutil.rmtree(self.state_dir, ignore_errors=True)
+                self.log(f"removed {self.state_dir}")
+
+    def is_up(self) -> bool:
+        return all(s.running and s.healthy for s in self.status())
+
+    def status(self) -> list[ComponentStatus]:
+        ports = self._load_ports()
+        result = []
+        for component in COMPONENTS:
+            rec = procs.load(self._proc_file(component))
+            running = rec is not None and procs.is_alive(rec)
+            healthy, detail = (False, "not running")
+            if running and ports:
+                healthy, detail = self._probe(component, ports)
+            result.append(ComponentStatus(component, rec.pid if rec else None, running, healthy, detail))
+        return result
+
+    def api_server_url(self) -> str:
+        ports = self._load_ports()
+        if not ports:
+            raise SandboxError(f"sandbox {self.name!r} has never been started")
+        return f"https://127.0.0.1:{ports['kube-apiserver']}"
+
+    # ---- users (so one pytest session does not stop a sandbox another session is using) ---------------
+    def add_user(self, pid: int | None = None) -> None:
+        users = self.state_dir / "users"
+        users.mkdir(parents=True, exist_ok=True)
+        pid = pid or os.getpid()
+        (users / str(pid)).write_text(str(procs.start_time_of(pid) or 0))
+
+    def remove_user(self, pid: int | None = None) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.state_dir / "users" / str(pid or os.getpid())).unlink()
+
+    def other_users(self) -> list[int]:
+        live = []
+        users = self.state_dir / "users"
+        for entry in users.glob("*") if users.is_dir() else []:
+            with contextlib.suppress(ValueError, OSError):
+                pid = int(entry.name)
+                if pid != os.getpid() and procs.start_time_of(pid) == int(entry.read_text() or 0):
+                    live.append(pid)
+                    continue
+                if pid != os.getpid():
+                    entry.unlink()  # a user that died without cleaning up
+        return live
+
+    # ---- internals ---------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self, timeout: float = 300.0) -> Iterator[None]:
+        """An exclusive file lock: concurrent `up`s (two pytest sessions) wait instead of racing."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir / "lock", "w") as lock:
+            deadline = time.monotonic() + timeout
+            announced = False
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
+                        raise SandboxError(
+                            f"could not lock {self.state_dir / 'lock'} within {timeout:.0f}s"
+                        ) from exc
+                    if not announced:
+                        self.log("waiting for another `shoal sandbox` command on this sandbox ...")
+                        announced = True
+                    time.sleep(0.2)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _up_locked(self, deadline: float, started: list[str]) -> None:
+        if not pki_complete(self._pki):
+            self.log("generating certificates and service-account keys ...")
+            generate_pki(self._pki, SERVICE_IP)
+        ports = self._ensure_ports()
+        self._write_kubeconfigs(ports)
+
+        for component in COMPONENTS:
+            argv = self._argv(component, ports)
+            rec = procs.load(self._proc_file(component))
+            if rec is not None and procs.is_alive(rec):
+                if rec.argv == argv:
+                    continue
+                self.log(f"restarting {component}: its command line changed")
+                self._stop_component(component)
+            self.log(f"starting {component} ...")
+            rec = procs.spawn(argv, self._log_file(component))
+            procs.save(rec, self._proc_file(component))
+            started.append(component)
+            # etcd must serve before the API server starts, and the API server before its clients.
+            if component in ("etcd", "kube-apiserver"):
+                self._wait_healthy(component, ports, deadline)
+        for component in COMPONENTS[2:]:
+            self._wait_healthy(component, ports, deadline)
+        self._ensure_nodes(deadline)
+
+    def _ensure_ports(self) -> dict[str, int]:
+        """Ports are chosen once and kept, so kubeconfigs and etcd's peer URL stay stable across restarts."""
+        ports = self._load_ports() or {}
+        changed = False
+        for port_name in _PORT_NAMES:
+            component = "etcd" if port_name == "etcd-peer" else port_name
+            rec = procs.load(self._proc_file(component))
+            owned = rec is not None and procs.is_alive(rec)
+            if port_name not in ports or (not owned and not _port_free(ports[port_name])):
+                ports[port_name] = _free_port()
+                changed = True
+        if changed:
+            (self.state_dir / "config.json").write_text(json.dumps({"ports": ports}, indent=2))
+        return ports
+
+    def _load_ports(self) -> dict[str, int] | None:
+        try:
+            data = json.loads((self.state_dir / "config.json").read_text())
+            return {str(k): int(v) for k, v in data["ports"].items()}
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def _write_kubeconfigs(self, ports: dict[str, int]) -> None:
+        server = f"https://127.0.0.1:{ports['kube-apiserver']}"
+        pki = self._pki
+        kdir = self.state_dir / "kubeconfigs"
+        kdir.mkdir(exist_ok=True)
+        for stem in ("controller-manager", "scheduler", "kwok"):
+            _write_if_changed(kdir / f"{stem}.kubeconfig", _kubeconfig(server, pki, stem, embed=False))
+        # The admin kubeconfig embeds its certificates so it still works when copied elsewhere.
+        _write_if_changed(self.kubeconfig_path, _kubeconfig(server, pki, "admin", embed=True))
+        _write_if_changed(self.state_dir / "kwok.yaml", _KWOK_CONFIG)
+
+    def _argv(self, component: str, ports: dict[str, int]) -> list[str]:
+        d, pki, kc = self.state_dir, self._pki, self.state_dir / "kubeconfigs"
+        loop = "127.0.0.1"
+        if component == "etcd":
+            client, peer = f"http://{loop}:{ports['etcd']}", f"http://{loop}:{ports['etcd-peer']}"
+            return [
+                str(binary_path("etcd")),
+                "--name=sandbox",
+                f"--data-dir={d / 'etcd'}",
+                f"--listen-client-urls={client}",
+                f"--advertise-client-urls={client}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=sandbox={peer}",
+                # A throwaway test cluster: durability is worth less than fast writes on a busy disk.
+                "--unsafe-no-fsync",
+                "--quota-backend-bytes=4294967296",
+                "--log-level=warn",
+            ]
+        if component == "kube-apiserver":
+            return [
+                str(binary_path("kube-apiserver")),
+                f"--etcd-servers=http://{loop}:{ports['etcd']}",
+                f"--bind-address={loop}",
+                f"--advertise-address={loop}",
+                f"--secure-port={ports['kube-apiserver']}",
+                f"--tls-cert-file={pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--client-ca-file={pki / 'ca.crt'}",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                "--allow-privileged=true",
+                # Endpoints may not hold loopback IPs, so the `kubernetes` Service gets no endpoints here;
+                # clients use the kubeconfig instead.
+                "--endpoint-reconciler-type=none",
+                "--profiling=false",
+                "--event-ttl=1h",
+            ]
+        if component == "kube-controller-manager":
+            return [
+                str(binary_path("kube-controller-manager")),
+                *_component_kubeconfig_flags(kc / "controller-manager.kubeconfig"),
+                f"--bind-address={loop}",
+                f"--secure-port={ports['kube-controller-manager']}",
+                f"--cert-dir={d / 'serving' / 'controller-manager'}",
+                # Single instance: leader election would only add a lease wait after an unclean stop.
+                "--leader-elect=false",
+                f"--service-account-private-key-file={pki / 'sa.key'}",
+                f"--root-ca-file={pki / 'ca.crt'}",
+                "--use-service-account-credentials=true",
+                f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+                f"--cluster-signing-key-file={pki / 'ca.key'}",
+                "--cluster-name=shoal-sandbox",
+                "--controllers=*",
+                # Tests create and delete many objects; the default client rate limit (20 qps) slows them.
+                "--kube-api-qps=100",
+                "--kube-api-burst=200",
+                "--profiling=false",
+            ]
+        if component == "kube-scheduler":
+            return [
+                str(binary_path("kube-scheduler")),
+                *_component_kubeconfig_flags(kc / "scheduler.kubeconfig"),
+                f"--bind-address={loop}",
+                f"--secure-port={ports['kube-scheduler']}",
+                f"--cert-dir={d / 'serving' / 'scheduler'}",
+                "--leader-elect=false",
+                "--profiling=false",
+            ]
+        if component == "kwok":
+            return [
+                str(binary_path("kwok")),
+                f"--kubeconfig={kc / 'kwok.kubeconfig'}",
+                # Only our annotated fake nodes: a shared cluster's real nodes are never touched.
+                "--manage-all-nodes=false",
+                f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}={KWOK_ANNOTATION_VALUE}",
+                f"--cidr={POD_CIDR}",
+                f"--node-ip={NODE_IP}",
+                f"--server-address={loop}:{ports['kwok']}",
+                # Always an explicit config, so a user's ~/.kwok/kwok.yaml (kwok's default) never leaks in.
+                f"--config={d / 'kwok.yaml'}",
+                *(f"--config={p}" for p in self.kwok_configs),
+                *self.kwok_args,
+            ]
+        raise KeyError(component)
+
+    # ---- health ------------------------------------------------------------------------------------------
+    def _probe(self, component: str, ports: dict[str, int]) -> tuple[bool, str]:
+        import httpx  # deferred: keeps `shoal --help` fast
+
+        port = ports[component]
+        if component == "etcd":
+            url, ctx = f"http://127.0.0.1:{port}/health", None
+        elif component == "kube-apiserver":
+            url, ctx = f"https://127.0.0.1:{port}/readyz", self._admin_ssl()
+        elif component == "kwok":
+            url, ctx = f"http://127.0.0.1:{port}/healthz", None
+        else:
+            # Self-signed serving certs; /healthz is always allowed, so no client identity is needed.
+            url, ctx = f"https://127.0.0.1:{port}/healthz", ssl._create_unverified_context()
+        try:
+            with httpx.Client(verify=ctx if ctx is not None else True, timeout=2.0) as client:
+                resp = client.get(url)
+        except httpx.HTTPError as exc:
+            return False, f"{url}: {type(exc).__name__}"
+        ok = resp.status_code == 200 and (component != "etcd" or '"health":"true"' in resp.text)
+        return ok, f"{url}: {resp.status_code}"
+
+    def _admin_ssl(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self._pki / "ca.crt"))
+        ctx.load_cert_chain(str(self._pki / "admin.crt"), str(self._pki / "admin.key"))
+        return ctx
+
+    def _wait_healthy(self, component: str, ports: dict[str, int], deadline: float) -> None:
+        rec = procs.load(self._proc_file(component))
+        detail = ""
+        while time.monotonic() < deadline:
+            if rec is None or not procs.is_alive(rec):
+                raise self._failure(component, "exited")
+            ok, detail = self._probe(component, ports)
+            if ok:
+                self.log(f"  {component} healthy")
+                return
+            time.sleep(0.2)
+        raise self._failure(component, f"not healthy in time ({detail})")
+
+    def _failure(self, component: str, what: str) -> SandboxError:
+        log = self._log_file(component)
+        return SandboxError(f"{component} {what}; last lines of {log}:\n{procs.log_tail(log)}")
+
+    def _stop_component(self, component: str, announce: bool = False) -> None:
+        path = self._proc_file(component)
+        rec = procs.load(path)
+        if rec is None:
+            return
+        if procs.is_alive(rec):
+            if announce:
+                self.log(f"stopping {component} (pid {rec.pid}) ...")
+            procs.stop(rec)
+        path.unlink(missing_ok=True)
+
+    # ---- nodes -------------------------------------------------------------------------------------------
+    def api(self) -> Any:
+        """An httpx client authenticated as the sandbox admin (for small calls without kubectl)."""
+        import httpx
+
+        return httpx.Client(base_url=self.api_server_url(), verify=self._admin_ssl(), timeout=10.0)
+
+    def _ensure_nodes(self, deadline: float) -> None:
+        names = [node_name(self.nodes, i) for i in range(self.nodes.count)]
+        with self.api() as api:
+            for i, name in enumerate(names):
+                resp = api.get(f"/api/v1/nodes/{name}")
+                if resp.status_code == 404:
+                    resp = api.post("/api/v1/nodes", json=gpu_node(self.nodes, i))
+                    if resp.status_code not in (200, 201, 409):
+                        raise SandboxError(
+                            f"creating node {name} failed: {resp.status_code} {resp.text[:500]}"
+                        )
+                elif resp.status_code != 200:
+                    raise SandboxError(f"reading node {name} failed: {resp.status_code} {resp.text[:500]}")
+            pending = set(names)
+            while pending and time.monotonic() < deadline:
+                for name in sorted(pending):
+                    node = api.get(f"/api/v1/nodes/{name}").json()
+                    conditions = node.get("status", {}).get("conditions", [])
+                    if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+                        pending.discard(name)
+                if pending:
+                    time.sleep(0.2)
+        if pending:
+            raise self._failure("kwok", f"did not make nodes {sorted(pending)} Ready in time")
+        self.log(f"  {len(names)} GPU nodes Ready ({self.nodes.gpus} x nvidia.com/gpu each)")
+
+
+_KWOK_CONFIG = """\
+# kwok's own options come from flags (see Sandbox._argv); Stages come from the default set unless
+# extra --config files add some.
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokConfiguration
+options: {}
+"""
+
+
+def _component_kubeconfig_flags(path: Path) -> list[str]:
+    return [
+        f"--kubeconfig={path}",
+        f"--authentication-kubeconfig={path}",
+        f"--authorization-kubeconfig={path}",
+    ]
+
+
+def _kubeconfig(server: str, pki: Path, stem: str, embed: bool) -> str:
+    def b64(p: Path) -> str:
+        return base64.b64encode(p.read_bytes()).decode()
+
+    cluster: dict[str, str] = {"server": server}
+    user: dict[str, str] = {}
+    if embed:
+        cluster["certificate-authority-data"] = b64(pki / "ca.crt")
+        user = {
+            "client-certificate-data": b64(pki / f"{stem}.crt"),
+            "client-key-data": b64(pki / f"{stem}.key"),
+        }
+    else:
+        cluster["certificate-authority"] = str(pki / "ca.crt")
+        user = {"client-certificate": str(pki / f"{stem}.crt"), "client-key": str(pki / f"{stem}.key")}
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "shoal-sandbox", "cluster": cluster}],
+        "users": [{"name": stem, "user": user}],
+        "contexts": [{"name": "shoal-sandbox", "context": {"cluster": "shoal-sandbox", "user": stem}}],
+        "current-context": "shoal-sandbox",
+        "preferences": {},
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    with contextlib.suppress(OSError):
+        if path.read_text() == text:
+            return
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o600)
+    os.replace(tmp, path)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
