@@ -74,6 +74,7 @@ def spawn(argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = N
 
 
 def save(rec: ProcRecord, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(rec)))
     os.replace(tmp, path)

@@ -13,6 +13,7 @@ import errno
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import socket
 import ssl
@@ -95,25 +96,29 @@ class Sandbox:
         if missing:
             raise SandboxError(f"binaries not built: {', '.join(missing)}; run `shoal sandbox build` first")
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        with self._locked():
+        with self.lock():
             deadline = time.monotonic() + timeout
-            started: list[str] = []
+            started: list[tuple[str, procs.ProcRecord]] = []
             try:
                 self._up_locked(deadline, started)
             except BaseException:
                 # Stop what this call started so a failed `up` leaves no strays; logs stay for diagnosis.
-                for component in reversed(started):
-                    self._stop_component(component)
+                for component, rec in reversed(started):
+                    procs.stop(rec)
+                    self._proc_file(component).unlink(missing_ok=True)
                 raise
         took = time.monotonic() - t0
         self.log(f"sandbox {self.name!r} is up in {took:.1f}s; kubeconfig: {self.kubeconfig_path}")
         return took
 
-    def down(self, purge: bool = False) -> None:
-        """Stops every process this sandbox started; `purge` also deletes its state (certs, etcd data)."""
+    def down(self, purge: bool = False, *, locked: bool = False) -> None:
+        """Stops every process this sandbox started; `purge` also deletes its state (certs, etcd data).
+
+        `locked=True` when the caller already holds `lock()` (flock is not re-entrant across open files).
+        """
         if not self.state_dir.exists():
             return
-        with self._locked():
+        with contextlib.nullcontext() if locked else self.lock():
             for component in reversed(COMPONENTS):
                 self._stop_component(component, announce=True)
             if purge:
@@ -167,7 +172,7 @@ class Sandbox:
 
     # ---- internals ---------------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _locked(self, timeout: float = 300.0) -> Iterator[None]:
+    def lock(self, timeout: float = 300.0) -> Iterator[None]:
         """An exclusive file lock: concurrent `up`s (two pytest sessions) wait instead of racing."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with open(self.state_dir / "lock", "w") as lock:
@@ -191,7 +196,7 @@ class Sandbox:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _up_locked(self, deadline: float, started: list[str]) -> None:
+    def _up_locked(self, deadline: float, started: list[tuple[str, procs.ProcRecord]]) -> None:
         if not pki_complete(self._pki):
             self.log("generating certificates and service-account keys ...")
             generate_pki(self._pki, SERVICE_IP)
@@ -207,9 +212,10 @@ class Sandbox:
                 self.log(f"restarting {component}: its command line changed")
                 self._stop_component(component)
             self.log(f"starting {component} ...")
+            self._proc_file(component).parent.mkdir(parents=True, exist_ok=True)
             rec = procs.spawn(argv, self._log_file(component))
+            started.append((component, rec))
             procs.save(rec, self._proc_file(component))
-            started.append(component)
             # etcd must serve before the API server starts, and the API server before its clients.
             if component in ("etcd", "kube-apiserver"):
                 self._wait_healthy(component, ports, deadline)
@@ -251,6 +257,12 @@ class Sandbox:
         _write_if_changed(self.state_dir / "kwok.yaml", _KWOK_CONFIG)
 
     def _argv(self, component: str, ports: dict[str, int]) -> list[str]:
+        # SHOAL_SANDBOX_<COMPONENT>_ARGS (e.g. SHOAL_SANDBOX_KUBE_APISERVER_ARGS="--v=4") appends flags,
+        # for debugging a component without editing code.
+        env_name = "SHOAL_SANDBOX_" + component.upper().replace("-", "_") + "_ARGS"
+        return [*self._base_argv(component, ports), *shlex.split(os.environ.get(env_name, ""))]
+
+    def _base_argv(self, component: str, ports: dict[str, int]) -> list[str]:
         d, pki, kc = self.state_dir, self._pki, self.state_dir / "kubeconfigs"
         loop = "127.0.0.1"
         if component == "etcd":
