@@ -7,7 +7,7 @@ consumed one per request, then ``ok``. Actions:
   ("slow", seconds)       answer after a delay
   ("hang",)               never answer (until the server stops)
   ("drop",)               close the connection without answering
-``fail_rate`` adds random 429/503 (seeded) to every request that has no scripted action left.
+``fail_rate`` adds random 429/503 (seeded) to requests for keys that were never scripted.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ class FakeOpenAI:
             plan = self._plans.get(key)
             if plan:
                 return plan.popleft()
-            if self.fail_rate and self._rng.random() < self.fail_rate:
+            if plan is None and self.fail_rate and self._rng.random() < self.fail_rate:
                 return ("status", self._rng.choice([429, 503]), self.retry_after)
             return ("ok",)
 
