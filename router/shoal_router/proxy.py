@@ -55,6 +55,13 @@ REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "expect"}
 RETRYABLE_STATUS = frozenset({429, 502, 503})
 GATEWAY_FAILURE_STATUS = frozenset({502, 503, 504})  # count towards outlier ejection (not 429, not 500)
 CLIENT_CLOSED = 499
+_UPSTREAM_BROKEN = (
+    aiohttp.ClientPayloadError,
+    aiohttp.ServerDisconnectedError,
+    aiohttp.ClientOSError,
+    aiohttp.SocketTimeoutError,
+    TimeoutError,
+)
 
 
 def error_response(
@@ -381,24 +388,30 @@ class Proxy:
     async def _stream(
         self, request: web.Request, upstream: aiohttp.ClientResponse, entry: RequestLog
     ) -> web.StreamResponse:
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        for name, value in upstream.headers.items():
-            if name.lower() not in HOP_BY_HOP:
-                response.headers.add(name, value)
-        response.headers["X-Request-ID"] = entry.request_id
-        await response.prepare(request)
-        # committed: from here on nothing is retried
+        # The first piece of the body, as soon as it arrives. Nothing has reached the client yet, so an
+        # upstream failure here is still retryable.
         try:
+            first = await upstream.content.readany()
+        except _UPSTREAM_BROKEN as exc:
+            self.pool.report_failure(entry.endpoint, "broken before first byte")
+            raise _Retry(f"{entry.endpoint} broke before the first byte: {type(exc).__name__}", 502) from exc
+        entry.bytes_out += len(first)
+        if upstream.content.is_eof():
+            # The whole body came in one piece (a small JSON answer): one write, one syscall. Nothing is
+            # held back to do this; a longer body takes the streaming path below.
+            small = web.Response(status=upstream.status, reason=upstream.reason, body=first)
+            self._copy_headers(upstream, small, entry, drop_length=True)
+            return small
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        self._copy_headers(upstream, response, entry, drop_length=False)
+        # committed from here on: nothing is retried
+        try:
+            await response.prepare(request)
+            await response.write(first)
             async for chunk in upstream.content.iter_any():
                 entry.bytes_out += len(chunk)
                 await response.write(chunk)  # awaits drain: backpressure to the upstream read
-        except (
-            aiohttp.ClientPayloadError,
-            aiohttp.ServerDisconnectedError,
-            aiohttp.ClientOSError,
-            aiohttp.SocketTimeoutError,
-            TimeoutError,
-        ) as exc:
+        except _UPSTREAM_BROKEN as exc:
             # upstream broke mid-stream: report, and abort the client connection so it sees truncation
             self.pool.report_failure(entry.endpoint, "broken stream")
             entry.error = f"upstream stream broke: {type(exc).__name__}"
@@ -411,6 +424,17 @@ class Proxy:
             return response
         await response.write_eof()
         return response
+
+    @staticmethod
+    def _copy_headers(
+        upstream: aiohttp.ClientResponse, response: web.StreamResponse, entry: RequestLog, drop_length: bool
+    ) -> None:
+        for name, value in upstream.headers.items():
+            lname = name.lower()
+            if lname in HOP_BY_HOP or (drop_length and lname == "content-length"):
+                continue
+            response.headers.add(name, value)
+        response.headers["X-Request-ID"] = entry.request_id
 
     # for tests and debugging
     def describe(self) -> dict[str, Any]:

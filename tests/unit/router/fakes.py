@@ -26,6 +26,7 @@ class FakeUpstream:
     chunks: int = 3
     gate: asyncio.Event | None = None  # streaming: sent after the first chunk, the rest wait for this
     break_after_first: bool = False  # streaming: drop the connection after the first chunk
+    break_before_body: bool = False  # send 200 headers, then drop the connection
     header_delay_s: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)
     cancelled: int = 0
@@ -98,6 +99,13 @@ class FakeUpstream:
             self.inflight -= 1
 
     async def _stream(self, request: web.Request, chat: bool) -> web.StreamResponse:
+        if self.break_before_body:  # raw headers straight to the socket, then drop the connection
+            assert request.transport is not None
+            request.transport.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            request.transport.close()
+            return web.Response()
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
         for i in range(self.chunks):

@@ -150,6 +150,23 @@ async def test_no_retry_once_streaming_started() -> None:
         assert r.router.metrics.retries._value.get() == 0
 
 
+async def test_retry_when_upstream_breaks_before_the_first_byte(caplog) -> None:
+    caplog.set_level(logging.INFO)
+    async with (
+        upstreams(2) as (a, b),
+        running_router(upstream_urls=[a.url, b.url], strategy="RoundRobin") as r,
+    ):
+        a.break_before_body = True  # round-robin: one of the two requests picks `a` first
+        async with httpx.AsyncClient(base_url=r.url) as c:
+            for _ in range(2):
+                resp = await c.post("/v1/chat/completions", json={**CHAT, "stream": True})
+                assert resp.status_code == 200
+                assert resp.text.rstrip().endswith("data: [DONE]")
+        assert len(a.requests) == 1 and len(b.requests) == 2
+        assert r.router.metrics.retries._value.get() == 1
+        assert "broke before the first byte" in str([rec.__dict__.get("reason") for rec in caplog.records])
+
+
 async def test_client_disconnect_cancels_upstream() -> None:
     gate = asyncio.Event()  # never set: the upstream would wait forever
     async with (
