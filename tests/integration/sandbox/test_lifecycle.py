@@ -1,0 +1,104 @@
+"""The sandbox's own lifecycle through the `shoal sandbox` CLI, on a private sandbox name: `up` twice (the
+second is a fast no-op), `status`, `kubeconfig`, and `down` leaving no process behind.
+
+This always uses the local sandbox (it tests the sandbox itself), also when SHOAL_TEST_KUBECONFIG is set.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.eventually import eventually
+from support.kubectl import Kubectl
+
+pytestmark = pytest.mark.integration
+
+
+def _shoal(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shoal_cli", "sandbox", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _pids_alive(pids: list[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state not in ("Z", "X"):
+            alive.append(pid)
+    return alive
+
+
+@pytest.fixture
+def private_sandbox() -> Iterator[str]:
+    name = f"lifecycle-{uuid.uuid4().hex[:6]}"
+    yield name
+    # Whatever the test did, leave nothing running and no state behind.
+    _shoal("down", "--name", name, "--purge")
+
+
+def test_up_is_idempotent_and_down_leaves_no_process(private_sandbox: str) -> None:
+    name = private_sandbox
+    first = _shoal("up", "--name", name, "--nodes", "1", "--gpus", "4")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "starting kube-apiserver" in first.stdout and "is up" in first.stdout
+
+    t0 = time.monotonic()
+    second = _shoal("up", "--name", name, "--nodes", "1", "--gpus", "4")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "starting" not in second.stdout, "a second `up` restarted components"
+    assert time.monotonic() - t0 < 15, "a second `up` on a healthy sandbox should be a quick no-op"
+
+    status = _shoal("status", "--name", name)
+    assert status.returncode == 0, status.stdout
+    for component in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"):
+        assert component in status.stdout
+
+    kubeconfig = Path(_shoal("kubeconfig", "--name", name).stdout.strip())
+    assert kubeconfig.is_file()
+    nodes = Kubectl(kubeconfig).json("get", "nodes")["items"]
+    assert [n["status"]["allocatable"]["nvidia.com/gpu"] for n in nodes] == ["4"]
+
+    from shoal_sandbox import Sandbox
+
+    pids = [s.pid for s in Sandbox(name=name).status() if s.pid is not None]
+    assert len(pids) == 5 and _pids_alive(pids) == pids
+
+    down = _shoal("down", "--name", name)
+    assert down.returncode == 0, down.stderr
+    eventually(lambda: not _pids_alive(pids), timeout=15, desc="no sandbox process left")
+    stopped = _shoal("status", "--name", name)
+    assert stopped.returncode == 1 and "stopped" in stopped.stdout
+
+
+def test_up_reports_the_failing_component_with_its_log(private_sandbox: str) -> None:
+    # An unknown flag makes etcd exit at once: `up` must name it, show its log tail and exit non-zero.
+    from shoal_sandbox import Sandbox
+
+    failing = subprocess.run(
+        [sys.executable, "-m", "shoal_cli", "sandbox", "up", "--name", private_sandbox, "--timeout", "60"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "SHOAL_SANDBOX_ETCD_ARGS": "--no-such-flag"},
+    )
+    assert failing.returncode != 0
+    assert "etcd exited" in failing.stderr and "last lines of" in failing.stderr, failing.stderr
+    assert "no-such-flag" in failing.stderr, failing.stderr
+    # Nothing of the failed start keeps running.
+    assert not any(s.running for s in Sandbox(name=private_sandbox).status())
