@@ -81,10 +81,33 @@ def _int_or_string_fixups(node: Any) -> Any:
     return out
 
 
+def _object_default(node: dict[str, Any]) -> dict[str, Any]:
+    """The value an empty object takes after defaulting (nested defaults applied)."""
+    out: dict[str, Any] = {}
+    for name, child in node.get("properties", {}).items():
+        if "default" in child:
+            value = child["default"]
+            out[name] = _object_default(child) if value == {} and "properties" in child else value
+    return out
+
+
+def _expand_defaults(node: Any) -> Any:
+    """`default: {}` -> the fully defaulted object: the API server validates defaults (CEL rules included)
+    without applying the nested defaults first."""
+    if isinstance(node, list):
+        return [_expand_defaults(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _expand_defaults(v) for k, v in node.items()}
+    if out.get("default") == {} and "properties" in out:
+        out["default"] = _object_default(out)
+    return out
+
+
 def structural_schema(model: type[api._Model]) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.pop("$defs", {})
-    resolved = _int_or_string_fixups(_resolve(raw, defs))
+    resolved = _expand_defaults(_int_or_string_fixups(_resolve(raw, defs)))
     assert isinstance(resolved, dict)
     return resolved
 
