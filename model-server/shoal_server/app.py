@@ -401,7 +401,9 @@ def create_app(state: ServerState) -> FastAPI:
         engine = state.engine
         try:
             if isinstance(req, ChatCompletionRequest):
-                prompt = engine.tokenize(engine.render_chat(req.messages_as_dicts()))
+                prompt = engine.tokenize(
+                    engine.render_chat(req.messages_as_dicts()), add_special_tokens=False
+                )
             elif isinstance(req.prompt, str):
                 prompt = engine.tokenize(req.prompt)
             elif isinstance(req.prompt[0], str):

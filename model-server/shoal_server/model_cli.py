@@ -85,7 +85,7 @@ def convert_gguf(src: Path, dst: Path) -> None:
     loaded = AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename, dtype=torch.float32)
     config = AutoConfig.from_pretrained(directory, gguf_file=filename)
     config.torch_dtype = torch.float32
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)  # type: ignore[no-untyped-call]
     missing, unexpected = plain.load_state_dict(loaded.state_dict(), strict=False)
     # Tied embeddings may be absent from the state dict; anything else missing is a real error.
     missing = [k for k in missing if k != "lm_head.weight"]

@@ -59,7 +59,9 @@ class Engine(Protocol):
         """Apply the model's chat template (with the generation prompt)."""
         ...
 
-    def tokenize(self, text: str) -> Prompt: ...
+    def tokenize(self, text: str, add_special_tokens: bool = True) -> Prompt:
+        """Tokenize; rendered chat passes add_special_tokens=False (the template has them)."""
+        ...
 
     def generate(self, request_id: str, prompt: Prompt, sampling: Sampling) -> AsyncIterator[Delta]:
         """Stream deltas; closing the iterator early (client gone, deadline) aborts the request."""

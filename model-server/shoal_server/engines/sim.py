@@ -116,7 +116,7 @@ class SimEngine:
         parts = [f"<|im_start|>{m['role']}\n{m.get('content') or ''}<|im_end|>\n" for m in messages]
         return "".join(parts) + "<|im_start|>assistant\n"
 
-    def tokenize(self, text: str) -> Prompt:
+    def tokenize(self, text: str, add_special_tokens: bool = True) -> Prompt:
         return Prompt(text=text, token_ids=tuple(sim_tokenize(text)))
 
     def metrics_text(self) -> bytes:
