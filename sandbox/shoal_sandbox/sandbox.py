@@ -11,6 +11,7 @@ import base64
 import contextlib
 import errno
 import fcntl
+import ipaddress
 import json
 import os
 import shlex
@@ -342,7 +343,8 @@ class Sandbox:
                 # Only our annotated fake nodes: a shared cluster's real nodes are never touched.
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}={KWOK_ANNOTATION_VALUE}",
-                f"--cidr={POD_CIDR}",
+                # kwok hands out IPs upwards from the address given, so start at .1, not the network address.
+                f"--cidr={_first_ip(POD_CIDR)}",
                 f"--node-ip={NODE_IP}",
                 f"--server-address={loop}:{ports['kwok']}",
                 # Always an explicit config, so a user's ~/.kwok/kwok.yaml (kwok's default) never leaks in.
@@ -448,6 +450,11 @@ apiVersion: config.kwok.x-k8s.io/v1alpha1
 kind: KwokConfiguration
 options: {}
 """
+
+
+def _first_ip(cidr: str) -> str:
+    net = ipaddress.ip_network(cidr)
+    return f"{net.network_address + 1}/{net.prefixlen}"
 
 
 def _component_kubeconfig_flags(path: Path) -> list[str]:
