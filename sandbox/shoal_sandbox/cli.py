@@ -64,6 +64,28 @@ def _kubeconfig(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nodes(args: argparse.Namespace) -> int:
+    """Creates the fake GPU nodes on any cluster (kind, cloud) where kwok runs in-cluster."""
+    import shutil
+    import subprocess
+
+    import yaml
+
+    from shoal_sandbox.nodes import GpuNodeSpec, gpu_node
+
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        print("error: kubectl is not on PATH", file=sys.stderr)
+        return 1
+    kubeconfig = args.kubeconfig or str(_sandbox(args).kubeconfig_path)
+    spec = GpuNodeSpec(count=args.nodes, gpus=args.gpus)
+    docs = "\n---\n".join(yaml.safe_dump(gpu_node(spec, i)) for i in range(spec.count))
+    proc = subprocess.run(
+        [kubectl, f"--kubeconfig={kubeconfig}", "apply", "-f", "-"], input=docs, text=True, check=False
+    )
+    return proc.returncode
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "sandbox", help="the local Kubernetes control plane (etcd, apiserver, kwok)"
@@ -89,3 +111,9 @@ def register(subparsers: Any) -> None:
     down.add_argument("--purge", action="store_true", help="also delete its state (certificates, etcd data)")
     add("status", "show each component (exit 1 when not up)", _status)
     add("kubeconfig", "print the kubeconfig path", _kubeconfig)
+    nodes = add(
+        "nodes", "create the fake GPU nodes on a cluster (for kind/cloud clusters running kwok)", _nodes
+    )
+    nodes.add_argument("--kubeconfig", help="target cluster (default: this sandbox)")
+    nodes.add_argument("--nodes", type=int, default=2, help="number of fake GPU nodes")
+    nodes.add_argument("--gpus", type=int, default=8, help="nvidia.com/gpu per node")
