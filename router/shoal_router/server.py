@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import aiohttp.abc
 from aiohttp import web
 
 from shoal_router.auth import ApiKeys, parse_keys_file
@@ -61,9 +62,14 @@ def build_router(config: RouterConfig, *, rng: random.Random | None = None) -> R
     return router
 
 
-def build_app(router: Router, sources: list[Source] | None = None) -> web.Application:
+def build_app(
+    router: Router,
+    sources: list[Source] | None = None,
+    resolver: aiohttp.abc.AbstractResolver | None = None,
+) -> web.Application:
     """The aiohttp application. `sources` default to the config's (static upstreams / Kubernetes watches);
-    tests pass their own or none and drive `router.pool.update` directly."""
+    tests pass their own or none and drive `router.pool.update` directly. `resolver` replaces DNS for
+    upstream host names (tests)."""
     config = router.config
     app = web.Application(client_max_size=config.max_body_bytes)
     app[ROUTER_KEY] = router
@@ -73,7 +79,9 @@ def build_app(router: Router, sources: list[Source] | None = None) -> web.Applic
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         router.pool.clock = loop.time
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, enable_cleanup_closed=True)
+        connector = aiohttp.TCPConnector(
+            limit=0, keepalive_timeout=60, enable_cleanup_closed=True, resolver=resolver
+        )
         router.session = aiohttp.ClientSession(
             connector=connector,
             auto_decompress=False,

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from shoal_router.config import RouterConfig
-from unit.router.fakes import eventually, running_router, upstreams
+from unit.router.fakes import LoopbackResolver, eventually, running_router, upstreams
 
 pytestmark = pytest.mark.integration
 
@@ -77,11 +77,13 @@ def endpoint_slice(name: str, port: int, ready: bool = True, terminating: bool =
                 "endpointslice.kubernetes.io/managed-by": "shoal-tests",
             },
         },
-        "addressType": "IPv4",
+        # The API server rejects loopback IPs in EndpointSlices ("may not be in the loopback range") and
+        # these tests stay on 127.0.0.0/8: FQDN slices name hosts that LoopbackResolver maps to 127.0.0.1.
+        "addressType": "FQDN",
         "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
         "endpoints": [
             {
-                "addresses": ["127.0.0.1"],
+                "addresses": [f"{name}.shoal.test"],
                 "conditions": {"ready": ready, "serving": ready or terminating, "terminating": terminating},
                 "targetRef": {"kind": "Pod", "name": name},
             }
@@ -120,7 +122,7 @@ async def test_discovery_follows_endpoint_slices(router_kubeconfig: Path) -> Non
         from shoal_router.server import default_sources
 
         async with (
-            running_router(config, sources=default_sources(config)) as r,
+            running_router(config, sources=default_sources(config), resolver=LoopbackResolver()) as r,
             httpx.AsyncClient(base_url=r.url, timeout=30) as c,
         ):
 
@@ -170,7 +172,9 @@ async def test_discovery_follows_endpoint_slices(router_kubeconfig: Path) -> Non
 
             # b's slice goes away entirely
             await disc.delete_namespaced_endpoint_slice("b", ns)
-            await eventually(lambda: r.router.pool.get(b.url) is None, within=20)
+            await eventually(
+                lambda: r.router.pool.get(f"http://b.shoal.test:{port_of(b.url)}") is None, within=20
+            )
 
 
 async def test_api_keys_from_secret(router_kubeconfig: Path) -> None:
@@ -194,7 +198,7 @@ async def test_api_keys_from_secret(router_kubeconfig: Path) -> None:
         from shoal_router.server import default_sources
 
         async with (
-            running_router(config, sources=default_sources(config)) as r,
+            running_router(config, sources=default_sources(config), resolver=LoopbackResolver()) as r,
             httpx.AsyncClient(base_url=r.url, timeout=30) as c,
         ):
             await eventually(lambda: r.router.keys_loaded and r.router.pool.has_ready(), within=20)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -158,6 +159,7 @@ async def running_router(
     *,
     upstream_urls: list[str] | None = None,
     sources: list[Source] | None = None,
+    resolver: Any = None,
     **overrides: Any,
 ) -> AsyncIterator[RunningRouter]:
     """A router on 127.0.0.1 with a random port. Static `upstream_urls` are loaded into the pool directly."""
@@ -167,7 +169,7 @@ async def running_router(
 
         base = replace(base, **overrides)
     router = build_router(base)
-    app = build_app(router, sources=sources if sources is not None else [])
+    app = build_app(router, sources=sources if sources is not None else [], resolver=resolver)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=2)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -191,3 +193,23 @@ async def eventually(predicate: Any, within: float = 5.0, interval: float = 0.01
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(interval)
+
+
+class LoopbackResolver:
+    """Resolves every name to 127.0.0.1 (aiohttp resolver protocol): lets an EndpointSlice name hosts that
+    the API server accepts while the traffic stays on loopback."""
+
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[dict[str, Any]]:
+        return [
+            {
+                "hostname": host,
+                "host": "127.0.0.1",
+                "port": port,
+                "family": socket.AF_INET,
+                "proto": 0,
+                "flags": 0,
+            }
+        ]
+
+    async def close(self) -> None:
+        pass
