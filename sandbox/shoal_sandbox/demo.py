@@ -31,7 +31,6 @@ import httpx
 import yaml
 from shoal_common import names
 
-from shoal_sandbox import podrunner
 from shoal_sandbox.podrunner import ApiError, SyncKube
 from shoal_sandbox.prometheus import PrometheusServer, free_port
 
@@ -128,7 +127,13 @@ class Stack:
 
     @property
     def runner_state(self) -> Path:
-        return self.state_dir / "podrunner"
+        """The pod runner's state (pod logs: ``pods/<namespace>/<pod>/<container>.log``)."""
+        return self.state_dir.parent / "podrunner"
+
+    @property
+    def targets_file(self) -> Path:
+        """Prometheus file_sd targets, written by the pod runner."""
+        return self.state_dir.parent / "prometheus" / "pods.json"
 
     def k(self) -> SyncKube:
         assert self.kube is not None, "stack not started"
@@ -145,33 +150,14 @@ class Stack:
 
                 self.log("building the control-plane binaries (once; cached by version) ...")
                 build(log=self.log)
-            stages = podrunner.write_kwok_stages(probe.state_dir / "kwok-pod-stages.yaml")
-            self._sandbox = Sandbox(name=self.sandbox_name, kwok_configs=[stages], log=self.log)
+            # The sandbox runs the pod runner as one of its components (with kwok's pod stages to match).
+            self._sandbox = probe
             self._was_up = probe.is_up()
             self._sandbox.up(timeout=180)
             self._sandbox.add_user()
             self.kubeconfig = self._sandbox.kubeconfig_path
             self.state_dir = self._sandbox.state_dir / "closed-loop"
             self.kube = SyncKube(self.kubeconfig, field_manager="shoal-demo")
-            targets = self.state_dir / "prometheus" / "pods.json"
-            self.log("starting the pod runner (pods on the fake GPU nodes run as local processes) ...")
-            self.children.append(
-                spawn(
-                    "pod-runner",
-                    [
-                        sys.executable,
-                        "-m",
-                        "shoal_sandbox.podrunner",
-                        "--kubeconfig",
-                        str(self.kubeconfig),
-                        "--state-dir",
-                        str(self.runner_state),
-                        "--targets-file",
-                        str(targets),
-                    ],
-                    self.state_dir / "logs" / "pod-runner.log",
-                )
-            )
             self.install_crds()
             if self.with_prometheus:
                 self.ensure_prometheus()
@@ -187,7 +173,7 @@ class Stack:
             self.log("starting Prometheus ...")
             self.prometheus = PrometheusServer(
                 self.state_dir / "prometheus",
-                [self.state_dir / "prometheus" / "pods.json"],
+                [self.targets_file],
                 scrape_interval_s=self.scrape_interval_s,
             ).start()
 
@@ -246,6 +232,12 @@ class Stack:
             )
 
     def check_children(self) -> None:
+        if self._sandbox is not None:
+            runner = next((c for c in self._sandbox.status() if c.name == "pod-runner"), None)
+            if runner is not None and not runner.running:
+                raise DemoError(
+                    "the sandbox's pod runner is not running; see its log under logs/ in the sandbox"
+                )
         for c in self.children:
             if not c.alive():
                 raise DemoError(f"{c.name} exited; last lines of {c.log}:\n{c.tail()}")

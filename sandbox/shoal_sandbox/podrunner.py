@@ -1398,7 +1398,7 @@ class PodRunner:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    async def shutdown(self, grace_s: float = 10.0) -> None:
+    async def shutdown(self, grace_s: float = 5.0) -> None:
         """Stop all processes (pods stay in the API; as with a kubelet that stops)."""
         conts = [c for w in list(self.workers.values()) for c in w.containers]
         await asyncio.gather(*(c.stop(grace_s, run_prestop=False) for c in conts), return_exceptions=True)
@@ -1485,7 +1485,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import fcntl
 
-    lock_path = (args.state_dir or default_state_dir()) / "runner.lock"
+    # One runner per cluster, whatever its state dir: two would start every pod twice.
+    lock_path = args.kubeconfig.resolve().parent / ".podrunner.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     lock = lock_path.open("w")
     try:

@@ -18,6 +18,7 @@ import shlex
 import shutil
 import socket
 import ssl
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +40,8 @@ NODE_IP = "127.0.0.1"
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
 
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+# pod-runner (shoal_sandbox.podrunner): runs the operator's pods as local processes on their pod IPs.
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "pod-runner")
 _PORT_NAMES = ("etcd", "etcd-peer", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 
 Log = Callable[[str], None]
@@ -256,6 +258,10 @@ class Sandbox:
         # The admin kubeconfig embeds its certificates so it still works when copied elsewhere.
         _write_if_changed(self.kubeconfig_path, _kubeconfig(server, pki, "admin", embed=True))
         _write_if_changed(self.state_dir / "kwok.yaml", _KWOK_CONFIG)
+        # kwok's pod stages with the pod runner's pods carved out (they follow their real probes).
+        from shoal_sandbox.podrunner import write_kwok_stages
+
+        write_kwok_stages(self.state_dir / "kwok-pod-stages.yaml")
 
     def _argv(self, component: str, ports: dict[str, int]) -> list[str]:
         # SHOAL_SANDBOX_<COMPONENT>_ARGS (e.g. SHOAL_SANDBOX_KUBE_APISERVER_ARGS="--v=4") appends flags,
@@ -349,8 +355,18 @@ class Sandbox:
                 f"--server-address={loop}:{ports['kwok']}",
                 # Always an explicit config, so a user's ~/.kwok/kwok.yaml (kwok's default) never leaks in.
                 f"--config={d / 'kwok.yaml'}",
+                f"--config={d / 'kwok-pod-stages.yaml'}",
                 *(f"--config={p}" for p in self.kwok_configs),
                 *self.kwok_args,
+            ]
+        if component == "pod-runner":
+            return [
+                _python(),
+                "-m",
+                "shoal_sandbox.podrunner",
+                f"--kubeconfig={self.kubeconfig_path}",
+                f"--state-dir={d / 'podrunner'}",
+                f"--targets-file={d / 'prometheus' / 'pods.json'}",
             ]
         raise KeyError(component)
 
@@ -358,6 +374,8 @@ class Sandbox:
     def _probe(self, component: str, ports: dict[str, int]) -> tuple[bool, str]:
         import httpx  # deferred: keeps `shoal --help` fast
 
+        if component == "pod-runner":
+            return True, "no port; alive"
         port = ports[component]
         if component == "etcd":
             url, ctx = f"http://127.0.0.1:{port}/health", None
@@ -455,6 +473,12 @@ options: {}
 def _first_ip(cidr: str) -> str:
     net = ipaddress.ip_network(cidr)
     return f"{net.network_address + 1}/{net.prefixlen}"
+
+
+def _python() -> str:
+    """This environment's interpreter, spelled the same from `shoal` and `python -m` (a stable argv)."""
+    venv_python = Path(sys.prefix) / "bin" / "python"
+    return str(venv_python) if sys.prefix != sys.base_prefix and venv_python.exists() else sys.executable
 
 
 def _component_kubeconfig_flags(path: Path) -> list[str]:
