@@ -23,14 +23,17 @@ def register(subparsers: Any) -> None:
     g.add_argument("--upstream", action="append", metavar="URL", help="static upstream (repeatable)")
     g.add_argument(
         "--discovery",
-        choices=("static", "kubernetes"),
+        choices=("static", "kubernetes", "pods"),
         default=None,
-        help="default: static with --upstream, else kubernetes",
+        help="kubernetes: EndpointSlices of --service; pods: the Pods it selects; "
+        "default: static with --upstream, else kubernetes",
     )
     g.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "default"))
     g.add_argument("--service", default=None, help="model-server Service whose EndpointSlices to watch")
     g.add_argument("--kubeconfig", default=None, help="default: in-cluster config, else $KUBECONFIG")
-    g.add_argument("--port-name", default="http", help="EndpointSlice port name to route to")
+    g.add_argument("--port-name", default="http", help="EndpointSlice / container port name to route to")
+    g.add_argument("--selector", default=None, help="pods discovery: label selector (default: the Service's)")
+    g.add_argument("--target-port", type=int, default=8000, help="pods discovery: port when none is named")
 
     g = p.add_argument_group("picking")
     g.add_argument("--strategy", choices=STRATEGIES, default="LeastLoad")

@@ -13,12 +13,14 @@ class RouterConfig:
     listen_host: str = "0.0.0.0"
     port: int = 8080
     # discovery
-    discovery: str = "static"  # static | kubernetes
+    discovery: str = "static"  # static | kubernetes (EndpointSlices) | pods
     upstreams: tuple[str, ...] = ()
     namespace: str = "default"
     service: str = ""
     kubeconfig: str | None = None
     port_name: str = "http"
+    selector: str = ""  # pods discovery: label selector (default: the Service's selector)
+    target_port: int = 8000  # pods discovery: when no container port is named port_name
     # picking
     strategy: str = "LeastLoad"
     prefix_chars: int = 256
@@ -49,16 +51,18 @@ class RouterConfig:
     shutdown_timeout_s: float = 30.0
 
     def validate(self) -> RouterConfig:
-        if self.discovery not in ("static", "kubernetes"):
-            raise ValueError("--discovery must be static or kubernetes")
+        if self.discovery not in ("static", "kubernetes", "pods"):
+            raise ValueError("--discovery must be static, kubernetes or pods")
         if self.discovery == "static" and not self.upstreams:
             raise ValueError("static discovery needs at least one --upstream URL")
         if self.discovery == "kubernetes" and not self.service:
             raise ValueError("--discovery kubernetes needs --service (the model-server Service, X-model)")
+        if self.discovery == "pods" and not (self.service or self.selector):
+            raise ValueError("--discovery pods needs --service or --selector")
         if self.strategy not in STRATEGY_NAMES:
             raise ValueError(f"--strategy must be one of {', '.join(STRATEGY_NAMES)}")
-        if self.api_keys_secret and self.discovery != "kubernetes":
-            raise ValueError("--api-keys-secret needs --discovery kubernetes (use --api-keys-file otherwise)")
+        if self.api_keys_secret and self.discovery == "static":
+            raise ValueError("--api-keys-secret needs Kubernetes discovery (use --api-keys-file otherwise)")
         if self.max_attempts < 1:
             raise ValueError("--max-attempts must be >= 1")
         if self.hash_load_factor < 1.0:
@@ -89,6 +93,8 @@ def from_args(ns: argparse.Namespace) -> RouterConfig:
         service=ns.service or "",
         kubeconfig=ns.kubeconfig,
         port_name=ns.port_name,
+        selector=ns.selector or "",
+        target_port=ns.target_port,
         strategy=ns.strategy,
         prefix_chars=ns.prefix_chars,
         hash_load_factor=ns.hash_load_factor,

@@ -172,6 +172,10 @@ def default_sources(config: RouterConfig) -> list[Source]:
             router.pool.update(DiscoveredEndpoint(url=u, name=u) for u in config.upstreams)
 
         sources.append(static)
+    elif config.discovery == "pods":
+        from shoal_router.discovery.kubernetes import pod_source
+
+        sources.append(pod_source(config))
     else:
         from shoal_router.discovery.kubernetes import endpoint_slice_source
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from shoal_router.auth import parse_secret_data
 from shoal_router.config import RouterConfig
 from shoal_router.discovery.endpointslice import merge_slices
+from shoal_router.discovery.pods import merge_pods, selector_string
 
 if TYPE_CHECKING:
     from shoal_router.server import Router
@@ -126,6 +127,65 @@ def endpoint_slice_source(config: RouterConfig) -> Callable[[Router], Coroutine[
                 f"EndpointSlices of {config.namespace}/{config.service}",
                 v1.list_namespaced_endpoint_slice,
                 {"namespace": config.namespace, "label_selector": f"{SERVICE_NAME_LABEL}={config.service}"},
+                on_list,
+                on_event,
+                api.sanitize_for_serialization,
+            )
+
+    return run
+
+
+def pod_source(config: RouterConfig) -> Callable[[Router], Coroutine[Any, Any, None]]:
+    """Endpoints from the Pods the Service selects (`--discovery pods`): for clusters whose EndpointSlices
+    cannot carry the pod IPs (the sandbox's loopback pod IPs are rejected by EndpointSlice validation)."""
+
+    async def run(router: Router) -> None:
+        from kubernetes_asyncio import client
+
+        async with await api_client(config.kubeconfig) as api:
+            core = client.CoreV1Api(api)
+            selector = config.selector
+            failures = 0
+            while not selector:
+                try:
+                    svc = await core.read_namespaced_service(config.service, config.namespace)
+                    selector = selector_string(svc.spec.selector or {})
+                    if not selector:
+                        raise ValueError(f"Service {config.service} has no selector")
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    failures += 1
+                    delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** min(failures, 10))
+                    log.warning(
+                        "reading the Service's selector failed",
+                        extra={"service": config.service, "error": str(exc), "retry_in_s": delay},
+                    )
+                    await asyncio.sleep(delay)
+            pods: dict[str, dict[str, Any]] = {}
+
+            def publish() -> None:
+                router.pool.update(merge_pods(pods.values(), config.port_name, config.target_port))
+
+            def on_list(items: list[dict[str, Any]]) -> None:
+                pods.clear()
+                for item in items:
+                    pods[item["metadata"]["name"]] = item
+                publish()
+                log.info("pods listed", extra={"selector": selector, "pods": len(pods)})
+
+            def on_event(kind: str, obj: dict[str, Any]) -> None:
+                name = obj["metadata"]["name"]
+                if kind == "DELETED":
+                    pods.pop(name, None)
+                else:
+                    pods[name] = obj
+                publish()
+
+            await list_watch(
+                f"Pods of {config.namespace}/{config.service}",
+                core.list_namespaced_pod,
+                {"namespace": config.namespace, "label_selector": selector},
                 on_list,
                 on_event,
                 api.sanitize_for_serialization,

@@ -210,3 +210,79 @@ async def test_api_keys_from_secret(router_kubeconfig: Path) -> None:
             bob = {"Authorization": "Bearer sk-bob"}
             assert (await c.post("/v1/chat/completions", json=CHAT, headers=bob)).status_code == 200
             assert (await c.post("/v1/chat/completions", json=CHAT, headers=alice)).status_code == 401
+
+
+async def test_pods_discovery(router_kubeconfig: Path) -> None:
+    """`--discovery pods`: the Service's selector, pod IP + Ready condition, deletionTimestamp = terminating.
+    The pods are bound to a node that does not exist, so no kubelet (or kwok) touches them and the test
+    writes their status itself."""
+    from kubernetes_asyncio import client
+
+    async with kube_api(router_kubeconfig) as api, temp_namespace(api) as ns, upstreams(2) as (a, b):
+        core = client.CoreV1Api(api)
+        await core.create_namespaced_service(
+            ns,
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": SERVICE},
+                "spec": {"selector": {"app": "fake"}, "ports": [{"name": "http", "port": 8000}]},
+            },
+        )
+
+        async def make_pod(name: str, port: int, ready: bool) -> None:
+            await core.create_namespaced_pod(
+                ns,
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {"name": name, "labels": {"app": "fake"}},
+                    "spec": {
+                        "nodeName": "no-such-node",
+                        "containers": [
+                            {"name": "s", "image": "none", "ports": [{"name": "http", "containerPort": port}]}
+                        ],
+                    },
+                },
+            )
+            await set_ready(name, ready)
+
+        async def set_ready(name: str, ready: bool) -> None:
+            status = {
+                "phase": "Running",
+                "podIP": "127.0.0.1",
+                "podIPs": [{"ip": "127.0.0.1"}],
+                "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+            }
+            await core.patch_namespaced_pod_status(name, ns, {"status": status})
+
+        await make_pod("pa", port_of(a.url), ready=True)
+        await make_pod("pb", port_of(b.url), ready=False)
+        config = RouterConfig(
+            discovery="pods",
+            namespace=ns,
+            service=SERVICE,
+            kubeconfig=str(router_kubeconfig),
+            strategy="RoundRobin",
+        )
+        from shoal_router.server import default_sources
+
+        async with (
+            running_router(config, sources=default_sources(config)) as r,
+            httpx.AsyncClient(base_url=r.url, timeout=30) as c,
+        ):
+            await eventually(lambda: len(r.router.pool.eligible()) == 1, within=20)
+            await set_ready("pb", True)
+            await eventually(lambda: len(r.router.pool.eligible()) == 2, within=20)
+            for _ in range(4):
+                assert (await c.post("/v1/chat/completions", json=CHAT)).status_code == 200
+            assert a.requests and b.requests
+            # deleting pb: it stays (no kubelet confirms) with a deletionTimestamp, i.e. terminating
+            await core.delete_namespaced_pod("pb", ns, grace_period_seconds=30)
+            await eventually(lambda: [e.id for e in r.router.pool.eligible()] == [a.url], within=20)
+            before = len(b.requests)
+            for _ in range(6):
+                assert (await c.post("/v1/chat/completions", json=CHAT)).status_code == 200
+            assert len(b.requests) == before
+        for name in ("pa", "pb"):
+            await core.delete_namespaced_pod(name, ns, grace_period_seconds=0)

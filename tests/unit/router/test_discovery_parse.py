@@ -85,3 +85,32 @@ def test_cli_renders_the_operator_command_line() -> None:
     assert static.discovery == "static" and static.upstreams == ("http://127.0.0.1:8001",)
     with pytest.raises(ValueError):
         from_args(build_parser().parse_args(["router", "--discovery", "static"]))
+
+
+def pod(name: str, ip: str | None = "10.1.0.5", ready: bool = True, deleting: bool = False) -> dict:
+    return {
+        "metadata": {"name": name, **({"deletionTimestamp": "2026-01-01T00:00:00Z"} if deleting else {})},
+        "spec": {"containers": [{"name": "server", "ports": [{"name": "http", "containerPort": 8001}]}]},
+        "status": {
+            "phase": "Running",
+            **({"podIP": ip} if ip else {}),
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
+
+
+def test_pods_discovery_parsing() -> None:
+    from shoal_router.discovery.pods import merge_pods, parse_pod, selector_string
+
+    assert parse_pod(pod("a")) == DiscoveredEndpoint("http://10.1.0.5:8001", True, True, False, "a")
+    assert parse_pod(pod("a", ready=False)) == DiscoveredEndpoint(
+        "http://10.1.0.5:8001", False, False, False, "a"
+    )
+    terminating = parse_pod(pod("a", deleting=True))
+    assert terminating is not None and terminating.terminating and not terminating.ready
+    assert parse_pod(pod("a", ip=None)) is None
+    no_port = pod("a")
+    no_port["spec"]["containers"][0]["ports"] = []
+    assert parse_pod(no_port, default_port=9000) is not None
+    assert merge_pods([pod("a"), pod("b", ip=None)]) == [parse_pod(pod("a"))]
+    assert selector_string({"b": "2", "a": "1"}) == "a=1,b=2"
