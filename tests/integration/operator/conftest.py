@@ -72,8 +72,8 @@ class Kubectl:
         text = doc if isinstance(doc, str) else yaml.safe_dump(doc)
         return self.run("apply", "-f", "-", *extra, input=text, check=check)
 
-    def get(self, kind: str, name: str) -> dict[str, Any] | None:
-        res = self.run("get", kind, name, "-o", "json", check=False)
+    def get(self, kind: str, name: str, *extra: str) -> dict[str, Any] | None:
+        res = self.run("get", kind, name, "-o", "json", *extra, check=False)
         if res.returncode != 0:
             if "NotFound" in res.stderr or "not found" in res.stderr:
                 return None

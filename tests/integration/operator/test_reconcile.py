@@ -58,7 +58,7 @@ def served(kubectl: Kubectl, operator_process: subprocess.Popen[bytes]) -> str:
 
 
 def test_children_have_the_expected_fields(kubectl: Kubectl, served: str) -> None:
-    dep = kubectl.get("deployment", "chat-model")
+    dep = kubectl.get("deployment", "chat-model", "--show-managed-fields")
     assert dep is not None
     assert dep["spec"]["replicas"] == 2
     owner = dep["metadata"]["ownerReferences"][0]
