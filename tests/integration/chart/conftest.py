@@ -1,4 +1,6 @@
-"""The sandbox (with the pod runner, so model-server pods really run) for the chart's integration tests."""
+"""The sandbox (with the pod runner, so model-server pods really run) for the chart's integration tests.
+
+Only the stack's admin kubeconfig is used; everything else goes through the real `helm` and `kubectl`."""
 
 from __future__ import annotations
 
@@ -7,7 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from e2e.support import ClosedLoop, closed_loop_stack
+from e2e.support import closed_loop_stack
+from shoal_sandbox.demo import Stack
 
 
 def find_tool(name: str) -> str:
@@ -23,8 +26,9 @@ def find_tool(name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def closed_loop(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> ClosedLoop:
-    return closed_loop_stack(request, Path(tmp_path_factory.mktemp("closed-loop")))
+def stack(request: pytest.FixtureRequest) -> Stack:
+    """Sandbox + pod runner (shared with the other closed-loop suites; one per session)."""
+    return closed_loop_stack(request, full=False)
 
 
 @pytest.fixture(scope="session")

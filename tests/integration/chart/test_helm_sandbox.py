@@ -10,6 +10,7 @@ import copy
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -22,13 +23,51 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from e2e.support import ClosedLoop, Proc, eventually, start_proc
+from shoal_sandbox.demo import Stack
+from support.eventually import eventually
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "shoal"
-ISVC_API = "/apis/shoal.dev/v1alpha1"
+
+
+@dataclass
+class Proc:
+    """A child process of this test (its own process group), stopped with SIGTERM then SIGKILL."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @classmethod
+    def start(cls, argv: list[str], log: Path, env: dict[str, str]) -> Proc:
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
+            )
+        return cls(proc, log)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+    def tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
 
 
 @dataclass
@@ -107,17 +146,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _create_namespace(loop: ClosedLoop, name: str) -> None:
-    loop.kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-
-
-def _isvc(loop: ClosedLoop, namespace: str, name: str) -> dict[str, Any] | None:
-    resp = loop.kube.http.get(f"{ISVC_API}/namespaces/{namespace}/inferenceservices/{name}")
-    if resp.status_code == 404:
-        return None
-    resp.raise_for_status()
-    out: dict[str, Any] = resp.json()
-    return out
+def _isvc(rel: Release, namespace: str, name: str) -> dict[str, Any] | None:
+    proc = rel.kubectl(
+        "get", "infsvc", name, "-n", namespace, "-o", "json", "--ignore-not-found", check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout) if proc.stdout.strip() else None
 
 
 def _condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
@@ -129,24 +163,24 @@ def _condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def release(
-    closed_loop: ClosedLoop, tmp_path_factory: pytest.TempPathFactory, helm_bin: str, kubectl_bin: str
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory, helm_bin: str, kubectl_bin: str
 ) -> Iterator[Release]:
     suffix = uuid.uuid4().hex[:5]
     rel = Release(
         name=f"it{suffix}",
         namespace=f"shoal-system-{suffix}",
         app_namespace=f"chart-app-{suffix}",
-        kubeconfig=closed_loop.kubeconfig,
+        kubeconfig=stack.kubeconfig,
         workdir=tmp_path_factory.mktemp("chart-it"),
         helm_bin=helm_bin,
         kubectl_bin=kubectl_bin,
     )
-    _create_namespace(closed_loop, rel.app_namespace)
+    rel.kubectl("create", "namespace", rel.app_namespace)
     values = {
         # The operator runs as a local process below (with this ServiceAccount's token), not as a pod.
         "operator": {"replicas": 0, "watchNamespaces": [rel.app_namespace], "logLevel": "INFO"},
         "rbac": {"apiKeySecrets": [{"namespace": rel.app_namespace, "names": ["chat-keys"]}]},
-        "autoscaler": {"prometheusUrl": closed_loop.prometheus_url or "http://127.0.0.1:9"},
+        "autoscaler": {"prometheusUrl": stack.prometheus_url or "http://127.0.0.1:9"},
     }
     values_file = rel.workdir / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
@@ -158,8 +192,7 @@ def release(
             rel.operator.stop()
         rel.helm("uninstall", rel.name, "-n", rel.namespace, "--wait", check=False)
         for ns in (rel.app_namespace, rel.namespace):
-            with contextlib.suppress(httpx.HTTPError):
-                closed_loop.kube.delete("Namespace", None, ns)
+            rel.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)
 
 
 def test_helm_install(release: Release) -> None:
@@ -186,7 +219,7 @@ def test_helm_install(release: Release) -> None:
     eventually(
         lambda: rel.kubectl("get", "infsvc", "-n", rel.app_namespace, check=False).returncode == 0,
         timeout=30,
-        what="the InferenceService API to be served",
+        desc="the InferenceService API to be served",
     )
     rel.kubectl("get", "serviceaccount", rel.service_account, "-n", rel.namespace)
     rel.kubectl("get", "role", f"{rel.service_account}", "-n", rel.app_namespace)
@@ -319,9 +352,7 @@ def _sim_isvc(namespace: str) -> dict[str, Any]:
     return isvc
 
 
-def test_operator_as_chart_serviceaccount_reconciles_to_ready(
-    release: Release, closed_loop: ClosedLoop
-) -> None:
+def test_operator_as_chart_serviceaccount_reconciles_to_ready(release: Release) -> None:
     rel = release
     help_proc = subprocess.run(
         [sys.executable, "-m", "shoal_cli", "operator", "--help"],
@@ -334,11 +365,8 @@ def test_operator_as_chart_serviceaccount_reconciles_to_ready(
         pytest.skip(f"`shoal operator` is not available yet: {help_proc.stderr[-300:]}")
     kubeconfig = _sa_kubeconfig(rel)
     env = _operator_env(rel, kubeconfig)
-    rel.operator = start_proc(
-        "chart-operator",
-        [sys.executable, "-m", "shoal_cli", "operator"],
-        rel.workdir / "operator.log",
-        env=env,
+    rel.operator = Proc.start(
+        [sys.executable, "-m", "shoal_cli", "operator"], rel.workdir / "operator.log", env
     )
     secret = {
         "apiVersion": "v1",
@@ -350,18 +378,18 @@ def test_operator_as_chart_serviceaccount_reconciles_to_ready(
     rel.kubectl("apply", "-f", "-", stdin=json.dumps(_sim_isvc(rel.app_namespace)))
 
     def ready() -> dict[str, Any] | None:
-        assert rel.operator is not None and rel.operator.proc.poll() is None, (
-            rel.operator.tail() if rel.operator else ""
-        )
-        obj = _isvc(closed_loop, rel.app_namespace, "chat")
+        if rel.operator is None or rel.operator.proc.poll() is not None:
+            raise RuntimeError(f"the operator exited:\n{rel.operator.tail() if rel.operator else ''}")
+        obj = _isvc(rel, rel.app_namespace, "chat")
         return obj if _condition(obj, "Ready").get("status") == "True" else None
 
     try:
-        obj = eventually(ready, timeout=300, interval=1.0, what="InferenceService chat to be Ready")
+        obj = eventually(ready, timeout=300, interval=1.0, desc="InferenceService chat to be Ready")
     except AssertionError:
-        isvc = _isvc(closed_loop, rel.app_namespace, "chat")
+        isvc = _isvc(rel, rel.app_namespace, "chat")
         status = json.dumps((isvc or {}).get("status"), indent=1)
-        raise AssertionError(f"not Ready; status: {status}\noperator log:\n{rel.operator.tail(60)}") from None
+        log = rel.operator.tail(60) if rel.operator else ""
+        raise AssertionError(f"not Ready; status: {status}\noperator log:\n{log}") from None
     assert obj["status"]["url"] == f"http://chat.{rel.app_namespace}.svc.cluster.local"
     # The router's Role was created by the operator, with the one Secret and nothing more.
     role = json.loads(rel.kubectl("get", "role", "chat-router", "-n", rel.app_namespace, "-o", "json").stdout)
@@ -414,7 +442,7 @@ def test_helm_upgrade(release: Release) -> None:
     assert history[-1]["revision"] == 2 and history[-1]["status"] == "deployed"
 
 
-def test_helm_uninstall_keeps_crds_and_inferenceservices(release: Release, closed_loop: ClosedLoop) -> None:
+def test_helm_uninstall_keeps_crds_and_inferenceservices(release: Release) -> None:
     rel = release
     # Stop the operator first, so the InferenceService below is never reconciled.
     if rel.operator is not None:
@@ -435,19 +463,19 @@ def test_helm_uninstall_keeps_crds_and_inferenceservices(release: Release, close
         != 0
     )
     rel.kubectl("get", "crd", "inferenceservices.shoal.dev")  # CRDs stay (Helm never deletes crds/)
-    assert _isvc(closed_loop, rel.app_namespace, "survivor") is not None
+    assert _isvc(rel, rel.app_namespace, "survivor") is not None
     rel.kubectl("delete", "infsvc", "survivor", "-n", rel.app_namespace, "--wait=true", "--timeout=60s")
 
 
 def test_clusterwide_install_cannot_read_secrets(
-    closed_loop: ClosedLoop, tmp_path: Path, helm_bin: str, kubectl_bin: str
+    stack: Stack, tmp_path: Path, helm_bin: str, kubectl_bin: str
 ) -> None:
     suffix = uuid.uuid4().hex[:5]
     rel = Release(
         name=f"cw{suffix}",
         namespace=f"shoal-cw-{suffix}",
         app_namespace="default",
-        kubeconfig=closed_loop.kubeconfig,
+        kubeconfig=stack.kubeconfig,
         workdir=tmp_path,
         helm_bin=helm_bin,
         kubectl_bin=kubectl_bin,
@@ -482,5 +510,4 @@ def test_clusterwide_install_cannot_read_secrets(
             assert not rel.can_i(*args), args
     finally:
         rel.helm("uninstall", rel.name, "-n", rel.namespace, "--wait", check=False)
-        with contextlib.suppress(httpx.HTTPError):
-            closed_loop.kube.delete("Namespace", None, rel.namespace)
+        rel.kubectl("delete", "namespace", rel.namespace, "--wait=false", "--ignore-not-found", check=False)

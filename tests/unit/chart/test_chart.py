@@ -268,7 +268,8 @@ def test_api_key_secrets_are_named_and_namespaced(render: Renderer) -> None:
 
 def test_namespaced_mode_uses_roles(render: Renderer) -> None:
     objs = render({"operator": {"watchNamespaces": ["team-a", "team-b"]}})
-    assert operator_rules(objs) == CRD_READ  # nothing namespaced cluster-wide
+    # Nothing namespaced cluster-wide; only reading Namespaces (kopf's namespace observer).
+    assert operator_rules(objs) == CRD_READ | grant("", "namespaces", READ)
     roles = [r for r in by_kind(objs, "Role") if r["metadata"]["name"].endswith("-operator")]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     for role in roles:
