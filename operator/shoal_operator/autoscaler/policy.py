@@ -108,9 +108,14 @@ class PolicyConfig:
     scale_to_zero: bool = False
     idle_seconds: float = 600.0
     metrics_max_age_seconds: float = 30.0
-    #: Normal decisions use each metric's mean over this window (noise does not move replicas); panic
-    #: detection uses the newest sample alone (a spike is seen at the first scrape).
+    #: Scale-down decisions use each metric's mean over this window, scale-up decisions the mean over
+    #: ``up_window_seconds`` (noise does not move replicas); panic detection uses the newest sample alone
+    #: (a spike is seen at the first scrape).
     stable_window_seconds: float = 60.0
+    up_window_seconds: float = 20.0
+    #: A scale-down must remove at least this share of the replicas (at least one): scale-down events
+    #: cost drains and cold caches, so they are batched rather than taken one replica a minute.
+    min_scale_down_percent: float = 20.0
     #: Requests one replica serves at its target load; used to turn a backlog into a replica count
     #: (scale from zero, the cold-start cap).  Defaults to the RunningRequests target when configured.
     replica_capacity: float | None = None
@@ -240,20 +245,30 @@ def _metric_recommendation(cfg: PolicyConfig, m: MetricTarget, value: float, inp
     if m.type in SUM_METRICS:
         # Pods on their way count as capacity: the ratio is against the spec count, not the ready count.
         ratio = value / (m.target * max(current, 1))
-        proposal = math.ceil(value / m.target - 1e-9)
+        exact = value / m.target
     else:
         base = inp.ready_replicas
         if base == 0:
             return None  # a latency or cache figure from no pod says nothing about the count
         ratio = value / m.target
-        proposal = math.ceil(base * ratio - 1e-9)
+        exact = base * ratio
     if abs(ratio - 1.0) <= cfg.tolerance:
         return current
+    if ratio > 1.0:
+        # Land at the bottom of the dead band, not at its middle: the next few percent of growth then
+        # stays inside the band instead of costing another scale event.
+        exact *= 1.0 + cfg.tolerance
+    proposal = math.ceil(exact - 1e-9)
     # Never let the direction of the proposal contradict the direction of the ratio (HPA does the same):
     # a latency above target with pods still loading must not read as a scale-down.
     if ratio > 1.0:
         return max(proposal, current)
     return min(proposal, current)
+
+
+def _mean(samples: list[tuple[str, float, float]], sig: Signal, since: float, newest: float) -> float:
+    window = [v for s, t, v in samples if s == sig and t > since]
+    return sum(window) / len(window) if window else newest
 
 
 def _need(cfg: PolicyConfig, demand: float) -> int | None:
@@ -320,8 +335,7 @@ def decide(cfg: PolicyConfig, inp: PolicyInput, state: PolicyState | None) -> tu
     per_metric: dict[str, int] = {}  # from the stable-window mean
     per_metric_now: dict[str, int] = {}  # from the newest sample (panic detection)
     unavailable: list[str] = []
-    window_start = now - cfg.stable_window_seconds
-    kept = [x for x in st.samples if x[1] > window_start]
+    kept = [x for x in st.samples if x[1] > now - max(cfg.stable_window_seconds, cfg.up_window_seconds)]
     for m in cfg.metrics:
         sig = Signal(m.type.value)
         usable, why = _evaluate(cfg, inp, sig)
@@ -331,14 +345,18 @@ def decide(cfg: PolicyConfig, inp: PolicyInput, state: PolicyState | None) -> tu
         stamp = now - usable.age
         if not any(x[0] == sig and x[1] == stamp for x in kept):
             kept.append((str(sig), stamp, usable.value))
-        window = [x[2] for x in kept if x[0] == sig]
-        mean = sum(window) / len(window)
+        mean_down = _mean(kept, sig, now - cfg.stable_window_seconds, usable.value)
+        mean_up = _mean(kept, sig, now - cfg.up_window_seconds, usable.value)
         inputs[str(m.type)] = usable.value
-        inputs[f"{m.type}.mean{cfg.stable_window_seconds:g}s"] = round(mean, 4)
+        inputs[f"{m.type}.mean{cfg.up_window_seconds:g}s"] = round(mean_up, 4)
+        inputs[f"{m.type}.mean{cfg.stable_window_seconds:g}s"] = round(mean_down, 4)
         inputs[f"{m.type}.target"] = m.target
-        rec = _metric_recommendation(cfg, m, mean, inp)
-        if rec is not None:
-            per_metric[str(m.type)] = rec
+        rec_up = _metric_recommendation(cfg, m, mean_up, inp)
+        rec_down = _metric_recommendation(cfg, m, mean_down, inp)
+        if rec_up is not None and rec_down is not None:
+            # Up on the short mean; down only as far as both means allow.
+            cur = inp.spec_replicas
+            per_metric[str(m.type)] = rec_up if rec_up > cur else min(max(rec_up, rec_down), cur)
         rec_now = _metric_recommendation(cfg, m, usable.value, inp)
         if rec_now is not None:
             per_metric_now[str(m.type)] = rec_now
@@ -436,6 +454,7 @@ def decide(cfg: PolicyConfig, inp: PolicyInput, state: PolicyState | None) -> tu
     # ------------------------------------------------------------------ idle → scale to zero
     idle = (
         cfg.scale_to_zero
+        and all_available
         and inp.starting_replicas == 0
         and all(load[s] == 0.0 for s in (Signal.QUEUE_DEPTH, Signal.RUNNING_REQUESTS))
         and load[Signal.ROUTER_PENDING] == 0.0
@@ -497,6 +516,19 @@ def decide(cfg: PolicyConfig, inp: PolicyInput, state: PolicyState | None) -> tu
     if desired < current and panicking:
         desired, reason = current, Reason.PANIC_HOLD
         message = f"panic mode until {panic_until:.0f}: no scale-down"
+    jumped_recently = any(
+        e.to_replicas > e.from_replicas and now - e.time < cfg.scale_up.period_seconds for e in st.events
+    )
+    if desired > current and starting_schedulable > 0:
+        # Pods on the way are capacity: the queue grows while they load, which is no reason to add
+        # more.  Only a backlog that alone needs panic-level growth adds pods during a cold start.
+        backlog_need = _need(cfg, demand)
+        beyond = (
+            backlog_need is not None and backlog_need * 100.0 >= current * cfg.panic_threshold_percent
+        ) or (backlog_need is None and panicking)
+        if not beyond or jumped_recently:
+            desired, reason = current, Reason.COLD_START
+            message = f"{message}; waiting for {starting_schedulable} starting pods before adding more"
     if desired > current and inp.starting_replicas > 0:
         backlog_need = _need(cfg, demand)
         if backlog_need is not None and desired > max(current, backlog_need + 1):
@@ -511,8 +543,8 @@ def decide(cfg: PolicyConfig, inp: PolicyInput, state: PolicyState | None) -> tu
 
     # ------------------------------------------------------------------ rate limits
     if desired > current:
-        if panicking:
-            reason = Reason.PANIC_SCALE_UP
+        if panicking and not jumped_recently:
+            reason = Reason.PANIC_SCALE_UP  # one unlimited jump per scale-up period
         else:
             limit = _up_limit(cfg.scale_up, current, st.events, now)
             if desired > limit:
@@ -521,6 +553,11 @@ def decide(cfg: PolicyConfig, inp: PolicyInput, state: PolicyState | None) -> tu
                 if desired == current:
                     reason = Reason.RATE_LIMITED
     elif desired < current:
+        min_step = max(1, math.ceil(current * cfg.min_scale_down_percent / 100.0 - 1e-9))
+        if current - desired < min_step and desired > floor:
+            message = f"{message}; removing {current - desired} is less than the minimum step of {min_step}"
+            desired, reason = current, Reason.STABILIZING
+    if desired < current:
         limit = _down_limit(cfg.scale_down, current, st.events, now)
         if desired < limit:
             message = f"{message}; scale-down limited to {limit} this period"

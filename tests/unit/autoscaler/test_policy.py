@@ -92,12 +92,13 @@ def test_hpa_formula_sum_metric_scales_up() -> None:
     d = run(cfg(panic_threshold_percent=10_000), inp(2, running=20, waiting=30))  # queue 30 / 5 = 6
     assert d.desired == 4  # 100%/15 s step limit from 2 (panic off)
     assert d.direction is Direction.UP
-    assert d.per_metric == {"QueueDepth": 6, "RunningRequests": 2}
+    # a scale-up lands at the bottom of the dead band: ceil(6 * 1.1) = 7
+    assert d.per_metric == {"QueueDepth": 7, "RunningRequests": 2}
 
 
 def test_panic_lifts_the_step_limit() -> None:
-    d = run(cfg(), inp(2, running=20, waiting=40))  # asks 8 = 400% of 2 >= 200% threshold
-    assert d.desired == 8
+    d = run(cfg(), inp(2, running=20, waiting=40))  # asks ceil(8 * 1.1) = 9 >= 200% of 2
+    assert d.desired == 9
     assert d.panic and d.reason is Reason.PANIC_SCALE_UP
 
 
@@ -107,9 +108,9 @@ def test_dead_band_holds() -> None:
 
 
 def test_max_across_metrics() -> None:
-    d = run(cfg(), inp(3, running=50, waiting=10))  # running asks 5, queue asks 2
-    assert d.per_metric["RunningRequests"] == 5
-    assert d.desired == 5
+    d = run(cfg(), inp(3, running=50, waiting=10))  # running asks ceil(5 * 1.1), queue asks 2
+    assert d.per_metric["RunningRequests"] == 6
+    assert d.desired == 6
 
 
 def test_scale_down_waits_for_the_stabilization_window() -> None:
@@ -185,8 +186,8 @@ def test_prometheus_error_holds() -> None:
 
 
 def test_scale_up_on_the_fresh_metric_when_another_is_missing() -> None:
-    d = run(cfg(), inp(2, running=None, waiting=20))  # queue asks 4; running missing
-    assert d.desired == 4 and d.metrics_unavailable
+    d = run(cfg(), inp(2, running=None, waiting=20))  # queue asks ceil(4 * 1.1); running missing
+    assert d.desired == 5 and d.metrics_unavailable
 
 
 def test_cold_start_blocks_scale_down() -> None:
@@ -199,15 +200,21 @@ def test_unschedulable_pods_do_not_block_scale_down() -> None:
     assert d.desired < 6
 
 
-def test_cold_start_caps_to_backlog_plus_one() -> None:
-    # 2 ready + 2 starting; 25 running + 35 waiting = 60 requests = 6 replicas of 10; queue metric asks 7
+def test_cold_start_waits_for_starting_pods() -> None:
+    # 2 ready + 2 starting; 25 running + 35 waiting = 60 requests = 6 replicas of 10: the queue grows
+    # while pods load, which is no reason to add more
     d = run(cfg(), inp(4, running=25, waiting=35, ready=2, starting=2))
-    assert d.per_metric["QueueDepth"] == 7
-    assert d.desired == 7  # need 6 + 1
-    d = run(cfg(), inp(4, running=20, waiting=60, ready=2, starting=2))  # queue asks 12, need 8 + 1
-    assert d.desired == 9 and d.panic  # panic lifts the step limit, the cap stays
+    assert d.per_metric["QueueDepth"] == 8
+    assert d.desired == 4 and d.reason is Reason.COLD_START
+
+
+def test_cold_start_caps_panic_at_backlog_plus_one() -> None:
+    # 20 running + 60 waiting = 80 = 8 replicas of 10 >= 200% of 4: jump, but only to need + 1
+    d = run(cfg(), inp(4, running=20, waiting=60, ready=2, starting=2))
+    assert d.per_metric["QueueDepth"] == 14
+    assert d.desired == 9 and d.panic
     d = run(cfg(panic_threshold_percent=1000), inp(4, running=20, waiting=60, ready=2, starting=2))
-    assert d.desired == 8
+    assert d.desired == 4 and d.reason is Reason.COLD_START
 
 
 def test_latency_metric_with_pods_loading_never_reads_as_scale_down() -> None:
@@ -269,7 +276,7 @@ def test_empty_result_with_no_ready_pods_is_zero_load() -> None:
 def test_decision_records_inputs() -> None:
     d = run(cfg(), inp(2, running=20, waiting=30))
     assert d.inputs["QueueDepth"] == 30 and d.inputs["readyReplicas"] == 2
-    assert "QueueDepth=6" in d.message
+    assert "QueueDepth=7" in d.message
 
 
 def test_max_replicas_per_step() -> None:
