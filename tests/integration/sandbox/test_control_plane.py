@@ -211,3 +211,13 @@ def test_crd_cel_rule_rejects_invalid_object_with_its_message(kubectl: Kubectl, 
         assert "Invalid" in rejected.stderr or "invalid" in rejected.stderr
     finally:
         kubectl.run("delete", "crd", crd_name, "--ignore-not-found", "--wait=false", check=False)
+
+
+async def test_async_client_fixture_reaches_the_cluster(k8s_api: Any, namespace: str) -> None:
+    from kubernetes_asyncio import client
+
+    core = client.CoreV1Api(k8s_api)
+    nodes = await core.list_node()
+    assert any(int((n.status.allocatable or {}).get(GPU, "0")) > 0 for n in nodes.items)
+    ns = await core.read_namespace(namespace)
+    assert ns.status.phase == "Active"

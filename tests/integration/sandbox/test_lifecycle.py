@@ -65,7 +65,9 @@ def test_up_is_idempotent_and_down_leaves_no_process(private_sandbox: str) -> No
 
     status = _shoal("status", "--name", name)
     assert status.returncode == 0, status.stdout
-    for component in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"):
+    from shoal_sandbox.sandbox import COMPONENTS
+
+    for component in COMPONENTS:
         assert component in status.stdout
 
     kubeconfig = Path(_shoal("kubeconfig", "--name", name).stdout.strip())
@@ -76,7 +78,7 @@ def test_up_is_idempotent_and_down_leaves_no_process(private_sandbox: str) -> No
     from shoal_sandbox import Sandbox
 
     pids = [s.pid for s in Sandbox(name=name).status() if s.pid is not None]
-    assert len(pids) == 5 and _pids_alive(pids) == pids
+    assert len(pids) == len(COMPONENTS) and _pids_alive(pids) == pids
 
     down = _shoal("down", "--name", name)
     assert down.returncode == 0, down.stderr
