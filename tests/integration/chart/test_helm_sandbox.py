@@ -511,3 +511,71 @@ def test_clusterwide_install_cannot_read_secrets(
     finally:
         rel.helm("uninstall", rel.name, "-n", rel.namespace, "--wait", check=False)
         rel.kubectl("delete", "namespace", rel.namespace, "--wait=false", "--ignore-not-found", check=False)
+
+
+def test_chart_operator_pod_reconciles(stack: Stack, tmp_path: Path, helm_bin: str, kubectl_bin: str) -> None:
+    """The chart's own operator Deployment, run by the sandbox's pod runner exactly as rendered (command,
+    SHOAL_* environment, downward API, the ServiceAccount's token), reconciles an InferenceService."""
+    suffix = uuid.uuid4().hex[:5]
+    rel = Release(
+        name=f"pod{suffix}",
+        namespace=f"shoal-pod-{suffix}",
+        app_namespace=f"chart-pod-app-{suffix}",
+        kubeconfig=stack.kubeconfig,
+        workdir=tmp_path,
+        helm_bin=helm_bin,
+        kubectl_bin=kubectl_bin,
+    )
+    rel.kubectl("create", "namespace", rel.app_namespace)
+    values = {
+        "operator": {
+            "replicas": 1,
+            "watchNamespaces": [rel.app_namespace],
+            # The pod runner runs pods that opt in with this label as local processes.
+            "podLabels": {"sandbox.shoal.dev/run": "local"},
+            # Local processes share the host's ports: pick free ones.
+            "metricsPort": _free_port(),
+            "healthPort": _free_port(),
+        },
+        "autoscaler": {"prometheusUrl": stack.prometheus_url or "http://127.0.0.1:9"},
+    }
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
+    try:
+        rel.helm(
+            "install",
+            rel.name,
+            str(CHART),
+            "-n",
+            rel.namespace,
+            "--create-namespace",
+            "-f",
+            str(tmp_path / "values.yaml"),
+            "--wait",
+            "--timeout",
+            "180s",
+        )
+        isvc = {
+            "apiVersion": "shoal.dev/v1alpha1",
+            "kind": "InferenceService",
+            "metadata": {"name": "podchat", "namespace": rel.app_namespace},
+            "spec": {
+                "model": {"name": "podchat", "uri": "hf://org/podchat"},
+                "engine": {"kind": "sim", "sim": {"startupSeconds": 1}},
+                "routing": {"mode": "Service"},
+            },
+        }
+        rel.kubectl("apply", "-f", "-", stdin=json.dumps(isvc))
+
+        def ready() -> bool:
+            return _condition(_isvc(rel, rel.app_namespace, "podchat"), "Ready").get("status") == "True"
+
+        try:
+            eventually(ready, timeout=240, interval=1.0, desc="podchat Ready (chart's operator pod)")
+        except AssertionError:
+            pods = rel.kubectl("get", "pods", "-n", rel.namespace, "-o", "wide", check=False).stdout
+            status = json.dumps((_isvc(rel, rel.app_namespace, "podchat") or {}).get("status"), indent=1)
+            raise AssertionError(f"not Ready; status: {status}\noperator pods:\n{pods}") from None
+    finally:
+        rel.helm("uninstall", rel.name, "-n", rel.namespace, "--wait", check=False)
+        for ns in (rel.app_namespace, rel.namespace):
+            rel.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)
