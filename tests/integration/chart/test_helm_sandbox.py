@@ -400,6 +400,18 @@ def test_operator_as_chart_serviceaccount_reconciles_to_ready(release: Release) 
     ok = re.search(r'^shoal_operator_reconcile_total\{result="ok"\} ([0-9.e+]+)$', metrics, re.M)
     assert ok and float(ok.group(1)) >= 1, metrics
     log = rel.operator.log.read_text(errors="replace")
+    if "autoscaler not available" not in log:
+        # The autoscaler runs under the leader Lease, the one Lease the chart lets the operator touch.
+        def lease_holder() -> str:
+            proc = rel.kubectl(
+                "get", "lease", f"{rel.service_account}-leader", "-n", rel.namespace,
+                "-o", "jsonpath={.spec.holderIdentity}", check=False,
+            )  # fmt: skip
+            return proc.stdout.strip()
+
+        holder = eventually(lease_holder, timeout=60, interval=1.0, desc="the autoscaler's leader Lease")
+        assert holder == f"{rel.name}-operator-local"
+        log = rel.operator.log.read_text(errors="replace")
     assert "Forbidden" not in log and " 403" not in log, rel.operator.tail(60)
 
 
