@@ -404,7 +404,7 @@ async def run_open_loop_async(config: LoadConfig, *, stop: asyncio.Event | None 
 
 
 def run_coroutine(coro: Coroutine[Any, Any, T], *, use_uvloop: bool = True) -> T:
-    """``asyncio.run`` on uvloop when it is installed (about 1.5x the request rate), else the default loop."""
+    """``asyncio.run`` on uvloop when it is installed, else on the default loop."""
     if use_uvloop:
         try:
             import uvloop
