@@ -197,14 +197,21 @@ async def _feed_closed(run: _Run, todo: list[Item]) -> None:
     tasks: set[asyncio.Task[dict[str, Any]]] = set()
     counters = run.counters
 
+    crashed: list[BaseException] = []
+
     def finished(task: asyncio.Task[dict[str, Any]]) -> None:
         tasks.discard(task)
         counters.inflight -= 1
         sem.release()
+        if not task.cancelled() and task.exception() is not None:
+            crashed.append(task.exception())  # type: ignore[arg-type]
 
     try:
         for item in todo:
             await sem.acquire()
+            if crashed:
+                sem.release()
+                break
             counters.inflight += 1
             task = asyncio.create_task(_send(run, item))
             tasks.add(task)
@@ -216,6 +223,8 @@ async def _feed_closed(run: _Run, todo: list[Item]) -> None:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+    if crashed:  # an unexpected failure (a bug, a full disk): never hide it behind a short output file
+        raise crashed[0]
 
 
 def _load_items(config: BatchConfig) -> ParsedInput:
@@ -345,9 +354,13 @@ async def run_open_loop_async(config: LoadConfig, *, stop: asyncio.Event | None 
                 loop = asyncio.get_running_loop()
                 tasks: set[asyncio.Task[dict[str, Any]]] = set()
 
+                crashed: list[BaseException] = []
+
                 def finished(task: asyncio.Task[dict[str, Any]]) -> None:
                     tasks.discard(task)
                     counters.inflight -= 1
+                    if not task.cancelled() and task.exception() is not None:
+                        crashed.append(task.exception())  # type: ignore[arg-type]
 
                 t0 = loop.time()
                 try:
@@ -357,6 +370,8 @@ async def run_open_loop_async(config: LoadConfig, *, stop: asyncio.Event | None 
                             await asyncio.sleep(delay)
                         lag = loop.time() - (t0 + offset)
                         lags.append(lag)
+                        if crashed:
+                            break
                         if counters.inflight >= config.max_inflight:
                             dropped += 1
                             continue
@@ -377,6 +392,8 @@ async def run_open_loop_async(config: LoadConfig, *, stop: asyncio.Event | None 
                         task.cancel()
                     if tasks:
                         await asyncio.gather(*tasks, return_exceptions=True)
+                if crashed:
+                    raise crashed[0]
 
             progress.start()
             try:

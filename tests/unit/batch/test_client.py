@@ -359,3 +359,35 @@ async def test_open_loop_drops_beyond_inflight_cap(make_server: Any) -> None:
     report = await run_open_loop_async(config)
     assert report.ok == 5 and report.dropped == 15
     assert {h.key for h in server.hits} == {"hello"}
+
+
+async def test_unexpected_failure_is_raised_not_hidden(
+    fake_server: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    from shoal_batch.output import ResultWriter
+
+    real_write = ResultWriter.write
+
+    def failing_write(self: ResultWriter, record: dict[str, Any]) -> None:
+        if self.written >= 5:
+            raise OSError(28, "No space left on device")
+        real_write(self, record)
+
+    monkeypatch.setattr(ResultWriter, "write", failing_write)
+    config = BatchConfig(
+        endpoints=[fake_server.url], input=write_input(tmp_path / "in.jsonl", 50), out=tmp_path / "o.jsonl"
+    )
+    with pytest.raises(OSError, match="No space"):
+        await run_batch_async(config)
+    assert len(read_output(tmp_path / "o.jsonl")) == 5
+
+
+def test_cli_module_is_cheap_to_import() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, shoal_batch.cli; print(sorted(m for m in ('aiohttp', 'rich', 'shoal_batch.runner') if m in sys.modules))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"
