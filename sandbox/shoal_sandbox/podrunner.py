@@ -28,6 +28,9 @@ the pod's loopback IP (kwok allocates pod IPs from a 127.x CIDR), the way a kube
   ready), the runner runs ``preStop`` (``sleep``, ``exec``, ``httpGet``), sends SIGTERM, waits for the rest
   of the pod's grace period, then kills the process group, and finally deletes the pod object (grace 0)
   like a kubelet. A pod IP is only reused once the process that held it has exited.
+* Services: the API server rejects loopback addresses in EndpointSlices, so Services of runner pods have
+  no endpoints; a router started with ``--discovery kubernetes`` is switched to ``--discovery pods`` (the
+  same facts read from the Pods), see :func:`endpointslice_workaround`.
 * logs: ``<state-dir>/pods/<namespace>/<pod>/<container>.log``.
 * Prometheus: pods with ``prometheus.io/scrape: "true"`` are written as ``file_sd`` targets (pod IP and
   ``prometheus.io/port``, labels ``namespace``, ``pod``, ``inferenceservice``, ``component``), so series
@@ -535,17 +538,36 @@ class SyncKube:
         return self._check(resp)
 
     def ready_endpoints(self, namespace: str, service: str) -> builtins.list[str]:
-        """``http://IP:PORT`` of the ready endpoints of a Service (how clients in the sandbox reach it:
-        there is no kube-proxy, so Service IPs do not route)."""
+        """``http://IP:PORT`` of a Service's ready backends, the way kube-proxy would pick them (there is no
+        kube-proxy here, so Service IPs do not route). Read from the Pods the Service selects, because the
+        API server keeps loopback pod IPs out of EndpointSlices."""
+        svc = self.get("Service", namespace, service)
+        if svc is None or not (svc.get("spec") or {}).get("selector"):
+            return []
+        spec = svc["spec"]
+        target = (spec.get("ports") or [{}])[0].get("targetPort", (spec.get("ports") or [{}])[0].get("port"))
+        selector = ",".join(f"{k}={v}" for k, v in sorted(spec["selector"].items()))
         out: builtins.list[str] = []
-        for sl in self.list("EndpointSlice", namespace, f"kubernetes.io/service-name={service}"):
-            ports = sl.get("ports") or []
-            if not ports:
+        for pod in self.list("Pod", namespace, selector):
+            st = pod.get("status") or {}
+            ready = any(
+                c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or []
+            )
+            if not ready or pod["metadata"].get("deletionTimestamp") or not st.get("podIP"):
                 continue
-            port = ports[0]["port"]
-            for ep in sl.get("endpoints") or []:
-                if (ep.get("conditions") or {}).get("ready"):
-                    out.extend(f"http://{a}:{port}" for a in ep.get("addresses") or [])
+            port = target
+            if isinstance(target, str) and not target.isdigit():
+                port = next(
+                    (
+                        p["containerPort"]
+                        for c in pod["spec"].get("containers") or []
+                        for p in c.get("ports") or []
+                        if p.get("name") == target
+                    ),
+                    None,
+                )
+            if port is not None:
+                out.append(f"http://{st['podIP']}:{port}")
         return sorted(out)
 
 
@@ -583,6 +605,25 @@ def bind_to_pod_ip(arg: str, pod_ip: str) -> str:
         if val in _ANY_ADDR:
             return f"{key}={pod_ip}"
     return arg
+
+
+def endpointslice_workaround(argv: list[str], pod_ip: str) -> list[str]:
+    """``--discovery kubernetes`` -> ``--discovery pods`` for a router on a loopback pod IP.
+
+    The API server rejects loopback addresses in EndpointSlices (``may not be in the loopback range``), so
+    with the sandbox's 127.x pod IPs every Service's EndpointSlice stays empty. The router's ``pods``
+    discovery reads the same facts (pod IP, Ready, terminating) from the Pods its Service selects. This is
+    the runner's one translation that a cluster does not need; with a routable pod CIDR it does nothing.
+    """
+    if not pod_ip.startswith("127."):
+        return argv
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--discovery" and i + 1 < len(out) and out[i + 1] == "kubernetes":
+            out[i + 1] = "pods"
+        elif arg == "--discovery=kubernetes":
+            out[i] = "--discovery=pods"
+    return out
 
 
 def resolve_argv(argv: list[str], python: str = sys.executable) -> list[str] | None:
@@ -1235,6 +1276,7 @@ class PodWorker:
             for c in self.pod["spec"].get("containers") or []:
                 env = await self._container_env(c, vm, kubeconfig)
                 raw = [expand_vars(str(a), env) for a in [*(c.get("command") or []), *(c.get("args") or [])]]
+                raw = endpointslice_workaround(raw, ip)
                 argv = resolve_argv([bind_to_pod_ip(vm.rewrite(a), ip) for a in raw], self.runner.python)
                 cwd = vm.rewrite(c["workingDir"]) if c.get("workingDir") else str(self.pod_dir)
                 os.makedirs(cwd, exist_ok=True)
@@ -1470,6 +1512,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets-file", type=Path, default=None, help="Prometheus file_sd output")
     parser.add_argument("--print-kwok-stages", action="store_true", help="print the kwok pod stages and exit")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--code-version", default="", help="informational (the sandbox restarts on change)")
     args = parser.parse_args(argv)
     if args.print_kwok_stages:
         sys.stdout.write(kwok_pod_stages_yaml())

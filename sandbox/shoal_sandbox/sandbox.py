@@ -367,6 +367,8 @@ class Sandbox:
                 f"--kubeconfig={self.kubeconfig_path}",
                 f"--state-dir={d / 'podrunner'}",
                 f"--targets-file={d / 'prometheus' / 'pods.json'}",
+                # A runner started from older code is restarted by `up()` (its command line differs).
+                f"--code-version={_podrunner_version()}",
             ]
         raise KeyError(component)
 
@@ -473,6 +475,14 @@ options: {}
 def _first_ip(cidr: str) -> str:
     net = ipaddress.ip_network(cidr)
     return f"{net.network_address + 1}/{net.prefixlen}"
+
+
+def _podrunner_version() -> str:
+    import hashlib
+
+    from shoal_sandbox import podrunner
+
+    return hashlib.sha256(Path(podrunner.__file__).read_bytes()).hexdigest()[:12]
 
 
 def _python() -> str:
