@@ -1,6 +1,8 @@
 """Thin kopf handlers: every trigger funnels into the one idempotent `Reconciler.reconcile`.
 
-- create / update / resume of an InferenceService: full reconcile (retried with backoff on API trouble);
+- every watch event of an InferenceService that is new to this process (resume, create) or whose
+  `metadata.generation` differs from `status.observedGeneration` (update): full reconcile, retried with
+  exponential backoff on API trouble;
 - a timer every `drift_period_seconds`: full reconcile, repairing edited or deleted children;
 - events of the operator's Deployments: a deleted one is re-created at once, others refresh the status
   (Ready follows the pods without waiting for the timer).
@@ -91,19 +93,49 @@ def build_registry(ctx: OperatorContext, reconciler: Reconciler) -> kopf.Operato
     def _login(**_: Any) -> kopf.ConnectionInfo:
         return connection_info(ctx)
 
-    @kopf.on.resume(*ISVC, registry=registry)
-    @kopf.on.create(*ISVC, registry=registry)
-    @kopf.on.update(*ISVC, registry=registry)
-    async def reconcile(body: kopf.Body, retry: int, **_: Any) -> None:
-        # Returns nothing: kopf would store a handler's result in the object's status.
-        try:
-            await reconciler.reconcile(copy.deepcopy(dict(body)))
-        except TransientError as exc:
-            raise kopf.TemporaryError(str(exc), delay=backoff_seconds(retry)) from exc
+    retry_tasks: set[asyncio.Task[None]] = set()
+    failures: dict[tuple[str, str], int] = {}
 
-    @kopf.on.delete(*ISVC, registry=registry, optional=True)
-    async def _deleted(name: str, namespace: str | None, **_: Any) -> None:
-        reconciler.forget(namespace or "", name)
+    async def reconcile_now(body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        fresh = not (body.get("status") or {}).get("observedGeneration")
+        try:
+            await reconciler.reconcile(body, fresh=fresh)
+            failures.pop(key, None)
+        except TransientError as exc:
+            attempt = failures[key] = failures.get(key, 0) + 1
+            delay = backoff_seconds(attempt)
+            log.warning(
+                "reconcile failed; retrying",
+                extra={"inferenceservice": key[1], "retry_in_s": round(delay, 1), "error": str(exc)},
+            )
+
+            async def retry_later() -> None:
+                await asyncio.sleep(delay)
+                try:
+                    await reconciler.refresh(key[0], key[1], apply_children=True)
+                    failures.pop(key, None)
+                except TransientError:
+                    failures[key] = failures.get(key, 0) + 1  # the drift timer keeps trying
+
+            task = asyncio.create_task(retry_later())
+            retry_tasks.add(task)
+            task.add_done_callback(retry_tasks.discard)
+
+    # Level-triggered: kopf's change-detecting handlers (on.create/update/resume) would write bookkeeping
+    # annotations into every InferenceService; instead every watch event is looked at and the object is
+    # reconciled when it is new to this process (initial listing = resume, ADDED) or its generation is not
+    # the one the status reports (create and update alike). Status-only changes (our own writes) are skipped.
+    @kopf.on.event(*ISVC, registry=registry)
+    async def on_isvc_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+        meta = body.get("metadata", {})
+        if event.get("type") == "DELETED" or meta.get("deletionTimestamp"):
+            reconciler.forget(meta.get("namespace", ""), meta.get("name", ""), meta.get("uid"))
+            return
+        observed = (body.get("status") or {}).get("observedGeneration")
+        if event.get("type") in (None, "ADDED") or observed != meta.get("generation"):
+            await reconcile_now(copy.deepcopy(dict(body)))
 
     async def drift(name: str, namespace: str | None, **_: Any) -> None:
         try:

@@ -59,12 +59,17 @@ class Reconciler:
         self.emit = emit
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._podmonitor: tuple[float, bool] | None = None
+        # (owner uid, kind, name) of children confirmed absent: no GET/DELETE on every reconcile.
+        self._known_absent: set[tuple[str, str, str]] = set()
+        self._pending_refresh: set[tuple[str, str]] = set()
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self._locks.setdefault((namespace, name), asyncio.Lock())
 
-    def forget(self, namespace: str, name: str) -> None:
+    def forget(self, namespace: str, name: str, uid: str | None = None) -> None:
         self._locks.pop((namespace, name), None)
+        if uid:
+            self._known_absent = {k for k in self._known_absent if k[0] != uid}
 
     async def _podmonitor_available(self) -> bool:
         now = time.monotonic()
@@ -87,25 +92,38 @@ class Reconciler:
         except Exception:  # events are best effort
             log.warning("could not post event", exc_info=True)
 
-    async def reconcile(self, body: dict[str, Any], *, apply_children: bool = True) -> Outcome:
+    async def reconcile(
+        self, body: dict[str, Any], *, apply_children: bool = True, fresh: bool = False
+    ) -> Outcome:
+        """`fresh`: the object was never reconciled (no status yet), so no stale child can exist."""
         meta = body.get("metadata", {})
         namespace, name = str(meta.get("namespace")), str(meta.get("name"))
         started = time.perf_counter()
         result = "error"
         try:
             async with self.lock(namespace, name):
-                outcome = await self._reconcile(body, apply_children=apply_children)
+                outcome = await self._reconcile(body, apply_children=apply_children, fresh=fresh)
             result = outcome.result
             return outcome
         finally:
             self.metrics.observe_reconcile(result, time.perf_counter() - started)
 
     async def refresh(self, namespace: str, name: str, *, apply_children: bool) -> Outcome | None:
-        """Reconcile by name, reading the object under the lock (so the status base is current)."""
+        """Reconcile by name, reading the object under the lock (so the status base is current).
+
+        Coalesces: while one refresh of an object waits for the lock, further status-only refreshes of it
+        are dropped (the waiting one reads the newest state anyway)."""
+        key = (namespace, name)
+        if not apply_children and key in self._pending_refresh:
+            return None
+        self._pending_refresh.add(key)
+        waiting = True
         started = time.perf_counter()
         result = "error"
         try:
             async with self.lock(namespace, name):
+                self._pending_refresh.discard(key)
+                waiting = False
                 try:
                     body = await self.kube.get(path_for("InferenceService", namespace, name))
                 except ApiError as exc:
@@ -117,9 +135,11 @@ class Reconciler:
             result = outcome.result
             return outcome
         finally:
+            if waiting:  # cancelled before getting the lock
+                self._pending_refresh.discard(key)
             self.metrics.observe_reconcile(result, time.perf_counter() - started)
 
-    async def _reconcile(self, body: dict[str, Any], *, apply_children: bool) -> Outcome:
+    async def _reconcile(self, body: dict[str, Any], *, apply_children: bool, fresh: bool = False) -> Outcome:
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         try:
@@ -135,6 +155,8 @@ class Reconciler:
             if apply_children:
                 opts = self._build_options(await self._podmonitor_available())
                 children = desired_children(isvc, opts)
+                if fresh:
+                    self._known_absent.update((isvc.uid, kind, child) for kind, child in children.absent)
                 for obj in children.apply:
                     try:
                         live = await ssa.apply(self.kube, obj)
@@ -151,8 +173,12 @@ class Reconciler:
                         )
                         continue
                     self._remember(obj, live, observed, isvc)
+                    self._known_absent.discard((isvc.uid, obj["kind"], obj["metadata"]["name"]))
                 for kind, child in children.absent:
-                    await ssa.delete_owned(self.kube, kind, namespace, child, isvc.uid)
+                    key = (isvc.uid, kind, child)
+                    if key not in self._known_absent:
+                        await ssa.delete_owned(self.kube, kind, namespace, child, isvc.uid)
+                        self._known_absent.add(key)
             else:
                 opts = self._build_options(self._podmonitor[1] if self._podmonitor else False)
                 observed.model = await self.kube.get(

@@ -39,6 +39,18 @@ def eventually(
         time.sleep(interval)
 
 
+def consistently(
+    probe: Callable[[], object], *, duration: float, interval: float = 0.5, what: str = "condition"
+) -> None:
+    """Assert `probe` stays truthy for `duration` seconds (polled), e.g. "nothing changes"."""
+    deadline = time.monotonic() + duration
+    while True:
+        assert probe(), f"{what} stopped holding"
+        if time.monotonic() > deadline:
+            return
+        time.sleep(interval)
+
+
 def _kubectl_binary() -> str:
     found = shutil.which("kubectl")
     if found:
