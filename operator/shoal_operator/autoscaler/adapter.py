@@ -1,0 +1,68 @@
+"""From the CR's pydantic models (api.py) to the policy's plain configuration."""
+
+from __future__ import annotations
+
+from shoal_operator.api import AutoscalingSpec, InferenceServiceSpec
+
+from .policy import MetricTarget, MetricType, PolicyConfig, Signal, StepBehavior
+
+#: Signals every autoscaled service needs besides its configured metrics: the load (scale from and to
+#: zero, the cold-start cap) and the router's held requests.
+LOAD_SIGNALS = frozenset({Signal.QUEUE_DEPTH, Signal.RUNNING_REQUESTS, Signal.ROUTER_PENDING})
+
+
+def policy_config(spec: InferenceServiceSpec) -> PolicyConfig:
+    a: AutoscalingSpec = spec.autoscaling
+    metrics: list[MetricTarget] = []
+    for m in a.metrics:
+        mtype = MetricType(m.type)
+        target = m.target_seconds if mtype is MetricType.TIME_TO_FIRST_TOKEN else m.target_per_replica
+        if target is None or target <= 0:
+            continue  # the CRD rejects this; be defensive against objects stored before validation
+        metrics.append(MetricTarget(mtype, float(target), m.quantile))
+    up = a.behavior.scale_up
+    down = a.behavior.scale_down
+    return PolicyConfig(
+        min_replicas=a.min_replicas,
+        max_replicas=a.max_replicas,
+        metrics=tuple(metrics),
+        tolerance=a.tolerance,
+        scale_up=StepBehavior(
+            stabilization_seconds=float(up.stabilization_seconds),
+            max_percent_per_step=None if up.max_percent_per_step is None else float(up.max_percent_per_step),
+            period_seconds=float(up.period_seconds),
+            max_replicas_per_step=up.max_replicas_per_step,
+        ),
+        scale_down=StepBehavior(
+            stabilization_seconds=float(down.stabilization_seconds),
+            max_percent_per_step=None
+            if down.max_percent_per_step is None
+            else float(down.max_percent_per_step),
+            period_seconds=float(down.period_seconds),
+            max_replicas_per_step=down.max_replicas_per_step,
+        ),
+        panic_threshold_percent=float(a.panic.threshold_percent),
+        panic_window_seconds=float(a.panic.window_seconds),
+        scale_to_zero=a.scale_to_zero.enabled,
+        idle_seconds=float(a.scale_to_zero.idle_seconds),
+        metrics_max_age_seconds=float(a.metrics_max_age_seconds),
+        # Without a RunningRequests target, a replica's capacity is what the model-server admits at once.
+        replica_capacity=None
+        if any(m.type is MetricType.RUNNING_REQUESTS for m in metrics)
+        else float(spec.serving.max_concurrency),
+    )
+
+
+def signals(spec: InferenceServiceSpec) -> frozenset[Signal]:
+    return LOAD_SIGNALS | {Signal(m.type) for m in spec.autoscaling.metrics}
+
+
+def quantile(spec: InferenceServiceSpec) -> float:
+    for m in spec.autoscaling.metrics:
+        if m.type == MetricType.TIME_TO_FIRST_TOKEN.value:
+            return m.quantile
+    return 0.95
+
+
+def overrides(spec: InferenceServiceSpec) -> dict[Signal, str]:
+    return {Signal(k): v for k, v in (spec.autoscaling.prometheus_query_overrides or {}).items()}
