@@ -1,0 +1,154 @@
+"""loop.py with a fake API server and a fake metrics source: what gets written, and when."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from shoal_operator.autoscaler.loop import Autoscaler, AutoscalerSettings, count_pods
+from shoal_operator.autoscaler.metrics import ServiceQuery, Snapshot
+from shoal_operator.autoscaler.policy import Observation, Signal
+
+pytestmark = pytest.mark.unit
+
+
+def isvc(replicas: int = 1) -> dict[str, Any]:
+    return {
+        "apiVersion": "shoal.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": "chat", "namespace": "ns", "uid": "u1"},
+        "spec": {
+            "model": {"name": "m", "uri": "hf://o/m"},
+            "replicas": replicas,
+            "autoscaling": {
+                "enabled": True,
+                "maxReplicas": 6,
+                "metrics": [{"type": "QueueDepth", "targetPerReplica": 4}],
+            },
+        },
+    }
+
+
+def pod(ready: bool, pending_unschedulable: bool = False, deleting: bool = False) -> dict[str, Any]:
+    conds = [{"type": "Ready", "status": "True" if ready else "False"}]
+    if pending_unschedulable:
+        conds.append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable"})
+    meta: dict[str, Any] = {"namespace": "ns", "labels": {"shoal.dev/inferenceservice": "chat"}}
+    if deleting:
+        meta["deletionTimestamp"] = "2024-01-01T00:00:00Z"
+    return {
+        "metadata": meta,
+        "status": {"phase": "Pending" if pending_unschedulable else "Running", "conditions": conds},
+    }
+
+
+class FakeKube:
+    def __init__(self, obj: dict[str, Any], pods: list[dict[str, Any]]) -> None:
+        self.obj = obj
+        self.pods = pods
+        self.writes: list[tuple[str, str, Any]] = []
+
+    async def request(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        if method == "GET" and path.endswith("/inferenceservices"):
+            return {"items": [self.obj]}
+        if method == "GET" and path.endswith("/pods"):
+            return {"items": self.pods}
+        self.writes.append((method, path, kw))
+        if path.endswith("/scale"):
+            self.obj["spec"]["replicas"] = kw["json_body"]["spec"]["replicas"]
+        return {}
+
+    async def apply(
+        self, obj: dict[str, Any], *, manager: str, force: bool = True, subresource: str | None = None
+    ) -> dict[str, Any]:
+        self.writes.append(("APPLY", subresource or "", obj))
+        self.obj["status"] = obj["status"]
+        return obj
+
+
+class FakeSource:
+    def __init__(self, waiting: float | None, error: str | None = None) -> None:
+        self.waiting = waiting
+        self.error = error
+        self.calls = 0
+
+    def collect(self, services: list[ServiceQuery], now: float | None = None) -> Snapshot:
+        self.calls += 1
+        obs = {s: Observation(0.0, time.time() - 1) for s in Signal}
+        obs[Signal.QUEUE_DEPTH] = Observation(self.waiting, time.time() - 1, error=self.error)
+        return Snapshot({(s.namespace, s.name): dict(obs) for s in services}, ["q"], {})
+
+
+def test_count_pods() -> None:
+    c = count_pods([pod(True), pod(False), pod(False, pending_unschedulable=True), pod(True, deleting=True)])
+    got = c[("ns", "chat")]
+    assert (got.ready, got.starting, got.unschedulable) == (1, 2, 1)
+
+
+async def test_scale_event_status_and_no_redundant_writes() -> None:
+    kube = FakeKube(isvc(1), [pod(True)])
+    events: list[tuple[str, str]] = []
+
+    async def emit(body: dict[str, Any], type_: str, reason: str, message: str, **_: Any) -> None:
+        events.append((reason, message))
+
+    registry = CollectorRegistry()
+    scaler = Autoscaler(kube, AutoscalerSettings("http://x"), registry, emit, source=FakeSource(12))  # type: ignore[arg-type]
+    [r] = await scaler.cycle()
+    assert r.scaled and r.decision.desired == 4  # ceil(12 / 4 * 1.1) = 4 (panic: 400% of 1)
+    scale = [w for w in kube.writes if w[1].endswith("/scale")]
+    assert scale and scale[0][2]["params"] == {"fieldManager": "shoal-autoscaler"}
+    assert events and events[0][0] == "PanicScaleUp" and "1 -> 4" in events[0][1]
+    status = kube.obj["status"]
+    assert status["autoscaler"]["lastDecision"]["to"] == 4
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "MetricsAvailable": "True",
+        "ScalingLimited": "False",
+    }
+    assert (
+        registry.get_sample_value(
+            "shoal_autoscaler_desired_replicas", {"namespace": "ns", "inferenceservice": "chat"}
+        )
+        == 4
+    )
+    assert (
+        registry.get_sample_value(
+            "shoal_autoscaler_decisions_total", {"direction": "up", "reason": "PanicScaleUp"}
+        )
+        == 1
+    )
+    n = len(kube.writes)
+    kube.pods = [pod(True), pod(False), pod(False), pod(False)]
+    [r] = await scaler.cycle()  # same state: no write at all
+    assert not r.scaled and len(kube.writes) == n
+
+
+async def test_metrics_unavailable_holds_and_sets_condition() -> None:
+    kube = FakeKube(isvc(3), [pod(True)] * 3)
+    scaler = Autoscaler(
+        kube,
+        AutoscalerSettings("http://x"),
+        source=FakeSource(None, error="Prometheus query failed: refused"),
+    )  # type: ignore[arg-type]
+    [r] = await scaler.cycle()
+    assert r.decision.desired == 3 and not r.scaled
+    cond = {c["type"]: c for c in kube.obj["status"]["conditions"]}["MetricsAvailable"]
+    assert cond["status"] == "False" and cond["reason"] == "PrometheusUnavailable"
+
+
+async def test_follower_writes_nothing() -> None:
+    kube = FakeKube(isvc(1), [pod(True)])
+    scaler = Autoscaler(kube, AutoscalerSettings("http://x"), source=FakeSource(40), is_leader=lambda: False)  # type: ignore[arg-type]
+    await scaler.cycle()
+    assert kube.writes == []
+
+
+async def test_disabled_services_are_ignored() -> None:
+    obj = isvc(1)
+    obj["spec"]["autoscaling"]["enabled"] = False
+    source = FakeSource(40)
+    scaler = Autoscaler(FakeKube(obj, []), AutoscalerSettings("http://x"), source=source)  # type: ignore[arg-type]
+    assert await scaler.cycle() == []
+    assert source.calls == 0
