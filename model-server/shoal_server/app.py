@@ -178,6 +178,9 @@ class Generation:
         except StopAsyncIteration:
             self.finish_reason = self.finish_reason or "stop"
             return None
+        except EngineInputError as exc:  # the engine refused the parameters (e.g. vLLM's SamplingParams)
+            self.status = 400
+            raise APIError(400, str(exc), reason="invalid") from None
         except TimeoutError:
             self.status = 504
             raise APIError(
@@ -188,7 +191,10 @@ class Generation:
                 reason="timeout",
             ) from None
         if delta.num_tokens and self.first_token_at is None:
-            self.first_token_at = time.monotonic()
+            if delta.first_token_latency_s is not None:
+                self.first_token_at = self.admitted_at + delta.first_token_latency_s
+            else:
+                self.first_token_at = time.monotonic()
             self.state.metrics.ttft.observe(self.first_token_at - self.arrival)
         self.completion_tokens += delta.num_tokens
         if delta.finish_reason is not None:
@@ -366,7 +372,14 @@ def create_app(state: ServerState) -> FastAPI:
         sampling = sampling_from(
             req, min(default_max, state.engine.max_model_len - prompt.num_tokens), max_tokens
         )
-        gen = Generation(state, rid, prompt, state.engine.generate(rid, prompt, sampling), arrival, deadline)
+        gen = Generation(
+            state,
+            rid,
+            prompt,
+            state.engine.generate(rid, prompt, sampling, stream=req.stream),
+            arrival,
+            deadline,
+        )
         builder = ResponseBuilder(chat, rid, cfg.served_model_name)
         if req.stream:
             return await stream_response(request, gen, builder, req.include_usage())

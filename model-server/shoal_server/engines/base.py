@@ -46,6 +46,9 @@ class Delta:
     text: str
     num_tokens: int
     finish_reason: str | None = None  # "stop" | "length" | None while generating
+    # Set when deltas are coalesced (non-streaming): when the first token came, in seconds after the
+    # request was handed to the engine.
+    first_token_latency_s: float | None = None
 
 
 class Engine(Protocol):
@@ -63,8 +66,11 @@ class Engine(Protocol):
         """Tokenize; rendered chat passes add_special_tokens=False (the template has them)."""
         ...
 
-    def generate(self, request_id: str, prompt: Prompt, sampling: Sampling) -> AsyncIterator[Delta]:
-        """Stream deltas; closing the iterator early (client gone, deadline) aborts the request."""
+    def generate(
+        self, request_id: str, prompt: Prompt, sampling: Sampling, stream: bool = True
+    ) -> AsyncIterator[Delta]:
+        """Stream deltas; closing the iterator early (client gone, deadline) aborts the request.
+        With stream=False an engine may return one final delta (cheaper: no per-token wake-ups)."""
         ...
 
     async def shutdown(self) -> None: ...

@@ -130,7 +130,9 @@ class SimEngine:
     def num_running(self) -> int:
         return len(self._running)
 
-    async def generate(self, request_id: str, prompt: Prompt, sampling: Sampling) -> AsyncIterator[Delta]:
+    async def generate(
+        self, request_id: str, prompt: Prompt, sampling: Sampling, stream: bool = True
+    ) -> AsyncIterator[Delta]:
         seq = _Seq(request_id, tuple(prompt.token_ids), sampling, time.monotonic())
         self._waiting.append(seq)
         self._update_gauges()

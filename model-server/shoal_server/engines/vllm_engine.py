@@ -89,7 +89,7 @@ class VllmEngine:
         self._tokenizer: Any = None
         self._stats_task: asyncio.Task[None] | None = None
         self._sampling_cls: Any = None
-        self._delta_kind: Any = None
+        self._kinds: tuple[Any, Any] = (None, None)
 
     def engine_args(self) -> Any:
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -133,7 +133,8 @@ class VllmEngine:
             "starting vLLM",
             extra={"engine_args": {k: str(v) for k, v in vars(args).items() if v is not None}},
         )
-        self._sampling_cls, self._delta_kind = SamplingParams, RequestOutputKind.DELTA
+        self._sampling_cls = SamplingParams
+        self._kinds = (RequestOutputKind.DELTA, RequestOutputKind.FINAL_ONLY)
         return AsyncLLM.from_engine_args(args, usage_context=UsageContext.OPENAI_API_SERVER)
 
     async def _log_stats_forever(self) -> None:
@@ -166,7 +167,7 @@ class VllmEngine:
 
         return generate_latest(REGISTRY)
 
-    def _sampling_params(self, s: Sampling) -> Any:
+    def _sampling_params(self, s: Sampling, stream: bool) -> Any:
         try:
             return self._sampling_cls(
                 max_tokens=s.max_tokens,
@@ -177,13 +178,17 @@ class VllmEngine:
                 presence_penalty=s.presence_penalty,
                 frequency_penalty=s.frequency_penalty,
                 ignore_eos=s.ignore_eos,
-                output_kind=self._delta_kind,
+                # Non-streaming requests get one final output, as in vLLM's own server: no per-token
+                # RequestOutput objects or wake-ups in this process.
+                output_kind=self._kinds[0] if stream else self._kinds[1],
             )
         except (ValueError, TypeError) as exc:
             raise EngineInputError(str(exc)) from None
 
-    async def generate(self, request_id: str, prompt: Prompt, sampling: Sampling) -> AsyncIterator[Delta]:
-        params = self._sampling_params(sampling)
+    async def generate(
+        self, request_id: str, prompt: Prompt, sampling: Sampling, stream: bool = True
+    ) -> AsyncIterator[Delta]:
+        params = self._sampling_params(sampling, stream)
         engine_input = {"prompt_token_ids": list(prompt.token_ids)}
         # vLLM requires unique ids; clients may reuse X-Request-ID.
         rid = f"{request_id}-{uuid.uuid4().hex[:8]}"
@@ -193,7 +198,15 @@ class VllmEngine:
             finish = completion.finish_reason if out.finished else None
             if finish not in (None, "stop", "length"):
                 finish = "stop"  # "abort" and friends: the client sees a normal end
-            yield Delta(text=completion.text, num_tokens=len(completion.token_ids), finish_reason=finish)
+            ttft = None
+            if not stream and out.metrics is not None:
+                ttft = getattr(out.metrics, "first_token_latency", None) or None
+            yield Delta(
+                text=completion.text,
+                num_tokens=len(completion.token_ids),
+                finish_reason=finish,
+                first_token_latency_s=ttft,
+            )
 
 
 def _is_cpu_build() -> bool:

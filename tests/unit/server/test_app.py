@@ -227,3 +227,21 @@ async def eventually(cond: Any, within: float = 5.0) -> None:
 
 def test_httpx_available() -> None:
     assert httpx.__version__
+
+
+async def test_engine_parameter_refusal_is_400() -> None:
+    from shoal_server.engines.base import EngineInputError
+
+    async with running_app() as (client, state):
+        engine = state.engine
+
+        async def refuse(*_: Any, **__: Any) -> Any:
+            raise EngineInputError("top_p must be in (0, 1]")
+            yield  # pragma: no cover
+
+        engine.generate = refuse  # type: ignore[method-assign]
+        r = await client.post("/v1/chat/completions", json=CHAT)
+        assert r.status_code == 400 and "top_p" in r.json()["error"]["message"]
+        r = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+        assert r.status_code == 400
+        assert state.admission.inflight == 0
