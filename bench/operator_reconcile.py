@@ -96,6 +96,11 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
 
 
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def kubeconfig_default() -> str:
     try:
         from shoal_sandbox.sandbox import Sandbox
@@ -154,7 +159,10 @@ def main() -> int:
     watch.ready.wait(30)
     last_child = (lambda n: f"{n}-router") if args.mode == "Router" else (lambda n: f"{n}-model")
     base = f"/apis/shoal.dev/v1alpha1/namespaces/{ns}/inferenceservices"
-    results: dict[str, Any] = {"mode": args.mode}
+    others = subprocess.run(
+        ["pgrep", "-fc", "shoal_cli operator"], capture_output=True, text=True
+    ).stdout.strip()
+    results: dict[str, Any] = {"mode": args.mode, "other_operators_running": int(others or 0)}
     try:
         # warm-up: the operator is up and reconciling
         http.post(base, json=isvc("warmup", args.mode)).raise_for_status()
@@ -181,6 +189,8 @@ def main() -> int:
         }
 
         names_ = [f"burst-{i}" for i in range(args.burst)]
+        cpu0 = cpu_s(op.pid)
+        load0 = os.getloadavg()[0]
         t0 = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(lambda n: http.post(base, json=isvc(n, args.mode)).raise_for_status(), names_))
@@ -206,6 +216,8 @@ def main() -> int:
             "all_children_s": round(children_at, 2),
             "all_reconciled_with_status_s": round(total, 2),
             "reconciled": len(done),
+            "operator_cpu_s": round(cpu_s(op.pid) - cpu0, 1),
+            "loadavg_1m_before": round(load0, 1),
         }
         now, peak = rss_mb(op.pid)
         results["operator_rss_mb"] = {"now": round(now, 1), "peak": round(peak, 1)}

@@ -76,7 +76,18 @@ def settings_from_args(args: argparse.Namespace) -> Any:
     return OperatorSettings(**given)
 
 
+def _skip_unused_kubernetes_clients() -> None:
+    """kopf imports kubernetes_asyncio/kubernetes/pykube when installed, only to recognise their objects;
+    the operator uses none of them (its own REST client, its own login). Skipping the import saves about
+    40 MB of RSS and a second of start-up. Only in the operator's own process."""
+    import sys
+
+    for name in ("kubernetes_asyncio", "kubernetes", "pykube"):
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
 def _run(args: argparse.Namespace) -> int:
+    _skip_unused_kubernetes_clients()
     from pydantic import ValidationError
 
     from shoal_operator.runner import run

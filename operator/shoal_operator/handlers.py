@@ -59,6 +59,21 @@ def configure_kopf(settings: kopf.OperatorSettings, ctx: OperatorContext) -> Non
         settings.batching.worker_limit = ctx.settings.worker_limit
 
 
+def rollout_signature(deployment: dict[str, Any]) -> tuple[Any, ...]:
+    st = deployment.get("status") or {}
+    conds = tuple((c.get("type"), c.get("status"), c.get("reason")) for c in st.get("conditions", []) or [])
+    return (
+        (deployment.get("metadata") or {}).get("generation"),
+        (deployment.get("spec") or {}).get("replicas"),
+        st.get("observedGeneration"),
+        st.get("replicas"),
+        st.get("updatedReplicas"),
+        st.get("readyReplicas"),
+        st.get("availableReplicas"),
+        conds,
+    )
+
+
 def connection_info(ctx: OperatorContext) -> kopf.ConnectionInfo:
     creds = ctx.kube.creds
     return kopf.ConnectionInfo(
@@ -93,6 +108,7 @@ def build_registry(ctx: OperatorContext, reconciler: Reconciler) -> kopf.Operato
     def _login(**_: Any) -> kopf.ConnectionInfo:
         return connection_info(ctx)
 
+    seen: dict[tuple[str, str], tuple[Any, ...]] = {}
     retry_tasks: set[asyncio.Task[None]] = set()
     failures: dict[tuple[str, str], int] = {}
 
@@ -177,7 +193,19 @@ def build_registry(ctx: OperatorContext, reconciler: Reconciler) -> kopf.Operato
         namespace = meta.get("namespace")
         if not owner or not namespace:
             return
-        full = event.get("type") == "DELETED"
+        kind = event.get("type")
+        full = kind == "DELETED"
+        key = (namespace, str(meta.get("name")))
+        if full:
+            seen.pop(key, None)
+        else:
+            # Only what the status is computed from; our own apply (ADDED, spec changes) already
+            # reported its result, and metadata-only updates change nothing.
+            signature = rollout_signature(dict(body))
+            if seen.get(key) == signature or kind == "ADDED":
+                seen[key] = signature
+                return
+            seen[key] = signature
         try:
             await reconciler.refresh(namespace, owner, apply_children=full)
         except TransientError as exc:

@@ -74,6 +74,10 @@ class Reconciler:
     async def _podmonitor_available(self) -> bool:
         now = time.monotonic()
         if self._podmonitor is None or now - self._podmonitor[0] > self.config.podmonitor_check_seconds:
+            self._podmonitor = (
+                now,
+                self._podmonitor[1] if self._podmonitor else False,
+            )  # one check at a time
             self.kube.forget_apis()
             try:
                 found = await self.kube.has_api("monitoring.coreos.com/v1", "podmonitors")
