@@ -1000,6 +1000,14 @@ class PodWorker:
     def update(self, pod: Obj) -> None:
         self.pod = pod
         self.changed.set()
+        # Like the kubelet's status sync: someone else changed what we report (the node lifecycle
+        # controller marks pods NotReady when a node misses heartbeats): report our view again.
+        if self.containers and not self.terminating:
+            conds = (pod.get("status") or {}).get("conditions") or []
+            seen = next((c.get("status") for c in conds if c.get("type") == "Ready"), None)
+            mine = "True" if all(c.state.ready for c in self.containers) else "False"
+            if seen != mine:
+                self.publish()
 
     def mark_gone(self) -> None:
         self.gone = True
@@ -1245,6 +1253,27 @@ class PodWorker:
                 env[name] = val
         return {k: bind_to_pod_ip(vm.rewrite(v), self.pod_ip) for k, v in env.items()}
 
+    async def _router_discovery(self, raw: list[str], ip: str) -> list[str]:
+        """:func:`endpointslice_workaround`, plus ``--selector`` from the Service when it is given by name,
+        so the router does not need to read Services (which its Role, written for EndpointSlices, may not
+        allow)."""
+        out = endpointslice_workaround(raw, ip)
+        if out == raw or "--service" not in out or any(a.startswith("--selector") for a in out):
+            return out
+        service = out[out.index("--service") + 1] if out.index("--service") + 1 < len(out) else ""
+        ns = self.pod["metadata"]["namespace"]
+        for _ in range(20):  # the operator creates the Service next to the Deployment: wait up to ~10 s
+            try:
+                svc = await self.runner.api.get(f"/api/v1/namespaces/{ns}/services/{service}")
+            except ApiError:
+                await asyncio.sleep(0.5)
+                continue
+            selector = (svc.get("spec") or {}).get("selector") or {}
+            if selector:
+                return [*out, "--selector", ",".join(f"{k}={v}" for k, v in sorted(selector.items()))]
+            break
+        return out
+
     # -- lifecycle ---------------------------------------------------------------------------------------
     async def run(self) -> None:
         publisher = asyncio.create_task(self._status_publisher())
@@ -1276,7 +1305,7 @@ class PodWorker:
             for c in self.pod["spec"].get("containers") or []:
                 env = await self._container_env(c, vm, kubeconfig)
                 raw = [expand_vars(str(a), env) for a in [*(c.get("command") or []), *(c.get("args") or [])]]
-                raw = endpointslice_workaround(raw, ip)
+                raw = await self._router_discovery(raw, ip)
                 argv = resolve_argv([bind_to_pod_ip(vm.rewrite(a), ip) for a in raw], self.runner.python)
                 cwd = vm.rewrite(c["workingDir"]) if c.get("workingDir") else str(self.pod_dir)
                 os.makedirs(cwd, exist_ok=True)

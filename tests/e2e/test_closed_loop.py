@@ -214,7 +214,8 @@ def test_killing_a_model_server_under_load_loses_no_request(stack: Stack, kube: 
     load.join(200)
     assert not load.is_alive()
     assert load.error is None, repr(load.error)
-    assert load.report.ok >= 300
+    summary = {k: v for k, v in load.report.to_dict().items() if k not in ("malformed_lines",)}
+    assert load.report.ok >= 300, summary
     assert load.report.failed == 0, failures(load.report)
 
 
