@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -135,6 +136,9 @@ def main() -> int:
     subprocess.run([*kc, "create", "namespace", ns], check=True, capture_output=True)
     http = client(kubeconfig)
     log = Path(tempfile.mkdtemp(prefix="bench-op-")) / "operator.log"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        metrics_port = sock.getsockname()[1]
     argv = [
         sys.executable,
         "-m",
@@ -147,7 +151,7 @@ def main() -> int:
         "--drift-period",
         "300",
         "--metrics-port",
-        "0",
+        str(metrics_port),
         "--no-autoscaler",
         "--log-level",
         "WARNING",
@@ -218,6 +222,19 @@ def main() -> int:
             "reconciled": len(done),
             "operator_cpu_s": round(cpu_s(op.pid) - cpu0, 1),
             "loadavg_1m_before": round(load0, 1),
+        }
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+        samples = {
+            line.split()[0]: float(line.split()[1])
+            for line in text.splitlines()
+            if line.startswith("shoal_operator_reconcile_duration_seconds_")
+        }
+        count = samples.get("shoal_operator_reconcile_duration_seconds_count", 0)
+        results["reconciles"] = {
+            "count": int(count),
+            "mean_s": round(
+                samples.get("shoal_operator_reconcile_duration_seconds_sum", 0) / max(count, 1), 3
+            ),
         }
         now, peak = rss_mb(op.pid)
         results["operator_rss_mb"] = {"now": round(now, 1), "peak": round(peak, 1)}
