@@ -42,7 +42,7 @@ class OperatorSettings(BaseSettings):
     image_pull_policy: str = "IfNotPresent"
     cluster_domain: str = "cluster.local"
     autoscaler_enabled: bool = Field(default=True, description="run the autoscaler loop (leader only)")
-    autoscaler_period_seconds: float = Field(default=15.0, gt=0)
+    autoscaler_period_seconds: float = Field(default=3.0, gt=0)
     lease_namespace: str | None = Field(
         default=None, description="namespace of the leader Lease; default: the pod's namespace or 'default'"
     )
