@@ -2,7 +2,7 @@
 
 Each component owns a small `cli` module exposing `register(subparsers)`. That module must stay cheap
 to import (heavy imports go inside the command's handler) so `shoal --help` is instant and a missing
-optional dependency of one component never breaks another's command.
+optional dependency of one component (say, vLLM in the router's image) never breaks another's command.
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-# (subcommand, module that registers it)
-COMPONENT_CLIS: tuple[tuple[str, str], ...] = (
-    ("sandbox", "shoal_sandbox.cli"),
-    ("operator", "shoal_operator.cli"),
-    ("model", "shoal_server.model_cli"),
-    ("model-server", "shoal_server.cli"),
-    ("router", "shoal_router.cli"),
-    ("batch", "shoal_batch.cli"),
-    ("demo", "shoal_sandbox.demo_cli"),
+# Modules that register the subcommands, in the order `shoal --help` lists them.
+COMPONENT_CLIS: tuple[str, ...] = (
+    "shoal_sandbox.cli",  # sandbox
+    "shoal_operator.cli",  # operator
+    "shoal_server.model_cli",  # model
+    "shoal_server.cli",  # model-server
+    "shoal_router.cli",  # router
+    "shoal_batch.cli",  # batch
+    "shoal_sandbox.demo_cli",  # demo
 )
 
 
@@ -28,14 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shoal", description="Serve LLMs on Kubernetes, scaled on real load.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for name, module_name in COMPONENT_CLIS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and module_name.startswith(exc.name):
-                continue  # component not built yet / not installed in this image
-            raise
-        module.register(subparsers)
+    for module_name in COMPONENT_CLIS:
+        importlib.import_module(module_name).register(subparsers)
     return parser
 
 
