@@ -25,7 +25,9 @@ COMPONENT_CLIS: tuple[str, ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="shoal", description="Serve LLMs on Kubernetes, scaled on real load.")
+    parser = argparse.ArgumentParser(
+        prog="shoal", description="Serve LLMs on Kubernetes, scaled on real load."
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for module_name in COMPONENT_CLIS:
