@@ -520,18 +520,31 @@ class Demo:
     def _sim_isvc(self) -> Obj:
         isvc = load_example("inferenceservice-sim.yaml")
         spec = isvc["spec"]
+        down = spec["autoscaling"]["behavior"]["scaleDown"]
+        # After the stabilization window, step straight down to what the load needs (the demo is short).
+        down.update({"periodSeconds": 15, "maxPercentPerStep": 100})
         if self.opts.short:
             spec["engine"]["sim"]["startupSeconds"] = 5
-            spec["autoscaling"]["behavior"]["scaleDown"]["stabilizationSeconds"] = 30
+            down["stabilizationSeconds"] = 30
         return isvc
 
-    def _curve(self) -> Any:
+    def _curve(self, tail_s: float) -> Any:
+        """Base rate, up to the peak, hold, back down; then the base rate goes on while it scales down
+        (traffic returns to its baseline, not to zero: with no requests at all latency metrics are empty,
+        and the autoscaler never scales down on missing metrics)."""
         from shoal_batch.schedule import RateCurve
 
         ramp = self.opts.ramp_s / (2 if self.opts.short else 1)
         b, p = self.opts.base_rps, self.opts.peak_rps
         return RateCurve(
-            points=((0.0, b), (ramp * 0.1, b), (ramp * 0.4, p), (ramp * 0.7, p), (ramp * 0.9, b), (ramp, b))
+            points=(
+                (0.0, b),
+                (ramp * 0.1, b),
+                (ramp * 0.4, p),
+                (ramp * 0.7, p),
+                (ramp * 0.9, b),
+                (ramp + tail_s, b),
+            )
         )
 
     def scaling_part(self) -> None:
@@ -549,13 +562,16 @@ class Demo:
             f"applied InferenceService [bold]{name}[/bold] (simulated engine, autoscaling 1..6)"
         )
         url = self._wait_ready(name, 300)
-        curve = self._curve()
-        duration = curve.duration
         stabilization = isvc["spec"]["autoscaling"]["behavior"]["scaleDown"]["stabilizationSeconds"]
+        ramp_end = self.opts.ramp_s / (2 if self.opts.short else 1)
+        # After the ramp: watch the scale-down (stabilization window + a margin), bounded.
+        curve = self._curve(tail_s=stabilization + 90)
+        duration = curve.duration
         cfg = LoadConfig(
             endpoints=[url],
             curve=curve,
-            max_attempts=1,
+            # A well-behaved client: a 429 (load shed while replicas start) is retried after its Retry-After.
+            max_attempts=6,
             timeout_s=300.0,
             params={"max_tokens": 24},
             drain_timeout_s=120.0,
@@ -588,8 +604,6 @@ class Demo:
         th = threading.Thread(target=load_thread, name="load", daemon=True)
         t_start = time.monotonic()
         th.start()
-        # After the ramp: watch the scale-down (stabilization window + a margin), bounded.
-        tail_s = stabilization + 45
         interrupted = False
         try:
             with Live(console=self.console, refresh_per_second=2) as live:
@@ -610,12 +624,12 @@ class Demo:
                     from rich.console import Group
 
                     live.update(Group(progress, self._isvc_table([name], extra=extra)))
-                    load_done = not th.is_alive()
-                    if load_done and (
-                        now > duration + tail_s or (ready <= 1 and desired <= 1 and now > duration)
-                    ):
+                    if not th.is_alive():
                         break
-                    if now > duration + tail_s + 180:
+                    if now > ramp_end + 10 and ready <= 1 and desired <= 1 and "stop" in loop_box:
+                        # Back at one replica after the ramp: the story is told; stop the base load.
+                        loop_box["loop"].call_soon_threadsafe(loop_box["stop"].set)
+                        th.join(150)
                         break
                     time.sleep(1.0)
         except KeyboardInterrupt:
@@ -634,6 +648,7 @@ class Demo:
         self.summary = {
             "requests_ok": getattr(report, "ok", 0),
             "requests_failed": getattr(report, "failed", 0),
+            "retries": getattr(report, "retries", 0),
             "latency_p50_s": getattr(getattr(report, "latency_s", None), "p50", None),
             "latency_p95_s": getattr(getattr(report, "latency_s", None), "p95", None),
             "max_desired": max((s.desired for s in self.samples), default=0),
@@ -652,6 +667,7 @@ class Demo:
         t = Table(title="summary", show_header=False, box=None)
         s = self.summary
         t.add_row("requests ok / failed", f"{s['requests_ok']} / {s['requests_failed']}")
+        t.add_row("retried after a 429 (load shed while scaling)", str(s["retries"]))
         if s.get("latency_p50_s") is not None:
             t.add_row("latency p50 / p95", f"{s['latency_p50_s']:.2f}s / {s['latency_p95_s']:.2f}s")
         t.add_row("peak queue depth", f"{s['max_queue']:.0f}")
