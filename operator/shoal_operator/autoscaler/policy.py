@@ -38,6 +38,8 @@ SUM_METRICS = frozenset({MetricType.QUEUE_DEPTH, MetricType.RUNNING_REQUESTS})
 POD_SIGNALS = frozenset(
     {Signal.QUEUE_DEPTH, Signal.RUNNING_REQUESTS, Signal.TIME_TO_FIRST_TOKEN, Signal.KV_CACHE_USAGE}
 )
+#: Signals computed from requests in a window: with no request in the window there is nothing to measure.
+PER_REQUEST_SIGNALS = frozenset({Signal.TIME_TO_FIRST_TOKEN})
 
 
 class Reason(StrEnum):
@@ -224,7 +226,14 @@ def _evaluate(cfg: PolicyConfig, inp: PolicyInput, signal: Signal) -> tuple[_Usa
             return _Usable(0.0, 0.0), None  # no ready pod, so no series is expected: nothing is happening
         if signal is Signal.ROUTER_PENDING:
             return _Usable(0.0, 0.0), None  # the router exports the gauge only once it has held something
+        if signal in PER_REQUEST_SIGNALS and _fresh_and_idle(cfg, inp):
+            return _Usable(0.0, 0.0), None  # a histogram has no series before its first request
         return None, f"{signal}: no data"
+    if math.isnan(obs.value) and signal in PER_REQUEST_SIGNALS and _fresh_and_idle(cfg, inp):
+        # histogram_quantile over a window without requests is NaN. When the request counters are fresh
+        # and zero, that NaN means "idle", not "metrics broken": without this, an idle service could
+        # never scale down. A broken Prometheus makes the counters unusable too, so it still holds.
+        return _Usable(0.0, 0.0), None
     if math.isnan(obs.value) or math.isinf(obs.value):
         return None, f"{signal}: value is {obs.value}"
     if obs.timestamp is None:
@@ -235,6 +244,15 @@ def _evaluate(cfg: PolicyConfig, inp: PolicyInput, signal: Signal) -> tuple[_Usa
     if obs.value < 0:
         return None, f"{signal}: negative value {obs.value}"
     return _Usable(obs.value, age), None
+
+
+def _fresh_and_idle(cfg: PolicyConfig, inp: PolicyInput) -> bool:
+    """Queue depth and running requests are both usable and zero."""
+    for sig in (Signal.QUEUE_DEPTH, Signal.RUNNING_REQUESTS):
+        usable, _ = _evaluate(cfg, inp, sig)
+        if usable is None or usable.value != 0:
+            return False
+    return True
 
 
 def _metric_recommendation(cfg: PolicyConfig, m: MetricTarget, value: float, inp: PolicyInput) -> int | None:

@@ -452,3 +452,35 @@ def test_step_limit_from_one() -> None:
     d = run(cfg(panic_threshold_percent=10_000), inp(1, running=10, waiting=100))
     assert d.desired == 2
     assert math.isclose(d.inputs["QueueDepth"], 100)  # type: ignore[arg-type]
+
+
+# -------------------------------------------------------- latency quantile over a window without requests
+
+
+def _ttft_cfg() -> PolicyConfig:
+    return cfg(metrics=(MetricTarget(Q, 5.0), MetricTarget(TTFT, 1.0)))
+
+
+def test_idle_service_scales_down_although_the_latency_quantile_is_nan() -> None:
+    # No request in the rate window: histogram_quantile is NaN. With fresh zero counters that is idle.
+    d = run(_ttft_cfg(), inp(4, running=0, waiting=0, ttft=math.nan))
+    assert d.direction is Direction.DOWN and d.desired < 4
+    assert not d.metrics_unavailable
+
+
+def test_nan_latency_while_requests_are_running_still_holds() -> None:
+    d = run(_ttft_cfg(), inp(4, running=3, waiting=0, ttft=math.nan))
+    assert d.desired == 4 and d.metrics_unavailable
+
+
+def test_nan_latency_with_stale_counters_still_holds() -> None:
+    d = run(_ttft_cfg(), inp(4, running=0, waiting=0, ttft=math.nan, age=10_000))
+    assert d.desired == 4 and d.metrics_unavailable
+
+
+def test_service_that_never_had_a_request_can_scale_down() -> None:
+    # A latency histogram has no series at all before its first request: no data, but fresh zero counters.
+    i = inp(4, running=0, waiting=0)
+    i.observations[Signal.TIME_TO_FIRST_TOKEN] = Observation(value=None, timestamp=None)  # type: ignore[index]
+    d = run(_ttft_cfg(), i)
+    assert d.direction is Direction.DOWN and not d.metrics_unavailable
