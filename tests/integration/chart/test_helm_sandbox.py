@@ -361,8 +361,7 @@ def test_operator_as_chart_serviceaccount_reconciles_to_ready(release: Release) 
         timeout=60,
         check=False,
     )
-    if help_proc.returncode != 0:
-        pytest.skip(f"`shoal operator` is not available yet: {help_proc.stderr[-300:]}")
+    assert help_proc.returncode == 0, f"`shoal operator --help` failed: {help_proc.stderr[-300:]}"
     kubeconfig = _sa_kubeconfig(rel)
     env = _operator_env(rel, kubeconfig)
     rel.operator = Proc.start(
