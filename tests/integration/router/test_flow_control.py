@@ -9,7 +9,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from integration.router.procs import model_servers, router
 
 pytestmark = pytest.mark.integration
@@ -59,9 +58,10 @@ async def test_replica_killed_under_a_burst_loses_no_request(tmp_path: Path) -> 
 async def test_saturated_replica_queues_in_the_router_then_sheds_with_retry_after(tmp_path: Path) -> None:
     with model_servers(tmp_path, 1, "--max-concurrency", "4", "--max-queue", "4") as (a,):
         # the replica reports its load on every answer and at /load
-        load = httpx.get(a.url + "/load").json()
+        async with httpx.AsyncClient(base_url=a.url) as c:
+            load = (await c.get("/load")).json()
+            models = await c.get("/v1/models")
         assert (load["max_concurrency"], load["max_queue"], load["inflight"]) == (4, 4, 0)
-        models = httpx.get(a.url + "/v1/models")
         assert models.headers["x-shoal-max-concurrency"] == "4"
 
         # within the router's queue bound: all 100 succeed (the replica alone would refuse 92 of them)
