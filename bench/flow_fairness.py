@@ -175,6 +175,7 @@ async def main() -> None:
     ap.add_argument("--phase-s", type=float, default=15.0)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--fair-reserve", default="0.125")
     args = ap.parse_args()
     py = sys.executable
     mport, rport = free_port(), free_port()
@@ -186,7 +187,7 @@ async def main() -> None:
                   "--log-level", "WARNING"]  # fmt: skip
     router_cmd = [py, "-m", "shoal_cli", "router", "--host", "127.0.0.1", "--port", str(rport),
                   "--upstream", replica, "--objective", "chat=high", "--objective", "batch=low",
-                  "--max-pending", "64", "--queue-timeout", "10", "--no-access-log", "--log-level", "WARNING"]  # fmt: skip
+                  "--max-pending", "64", "--queue-timeout", "10", "--fair-reserve", args.fair_reserve, "--no-access-log", "--log-level", "WARNING"]  # fmt: skip
     with process(server_cmd, "flow-server"), process(router_cmd, "flow-router"):
         await wait_ready(replica + "/readyz")
         await wait_ready(router + "/readyz")
@@ -196,7 +197,11 @@ async def main() -> None:
         r_b = 2 * cap / 11
         b, a = Tenant("B", r_b), Tenant("A", 10 * r_b)
         d = args.phase_s
-        out: dict[str, object] = {"capacity_per_s": round(cap, 2), "rate_B": round(r_b, 2)}
+        out: dict[str, object] = {
+            "capacity_per_s": round(cap, 2),
+            "rate_B": round(r_b, 2),
+            "fair_reserve": float(args.fair_reserve),
+        }
         out["alone"] = await phase(router, router, [b], d)
         out["mixed"] = await phase(router, router, [a, b], d)
         ap_, bp = Tenant("A", 10 * r_b, "batch"), Tenant("B", r_b, "chat")

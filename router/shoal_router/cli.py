@@ -88,6 +88,12 @@ def register(subparsers: Any) -> None:
         "--load-poll-interval", type=float, default=0.1, help="GET /load on each replica every N s (0: off)"
     )
     g.add_argument(
+        "--fair-reserve",
+        type=float,
+        default=0.125,
+        help="share of replica slots kept for tenants below their fair share while several are active (0: off)",
+    )
+    g.add_argument(
         "--objective",
         action="append",
         metavar="NAME=PRIORITY",

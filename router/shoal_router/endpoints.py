@@ -280,11 +280,11 @@ class EndpointPool:
         st.load.report = report
         st.load.at = self.clock()
         st.load.own_at_report = st.inflight
-        st.load.busy_until = 0.0
         self._notify()
 
     def mark_busy(self, url: str, hold_s: float) -> None:
-        """It answered 429: alive but full. Nothing new goes there for `hold_s` or until a fresh report."""
+        """It answered 429: alive but full. Nothing new goes there for `hold_s` (a fresh report does not
+        lift it: a replica refusing for reasons its report does not show must not be hammered)."""
         st = self._states.get(url)
         if st is not None:
             st.load.busy_until = self.clock() + hold_s

@@ -55,6 +55,7 @@ class _Waiter:
     fut: asyncio.Future[Lease]
     enqueued: float
     held: bool  # queued while no replica was ready (the scale-from-zero signal)
+    seq: int = 0  # the request's number (round-robin)
     entry: Entry[_Waiter] | None = None
 
 
@@ -120,13 +121,16 @@ class Dispatcher:
             self._check_quota(req)
         self._activity.seen(req.tenant, req.weight, self.clock())
         ex = frozenset(exclude)
+        if not ex and not requeue:
+            self._seq += 1  # one number per request, not per attempt (round-robin counts requests)
         if ex and self.pool.has_ready() and not self.pool.eligible(ex) and self.pool.eligible():
             raise Rejected(502, "exhausted", "Every live replica was tried.")
+        seq = self._seq
         if not self._queue:
-            lease = self._place(req, ex, 0.0)
+            lease = self._place(req, ex, 0.0, seq)
             if lease is not None:
                 return lease
-        return await self._wait(req, ex, requeue)
+        return await self._wait(req, ex, requeue, seq)
 
     def quota(self, req: FlowRequest) -> QuotaState | None:
         """The tenant's token quota now (for the x-ratelimit-* headers on answers), None without one."""
@@ -156,7 +160,7 @@ class Dispatcher:
                 state.headers(),
             )
 
-    def _place(self, req: FlowRequest, exclude: frozenset[str], waited_s: float) -> Lease | None:
+    def _place(self, req: FlowRequest, exclude: frozenset[str], waited_s: float, seq: int) -> Lease | None:
         """Pick among live endpoints with a free slot (and the tenant's fair share allowing), or None."""
         now = self.clock()
         usable: list[EndpointView] = []
@@ -178,8 +182,7 @@ class Dispatcher:
                 usable.append(view)
         if not usable or (known and not self._fair(req, now, cap_total, free_total)):
             return None
-        self._seq += 1
-        pick = self.strategy.pick(usable, PickContext(seq=self._seq, key=req.affinity_key, rng=self.rng))
+        pick = self.strategy.pick(usable, PickContext(seq=seq, key=req.affinity_key, rng=self.rng))
         self.pool.acquire(pick.endpoint)
         self._activity.started(req.tenant)
         self.metrics.flow_dispatched(req.priority, req.tenant, waited_s)
@@ -195,10 +198,10 @@ class Dispatcher:
             reserve_slots(cap_total, self.config.fair_reserve),
         )
 
-    def _enqueue(self, req: FlowRequest, exclude: frozenset[str], requeue: bool) -> _Waiter:
+    def _enqueue(self, req: FlowRequest, exclude: frozenset[str], requeue: bool, seq: int) -> _Waiter:
         ready = self.pool.has_ready()
         fut: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
-        waiter = _Waiter(req, exclude, fut, self.clock(), held=not ready)
+        waiter = _Waiter(req, exclude, fut, self.clock(), held=not ready, seq=seq)
         admit = self._queue.push(waiter, req.tenant, req.priority, req.weight, req.size_bytes, front=requeue)
         if admit.entry is None:
             self.metrics.flow_shed(req.priority, req.tenant, "queue_full")
@@ -220,8 +223,8 @@ class Dispatcher:
                 )
         return waiter
 
-    async def _wait(self, req: FlowRequest, exclude: frozenset[str], requeue: bool) -> Lease:
-        waiter = self._enqueue(req, exclude, requeue)
+    async def _wait(self, req: FlowRequest, exclude: frozenset[str], requeue: bool, seq: int) -> Lease:
+        waiter = self._enqueue(req, exclude, requeue, seq)
         limit_s = self.config.hold_timeout_s if waiter.held else self.config.queue_timeout_s
         deadline = waiter.enqueued + limit_s
         if req.deadline is not None:
@@ -309,7 +312,7 @@ class Dispatcher:
             self._leave(waiter)
             return True
         now = self.clock()
-        lease = self._place(waiter.req, waiter.exclude, now - waiter.enqueued)
+        lease = self._place(waiter.req, waiter.exclude, now - waiter.enqueued, waiter.seq)
         if lease is None:
             return False
         self._queue.remove(entry, served=True)
