@@ -175,7 +175,7 @@ async def main() -> None:
     ap.add_argument("--phase-s", type=float, default=15.0)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--json", default=None)
-    ap.add_argument("--fair-reserve", default="0.125")
+    ap.add_argument("--fair-reserve", default="0.25")
     args = ap.parse_args()
     py = sys.executable
     mport, rport = free_port(), free_port()

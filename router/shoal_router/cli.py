@@ -90,7 +90,7 @@ def register(subparsers: Any) -> None:
     g.add_argument(
         "--fair-reserve",
         type=float,
-        default=0.125,
+        default=0.25,
         help="share of replica slots kept for tenants below their fair share while several are active (0: off)",
     )
     g.add_argument(

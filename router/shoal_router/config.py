@@ -47,7 +47,7 @@ class RouterConfig:
     replica_queue: int = 0  # requests a replica may queue beyond its maxConcurrency (router holds the rest)
     load_poll_interval_s: float = 0.1  # GET /load on each replica (0: off; response headers still count)
     objectives: tuple[tuple[str, int], ...] = ()  # x-gateway-inference-objective name -> priority band
-    fair_reserve: float = 0.125  # share of slots kept for tenants below their fair share
+    fair_reserve: float = 0.25  # share of slots kept for tenants below their fair share
     # security and limits
     api_keys_secret: str | None = None
     api_keys_file: str | None = None
