@@ -177,3 +177,17 @@ async def test_a_lone_tenant_uses_every_slot() -> None:
     assert pool.get("http://a").inflight == 8  # type: ignore[union-attr]
     for x in leases:
         x.release()
+
+
+async def test_failing_polls_keep_a_dead_replica_out_and_a_good_one_restores_it() -> None:
+    clock = [100.0]
+    pool = EndpointPool(policy=EjectionPolicy(base_s=0.5), clock=lambda: clock[0])
+    pool.update([DiscoveredEndpoint("http://a"), DiscoveredEndpoint("http://b")])
+    pool.probe_result("http://b", False)  # refused: out at once, before any request fails on it
+    assert [v.id for v in pool.eligible()] == ["http://a"]
+    clock[0] += 0.6  # the back-off is over, but the poller still cannot reach it: no request probe
+    pool.probe_result("http://b", False)
+    clock[0] += 0.5
+    assert [v.id for v in pool.eligible()] == ["http://a"]
+    pool.probe_result("http://b", True)
+    assert sorted(v.id for v in pool.eligible()) == ["http://a", "http://b"]
