@@ -21,7 +21,7 @@ def header_map(headers: base_pb2.HeaderMap) -> dict[str, str]:
 
 
 def _struct_field(s: struct_pb2.Struct, key: str) -> struct_pb2.Value | None:
-    return s.fields[key] if key in s.fields else None
+    return s.fields.get(key)
 
 
 def subset_hint(req: pb.ProcessingRequest) -> frozenset[str] | None:
