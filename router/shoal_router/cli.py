@@ -6,7 +6,7 @@ import argparse
 import os
 from typing import Any
 
-STRATEGIES = ("LeastLoad", "PrefixHash", "RoundRobin")
+STRATEGIES = ("LeastLoad", "PrefixHash", "PrefixLoad", "RoundRobin")
 
 
 def register(subparsers: Any) -> None:
