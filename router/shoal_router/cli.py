@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any
 
 STRATEGIES = ("LeastLoad", "PrefixHash", "PrefixLoad", "RoundRobin")
@@ -16,7 +17,12 @@ def register(subparsers: Any) -> None:
         description="LLM-aware load balancer: OpenAI routes proxied to model-server replicas.",
     )
     g = p.add_argument_group("listening")
-    g.add_argument("--listen-host", default="0.0.0.0")
+    g.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    g.add_argument(
+        "--listen-host",
+        default=None,
+        help="deprecated alias of --host (same meaning; removed in a later release)",
+    )
     g.add_argument("--port", type=int, default=8080)
 
     g = p.add_argument_group("discovery")
@@ -61,10 +67,33 @@ def register(subparsers: Any) -> None:
     g.add_argument("--eject-base-s", type=float, default=10.0)
     g.add_argument("--eject-max-s", type=float, default=300.0)
 
-    g = p.add_argument_group("scale from zero")
-    g.add_argument("--max-pending", type=int, default=1024, help="requests held while no replica is ready")
-    g.add_argument("--pending-timeout", type=float, default=300.0)
+    g = p.add_argument_group("flow control (scale from zero and saturation)")
+    g.add_argument(
+        "--max-pending",
+        type=int,
+        default=1024,
+        help="requests the router queues (while no replica is ready, or every replica is full); beyond: 429",
+    )
+    g.add_argument("--max-queued-bytes", type=int, default=256 * 1024 * 1024, help="their bodies, summed")
+    g.add_argument("--pending-timeout", type=float, default=300.0, help="hold while no replica is ready (s)")
     g.add_argument("--pending-retry-after", type=int, default=5)
+    g.add_argument("--queue-timeout", type=float, default=60.0, help="wait for a free replica slot (s)")
+    g.add_argument(
+        "--replica-queue",
+        type=int,
+        default=0,
+        help="requests a replica may queue beyond its max concurrency (the router queues the rest)",
+    )
+    g.add_argument(
+        "--load-poll-interval", type=float, default=0.1, help="GET /load on each replica every N s (0: off)"
+    )
+    g.add_argument(
+        "--objective",
+        action="append",
+        metavar="NAME=PRIORITY",
+        help="map an x-gateway-inference-objective value to a priority band (integer, or "
+        "critical/high/standard/low/sheddable); repeatable",
+    )
 
     g = p.add_argument_group("security and limits")
     g.add_argument("--api-keys-secret", default=None, help="Secret in --namespace whose values are API keys")
@@ -83,6 +112,8 @@ def _run(args: argparse.Namespace) -> int:
     from shoal_router.config import from_args
     from shoal_router.server import main
 
+    if args.listen_host is not None:
+        print("shoal router: --listen-host is deprecated; use --host", file=sys.stderr)
     try:
         config = from_args(args)
     except ValueError as exc:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from shoal_router.flow.classify import parse_objectives
+from shoal_router.flow.model import FlowConfig
 from shoal_router.strategies import STRATEGY_NAMES
 
 
@@ -36,10 +38,15 @@ class RouterConfig:
     eject_consecutive_failures: int = 5
     eject_base_s: float = 10.0
     eject_max_s: float = 300.0
-    # scale from zero
+    # scale from zero, and the saturation queue (one bounded queue: max_pending counts both)
     max_pending: int = 1024
     pending_timeout_s: float = 300.0
     pending_retry_after_s: int = 5
+    max_queued_bytes: int = 256 * 1024 * 1024
+    queue_timeout_s: float = 60.0
+    replica_queue: int = 0  # requests a replica may queue beyond its maxConcurrency (router holds the rest)
+    load_poll_interval_s: float = 0.1  # GET /load on each replica (0: off; response headers still count)
+    objectives: tuple[tuple[str, int], ...] = ()  # x-gateway-inference-objective name -> priority band
     # security and limits
     api_keys_secret: str | None = None
     api_keys_file: str | None = None
@@ -67,7 +74,24 @@ class RouterConfig:
             raise ValueError("--max-attempts must be >= 1")
         if self.hash_load_factor < 1.0:
             raise ValueError("--hash-load-factor must be >= 1.0")
+        if self.max_pending < 0 or self.max_queued_bytes < 0 or self.replica_queue < 0:
+            raise ValueError("--max-pending, --max-queued-bytes and --replica-queue must be >= 0")
+        if not (self.queue_timeout_s > 0 and self.pending_timeout_s > 0):
+            raise ValueError("--queue-timeout and --pending-timeout must be > 0")
+        if not 0 <= self.load_poll_interval_s <= 10:
+            raise ValueError("--load-poll-interval must be between 0 (off) and 10 seconds")
         return self
+
+    def flow(self) -> FlowConfig:
+        """The dispatcher's bounds and timings."""
+        return FlowConfig(
+            max_queued=self.max_pending,
+            max_queued_bytes=self.max_queued_bytes,
+            queue_timeout_s=self.queue_timeout_s,
+            hold_timeout_s=self.pending_timeout_s,
+            hold_retry_after_s=self.pending_retry_after_s,
+            replica_queue=self.replica_queue,
+        )
 
     @property
     def rate_burst(self) -> float:
@@ -85,7 +109,7 @@ def from_args(ns: argparse.Namespace) -> RouterConfig:
     upstreams = tuple(normalise_upstream(u) for u in (ns.upstream or []))
     discovery = ns.discovery or ("static" if upstreams else "kubernetes")
     return RouterConfig(
-        listen_host=ns.listen_host,
+        listen_host=ns.listen_host or ns.host,
         port=ns.port,
         discovery=discovery,
         upstreams=upstreams,
@@ -110,6 +134,11 @@ def from_args(ns: argparse.Namespace) -> RouterConfig:
         max_pending=ns.max_pending,
         pending_timeout_s=ns.pending_timeout,
         pending_retry_after_s=ns.pending_retry_after,
+        max_queued_bytes=ns.max_queued_bytes,
+        queue_timeout_s=ns.queue_timeout,
+        replica_queue=ns.replica_queue,
+        load_poll_interval_s=ns.load_poll_interval,
+        objectives=tuple(parse_objectives(ns.objective or []).items()),
         api_keys_secret=ns.api_keys_secret,
         api_keys_file=ns.api_keys_file,
         rate_limit_rps=ns.rate_limit_rps,

@@ -5,8 +5,12 @@ around each attempt and reports the outcome. Strategies only ever see `eligible(
 
 Eligible for a new request: ready, not terminating, and not ejected. An ejected endpoint comes back after
 its back-off as a probe (at most one request in flight); a success restores it, a failure ejects it again
-for twice as long (capped). When every ready endpoint is ejected the pool ignores ejection (panic mode):
-sending to a possibly-bad replica beats holding or failing every request.
+for twice as long (capped). A refused or reset connection ejects at once (`eject_now`), and the load poller's
+next successful probe restores it.
+
+Panic mode: only when every routable endpoint is ejected (none live, none probing) does the pool offer the
+ejected ones, since a possibly-bad replica beats failing every request. As long as one endpoint is live (even
+if it is busy, or the caller excluded it) an ejected endpoint is never offered: the request waits instead.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from shoal_router.flow import capacity
+from shoal_router.flow.capacity import LoadView
+from shoal_router.flow.model import LoadReport
 from shoal_router.strategies.base import EndpointView
 
 log = logging.getLogger("shoal_router.endpoints")
@@ -71,6 +78,8 @@ class EndpointState:
     probing: bool = False  # back-off over; one trial request decides
     removed: bool = False  # discovery dropped it; in-flight requests finish
     total_requests: int = 0
+    connect_ejected: bool = False  # ejected for a refused/reset connection: a good probe restores it
+    load: LoadView = field(default_factory=LoadView)
 
 
 @dataclass(slots=True)
@@ -81,6 +90,8 @@ class EndpointPool:
     _states: dict[str, EndpointState] = field(default_factory=dict)
     _ready_event: asyncio.Event | None = None
     synced: bool = False  # discovery delivered at least one full view
+    listeners: list[Callable[[], None]] = field(default_factory=list)  # called after any change
+    load_stale_s: float = 2.0
 
     # -- discovery side ------------------------------------------------------------------------------
     def update(self, endpoints: Iterable[DiscoveredEndpoint]) -> None:
@@ -133,6 +144,11 @@ class EndpointPool:
             event.set()
         else:
             event.clear()
+        self._notify()
+
+    def _notify(self) -> None:
+        for listener in self.listeners:
+            listener()
 
     def _event(self) -> asyncio.Event:
         if self._ready_event is None:
@@ -152,23 +168,31 @@ class EndpointPool:
         await self._event().wait()
 
     def eligible(self, exclude: Iterable[str] = ()) -> list[EndpointView]:
-        """Snapshot for a strategy: routable endpoints not in `exclude`, ejected ones left out unless every
-        routable endpoint is ejected (panic)."""
+        """Snapshot for a strategy: routable endpoints not in `exclude` and not ejected. Ejected ones are
+        offered only in panic (every routable endpoint ejected and none probing)."""
         now = self.clock()
         excluded = set(exclude)
-        routable = [st for st in self._states.values() if self._routable(st) and st.url not in excluded]
+        routable = [st for st in self._states.values() if self._routable(st)]
         healthy: list[EndpointView] = []
+        live_elsewhere = False
         for st in routable:
             if st.ejected_until > now:
                 continue
             if st.ejected_until and not st.probing:
                 st.probing = True  # back-off over: let one request probe it
             if st.probing and st.inflight > 0:
+                live_elsewhere = True  # its probe decides; nothing else goes there meanwhile
                 continue
-            healthy.append(EndpointView(st.url, st.inflight))
-        if healthy or not routable:
+            if st.url in excluded:
+                live_elsewhere = True
+                continue
+            healthy.append(self._view(st, now))
+        if healthy or live_elsewhere:
             return healthy
-        return [EndpointView(st.url, st.inflight) for st in routable]  # panic: all ejected
+        return [self._view(st, now) for st in routable if st.url not in excluded]  # panic: all ejected
+
+    def _view(self, st: EndpointState, now: float) -> EndpointView:
+        return EndpointView(st.url, st.inflight + capacity.others(st.load, now, self.load_stale_s))
 
     def get(self, url: str) -> EndpointState | None:
         return self._states.get(url)
@@ -192,6 +216,7 @@ class EndpointPool:
             self._forget(url)
         else:
             self.metrics.set_inflight(url, st.inflight)
+        self._notify()
 
     def report_success(self, url: str) -> None:
         st = self._states.get(url)
@@ -203,6 +228,7 @@ class EndpointPool:
         st.ejections = 0
         st.ejected_until = 0.0
         st.probing = False
+        st.connect_ejected = False
 
     def report_failure(self, url: str, reason: str) -> None:
         st = self._states.get(url)
@@ -220,3 +246,45 @@ class EndpointPool:
                 "endpoint ejected",
                 extra={"endpoint": url, "reason": reason, "backoff_s": backoff, "ejections": st.ejections},
             )
+
+    def eject_now(self, url: str, reason: str) -> None:
+        """A refused or reset connection: the replica is taken out at once (no consecutive count), until a
+        probe (the load poller, or one request after the back-off) succeeds."""
+        st = self._states.get(url)
+        if st is None:
+            return
+        if st.ejected_until > self.clock() and st.connect_ejected:
+            return  # already out: the in-flight requests it dropped do not stretch the back-off
+        st.connect_ejected = True
+        st.consecutive_failures = self.policy.consecutive_failures
+        self.report_failure(url, reason)
+        self._notify()
+
+    def probe_result(self, url: str, ok: bool) -> None:
+        """The load poller reached the replica (ok) or not. A good probe restores a connect-ejected
+        endpoint at once; a failed one on a live endpoint ejects it."""
+        st = self._states.get(url)
+        if st is None:
+            return
+        if ok and st.connect_ejected:
+            self.report_success(url)
+            self._notify()
+        elif not ok and not st.connect_ejected and self._routable(st):
+            self.eject_now(url, "probe failed")
+
+    def report_load(self, url: str, report: LoadReport) -> None:
+        """A fresh load report from the replica (response headers or the poller)."""
+        st = self._states.get(url)
+        if st is None:
+            return
+        st.load.report = report
+        st.load.at = self.clock()
+        st.load.own_at_report = st.inflight
+        st.load.busy_until = 0.0
+        self._notify()
+
+    def mark_busy(self, url: str, hold_s: float) -> None:
+        """It answered 429: alive but full. Nothing new goes there for `hold_s` or until a fresh report."""
+        st = self._states.get(url)
+        if st is not None:
+            st.load.busy_until = self.clock() + hold_s

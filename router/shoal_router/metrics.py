@@ -7,6 +7,7 @@ import contextlib
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+MAX_TENANT_LABELS = 100
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 
@@ -69,7 +70,34 @@ class RouterMetrics:
             ["reason"],
             registry=r,
         )
+        self.flow_queue = Gauge(
+            "shoal_router_flow_queued_requests",
+            "Requests waiting in the router's queue, by priority band and tenant.",
+            ["priority", "tenant"],
+            registry=r,
+        )
+        self.flow_dispatched_total = Counter(
+            "shoal_router_flow_dispatched",
+            "Requests handed to a replica (after any wait), by priority band and tenant.",
+            ["priority", "tenant"],
+            registry=r,
+        )
+        self.flow_shed_total = Counter(
+            "shoal_router_flow_shed",
+            "Requests refused by flow control, by band, tenant and reason "
+            "(queue_full, shed, timeout, tokens_quota).",
+            ["priority", "tenant", "reason"],
+            registry=r,
+        )
+        self.flow_wait = Histogram(
+            "shoal_router_flow_wait_seconds",
+            "Time a request waited in the router's queue before dispatch, by band and tenant.",
+            ["priority", "tenant"],
+            buckets=(0.0, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+            registry=r,
+        )
         self._code_children: dict[int, Counter] = {}
+        self._tenants: set[str] = set()
 
     # PoolMetrics protocol
     def set_inflight(self, endpoint: str, value: int) -> None:
@@ -81,6 +109,31 @@ class RouterMetrics:
 
     def ejected(self, endpoint: str) -> None:
         self.ejections.inc()
+
+    # FlowMetrics protocol (the dispatcher's)
+    def _tenant(self, tenant: str) -> str:
+        """Bounded label values: the first MAX_TENANT_LABELS tenants by name, the rest as "other"."""
+        label = tenant or "default"
+        if label in self._tenants:
+            return label
+        if len(self._tenants) >= MAX_TENANT_LABELS:
+            return "other"
+        self._tenants.add(label)
+        return label
+
+    def flow_queued(self, priority: int, tenant: str, delta: int) -> None:
+        self.flow_queue.labels(str(priority), self._tenant(tenant)).inc(delta)
+
+    def flow_dispatched(self, priority: int, tenant: str, wait_s: float) -> None:
+        labels = (str(priority), self._tenant(tenant))
+        self.flow_dispatched_total.labels(*labels).inc()
+        self.flow_wait.labels(*labels).observe(wait_s)
+
+    def flow_shed(self, priority: int, tenant: str, reason: str) -> None:
+        self.flow_shed_total.labels(str(priority), self._tenant(tenant), reason).inc()
+
+    def set_pending(self, value: int) -> None:
+        self.pending.set(value)
 
     def count_response(self, code: int) -> None:
         child = self._code_children.get(code)

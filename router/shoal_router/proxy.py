@@ -15,24 +15,27 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
-import random
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from shoal_router.auth import ApiKeys, bearer_token
+from shoal_router import frontdoor
+from shoal_router.auth import ApiKeys
 from shoal_router.config import RouterConfig
-from shoal_router.endpoints import EndpointPool
+from shoal_router.flow.capacity import LOAD_HEADERS, parse_load_headers
+from shoal_router.flow.dispatcher import Dispatcher
+from shoal_router.flow.lease import Lease
+from shoal_router.flow.model import FlowRequest, Outcome, Rejected
+from shoal_router.flow.usage import UsageCounter
 from shoal_router.limits import RateLimiter, RetryBudget
 from shoal_router.metrics import RouterMetrics
 from shoal_router.prompt import prompt_prefix
-from shoal_router.strategies import PickContext, Strategy
 
 access_log = logging.getLogger("shoal_router.access")
 log = logging.getLogger("shoal_router.proxy")
@@ -52,7 +55,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "expect"}
-RETRYABLE_STATUS = frozenset({429, 502, 503})
+_LOAD_HEADERS = frozenset(h.lower() for h in LOAD_HEADERS)  # replica internals: not for clients
 GATEWAY_FAILURE_STATUS = frozenset({502, 503, 504})  # count towards outlier ejection (not 429, not 500)
 CLIENT_CLOSED = 499
 _UPSTREAM_BROKEN = (
@@ -92,36 +95,38 @@ class RequestLog:
 class _Retry(Exception):
     """This attempt failed before anything reached the client; try another replica."""
 
-    def __init__(self, reason: str, status: int) -> None:
+    def __init__(self, reason: str, status: int, answered: bool = True) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
+        self.answered = answered  # False: refused/reset, the replica never answered (it is ejected)
+
+
+class _Busy(Exception):
+    """The replica answered 429 (alive, full): the request waits in the queue and goes out again."""
 
 
 class Proxy:
     def __init__(
         self,
         config: RouterConfig,
-        pool: EndpointPool,
-        strategy: Strategy,
+        dispatcher: Dispatcher,
         metrics: RouterMetrics,
         session: aiohttp.ClientSession,
         keys: ApiKeys,
         limiter: RateLimiter,
         budget: RetryBudget,
-        rng: random.Random | None = None,
+        objectives: Mapping[str, int] | None = None,
     ) -> None:
         self.config = config
-        self.pool = pool
-        self.strategy = strategy
+        self.dispatcher = dispatcher
+        self.pool = dispatcher.pool
         self.metrics = metrics
         self.session = session
         self.keys = keys
         self.limiter = limiter
         self.budget = budget
-        self.rng = rng or random.Random()
-        self.pending = 0
-        self._seq = 0
+        self.objectives = dict(objectives or {})
         self._timeout = aiohttp.ClientTimeout(
             total=None,
             connect=config.connect_timeout_s,
@@ -129,10 +134,14 @@ class Proxy:
             sock_read=config.first_byte_timeout_s,
         )
 
+    @property
+    def pending(self) -> int:
+        return self.dispatcher.pending
+
     # ------------------------------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
         start = time.perf_counter()  # not loop.time(): uvloop's clock has millisecond resolution
-        rid = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+        rid = frontdoor.request_id(request.headers, uuid.uuid4().hex)
         entry = RequestLog(rid, request.method, request.path)
         response: web.StreamResponse | None = None
         try:
@@ -147,66 +156,51 @@ class Proxy:
             entry.error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            duration = time.perf_counter() - start
-            self.metrics.count_response(entry.status)
-            self.metrics.request_duration.observe(duration)
-            if self.config.access_log:
-                access_log.info(
-                    "request",
-                    extra={
-                        "request_id": entry.request_id,
-                        "method": entry.method,
-                        "path": entry.path,
-                        "status": entry.status,
-                        "endpoint": entry.endpoint,
-                        "attempts": entry.attempts,
-                        "key_id": entry.key_id,
-                        "held_ms": round(entry.held_ms, 2),
-                        "ttfb_ms": round(entry.ttfb_ms, 2),
-                        "duration_ms": round(duration * 1000, 2),
-                        "bytes_out": entry.bytes_out,
-                        "pick": entry.pick,
-                        "error": entry.error,
-                    },
-                )
+            self._log(entry, time.perf_counter() - start)
         if response.status >= 400 and not response.prepared:
             response.headers["X-Request-ID"] = rid
         return response
 
+    def _log(self, entry: RequestLog, duration: float) -> None:
+        self.metrics.count_response(entry.status)
+        self.metrics.request_duration.observe(duration)
+        if self.config.access_log:
+            access_log.info(
+                "request",
+                extra={
+                    "request_id": entry.request_id,
+                    "method": entry.method,
+                    "path": entry.path,
+                    "status": entry.status,
+                    "endpoint": entry.endpoint,
+                    "attempts": entry.attempts,
+                    "key_id": entry.key_id,
+                    "held_ms": round(entry.held_ms, 2),
+                    "ttfb_ms": round(entry.ttfb_ms, 2),
+                    "duration_ms": round(duration * 1000, 2),
+                    "bytes_out": entry.bytes_out,
+                    "pick": entry.pick,
+                    "error": entry.error,
+                },
+            )
+
+    def _refuse(self, rej: Rejected, entry: RequestLog, reason: str | None = None) -> web.Response:
+        self.metrics.rejected.labels(reason or rej.code).inc()
+        entry.error = rej.code
+        return web.Response(status=rej.status, body=rej.body(), headers=rej.headers())
+
     async def _handle(self, request: web.Request, entry: RequestLog, start: float) -> web.StreamResponse:
-        # 1. who is calling
-        identity = request.remote or "unknown"
-        if self.keys.enabled:
-            token = bearer_token(request.headers.get("Authorization"), request.headers.get("api-key"))
-            info = self.keys.lookup(token) if token else None
-            if info is None:
-                self.metrics.rejected.labels("unauthorized").inc()
-                entry.error = "missing API key" if token is None else "invalid API key"
-                return error_response(
-                    401,
-                    "A valid API key is required: send 'Authorization: Bearer <key>'.",
-                    "invalid_request_error",
-                    "invalid_api_key",
-                    {"WWW-Authenticate": "Bearer"},
-                )
-            entry.key_id = info.id
-            identity = info.id
-        # 2. rate limit
-        if self.limiter.enabled:
-            wait = self.limiter.check(identity)
-            if wait > 0:
-                self.metrics.rejected.labels("rate_limited").inc()
-                entry.error = "rate limited"
-                return error_response(
-                    429,
-                    "Rate limit exceeded for this API key.",
-                    "rate_limit_error",
-                    "rate_limit_exceeded",
-                    {"Retry-After": str(max(1, math.ceil(wait)))},
-                )
-        # 3. the body (bounded by the application's client_max_size)
+        caller = frontdoor.authenticate(self.keys, request.headers, request.remote)
+        if isinstance(caller, Rejected):
+            entry.error = "missing or invalid API key"
+            self.metrics.rejected.labels("unauthorized").inc()
+            return web.Response(status=caller.status, body=caller.body(), headers=caller.headers())
+        entry.key_id = caller.key.id if caller.key else ""
+        limited = frontdoor.rate_limit(self.limiter, caller)
+        if limited is not None:
+            return self._refuse(limited, entry, "rate_limited")
         try:
-            body = await request.read()
+            body = await request.read()  # bounded by the application's client_max_size
         except web.HTTPRequestEntityTooLarge:
             self.metrics.rejected.labels("too_large").inc()
             entry.error = "body too large"
@@ -216,43 +210,66 @@ class Proxy:
                 "invalid_request_error",
                 "request_too_large",
             )
-        headers = self._upstream_headers(request, entry.request_id)
-        self._seq += 1
-        key = prompt_prefix(body, self.config.prefix_chars) if self.strategy.needs_key else None
-        ctx = PickContext(seq=self._seq, key=key, rng=self.rng)
+        try:
+            key = (
+                prompt_prefix(body, self.config.prefix_chars) if self.dispatcher.strategy.needs_key else None
+            )
+        except RecursionError:
+            key = None  # absurdly nested JSON: no affinity (the replica answers it with a 400)
+        req = frontdoor.flow_request(
+            caller,
+            request.headers,
+            self.objectives,
+            size_bytes=len(body),
+            affinity_key=key,
+            request_id=entry.request_id,
+        )
         self.budget.deposit()
+        return await self._dispatch(request, req, body, entry, start)
 
+    async def _dispatch(
+        self, request: web.Request, req: FlowRequest, body: bytes, entry: RequestLog, start: float
+    ) -> web.StreamResponse:
+        headers = self._upstream_headers(request, entry.request_id)
         last: _Retry | None = None
-        while True:
-            views = self.pool.eligible(entry.tried)
-            if not views:
-                if self.pool.has_ready():  # every ready replica already tried
-                    assert last is not None
-                    return self._exhausted(last, entry)
-                held = await self._hold(entry)
-                if held is not None:
-                    return held
-                continue
-            pick = self.strategy.pick(views, ctx)
-            url = pick.endpoint
-            entry.tried.append(url)
-            entry.attempts += 1
-            entry.endpoint = url
-            entry.pick = pick.reason
-            self.pool.acquire(url)
+        requeue = False
+        for _ in range(10_000):  # bounded: every pass either answers, or waits in the queue (deadline)
             try:
-                return await self._attempt(request, url, body, headers, entry, start)
+                lease = await self.dispatcher.acquire(req, exclude=entry.tried, requeue=requeue)
+            except Rejected as rej:
+                if rej.code == "exhausted" and last is not None:
+                    return self._exhausted(last, entry)
+                return self._refuse(rej, entry)
+            entry.held_ms += lease.waited_s * 1000
+            entry.attempts += 1
+            entry.endpoint, entry.pick = lease.endpoint, lease.reason
+            try:
+                return await self._attempt(request, lease, body, headers, entry, start)
+            except _Busy:
+                # alive but full: back into the queue (keeping its turn) until the request's deadline
+                entry.attempts -= 1
+                if not requeue:
+                    deadline = self.dispatcher.clock() + self.config.queue_timeout_s
+                    req = replace(req, deadline=min(deadline, req.deadline or deadline))
+                requeue = True
             except _Retry as retry:
                 last = retry
+                if retry.answered:
+                    entry.tried.append(lease.endpoint)  # an answer: do not ask the same replica again
                 if not self._may_retry(entry):
                     return self._exhausted(retry, entry)
                 self.metrics.retries.inc()
                 log.info(
                     "retrying on another replica",
-                    extra={"request_id": entry.request_id, "endpoint": url, "reason": retry.reason},
+                    extra={
+                        "request_id": entry.request_id,
+                        "endpoint": lease.endpoint,
+                        "reason": retry.reason,
+                    },
                 )
             finally:
-                self.pool.release(url)
+                lease.release()
+        return error_response(503, "Too many attempts.", "server_error", "upstream_unavailable")
 
     def _may_retry(self, entry: RequestLog) -> bool:
         if entry.attempts >= self.config.max_attempts:
@@ -267,47 +284,8 @@ class Proxy:
 
     def _exhausted(self, last: _Retry, entry: RequestLog) -> web.Response:
         entry.error = last.reason
-        status = last.status
         message = f"No replica could serve the request ({last.reason})."
-        if status == 429:
-            return error_response(429, message, "rate_limit_error", "overloaded", {"Retry-After": "1"})
-        return error_response(status, message, "server_error", "upstream_unavailable")
-
-    async def _hold(self, entry: RequestLog) -> web.Response | None:
-        """No ready replica: wait (bounded count, bounded time) for one. None when one is ready."""
-        cfg = self.config
-        if self.pending >= cfg.max_pending:
-            self.metrics.rejected.labels("queue_full").inc()
-            entry.error = "hold queue full"
-            return error_response(
-                429,
-                "No replica is ready yet and the hold queue is full; retry later.",
-                "rate_limit_error",
-                "no_replica_queue_full",
-                {"Retry-After": str(cfg.pending_retry_after_s)},
-            )
-        t0 = time.perf_counter()
-        self.pending += 1
-        self.metrics.pending.inc()
-        try:
-            async with asyncio.timeout(cfg.pending_timeout_s):
-                await self.pool.wait_ready()
-        except TimeoutError:
-            self.metrics.rejected.labels("hold_timeout").inc()
-            entry.error = "hold timeout"
-            return error_response(
-                503,
-                f"No replica became ready within {cfg.pending_timeout_s:g}s (the service may be scaling "
-                "from zero); retry later.",
-                "server_error",
-                "no_replica_ready",
-                {"Retry-After": str(cfg.pending_retry_after_s)},
-            )
-        finally:
-            self.pending -= 1
-            self.metrics.pending.dec()
-            entry.held_ms += (time.perf_counter() - t0) * 1000
-        return None
+        return error_response(last.status or 502, message, "server_error", "upstream_unavailable")
 
     def _upstream_headers(self, request: web.Request, rid: str) -> CIMultiDict[str]:
         out: CIMultiDict[str] = CIMultiDict()
@@ -326,31 +304,31 @@ class Proxy:
     async def _attempt(
         self,
         request: web.Request,
-        url: str,
+        lease: Lease,
         body: bytes,
         headers: CIMultiDict[str],
         entry: RequestLog,
         start: float,
     ) -> web.StreamResponse:
-        target = url + request.rel_url.raw_path_qs
+        url = lease.endpoint
         sent = time.perf_counter()
         try:
             upstream = await self.session.request(
                 request.method,
-                target,
+                url + request.rel_url.raw_path_qs,
                 data=body or None,
                 headers=headers,
                 timeout=self._timeout,
                 allow_redirects=False,
             )
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            self.pool.report_failure(url, "connect")
-            raise _Retry(f"connect to {url} failed: {type(exc).__name__}", 502) from exc
+            lease.report(Outcome.CONNECT_FAILED)
+            raise _Retry(f"connect to {url} failed: {type(exc).__name__}", 502, answered=False) from exc
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-            self.pool.report_failure(url, "disconnected")
-            raise _Retry(f"{url} closed the connection before answering", 502) from exc
+            lease.report(Outcome.CONNECT_FAILED)
+            raise _Retry(f"{url} closed the connection before answering", 502, answered=False) from exc
         except (aiohttp.SocketTimeoutError, TimeoutError):
-            self.pool.report_failure(url, "first-byte timeout")
+            lease.report(Outcome.TIMEOUT)
             entry.error = "first-byte timeout"
             return error_response(
                 504,
@@ -359,61 +337,77 @@ class Proxy:
                 "upstream_timeout",
             )
         except aiohttp.ClientError as exc:
-            self.pool.report_failure(url, "client error")
+            lease.report(Outcome.UPSTREAM_ERROR)
             entry.error = f"{type(exc).__name__}: {exc}"
             return error_response(502, "Bad response from the replica.", "server_error", "bad_gateway")
-
         try:
             now = time.perf_counter()
             self.metrics.upstream_latency.observe(now - sent)
             entry.ttfb_ms = (now - start) * 1000
-            status = upstream.status
-            if status in GATEWAY_FAILURE_STATUS:
-                self.pool.report_failure(url, f"status {status}")
-            else:
-                self.pool.report_success(url)
-            if status in RETRYABLE_STATUS and self._could_retry(entry):
-                raise _Retry(f"{url} answered {status}", status)
-            return await self._stream(request, upstream, entry)
+            self._judge(lease, upstream.status, upstream.headers, entry)
+            return await self._stream(request, upstream, lease, entry)
         finally:
             if upstream.content.is_eof():
                 upstream.release()  # fully read: the connection goes back to the pool
             else:
                 upstream.close()  # unread (retry, client gone, error): drop it so the replica stops work
 
+    def _judge(self, lease: Lease, status: int, headers: Any, entry: RequestLog) -> None:
+        """Report the answer's meaning to the core; raise to go again (busy) or elsewhere (gateway error)."""
+        load = parse_load_headers(headers)
+        if status == 429:
+            lease.report(Outcome.BUSY, load)
+            raise _Busy()
+        if status in GATEWAY_FAILURE_STATUS:
+            lease.report(Outcome.UPSTREAM_ERROR, load)
+            if self._could_retry(entry):
+                raise _Retry(f"{lease.endpoint} answered {status}", status)
+            return
+        lease.report(Outcome.SUCCESS, load)
+
     def _could_retry(self, entry: RequestLog) -> bool:
         """Cheap pre-check (no budget withdrawal) so a last attempt's answer is passed through as is."""
-        return entry.attempts < self.config.max_attempts and bool(self.pool.eligible(entry.tried))
+        others = self.pool.eligible([*entry.tried, entry.endpoint])
+        return entry.attempts < self.config.max_attempts and bool(others)
 
     async def _stream(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, entry: RequestLog
+        self, request: web.Request, upstream: aiohttp.ClientResponse, lease: Lease, entry: RequestLog
     ) -> web.StreamResponse:
         # The first piece of the body, as soon as it arrives. Nothing has reached the client yet, so an
         # upstream failure here is still retryable.
         try:
             first = await upstream.content.readany()
         except _UPSTREAM_BROKEN as exc:
-            self.pool.report_failure(entry.endpoint, "broken before first byte")
-            raise _Retry(f"{entry.endpoint} broke before the first byte: {type(exc).__name__}", 502) from exc
+            lease.report(Outcome.CONNECT_FAILED)
+            raise _Retry(
+                f"{entry.endpoint} broke before the first byte: {type(exc).__name__}", 502, answered=False
+            ) from exc
         entry.bytes_out += len(first)
+        usage = UsageCounter(lease.request.size_bytes) if lease.request.tokens_per_minute > 0 else None
+        if usage is not None:
+            usage.feed(first)
         if upstream.content.is_eof():
             # The whole body came in one piece (a small JSON answer): one write, one syscall. Nothing is
             # held back to do this; a longer body takes the streaming path below.
             small = web.Response(status=upstream.status, reason=upstream.reason, body=first)
             self._copy_headers(upstream, small, entry, drop_length=True)
+            self._charge(lease, usage, small)
             return small
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         self._copy_headers(upstream, response, entry, drop_length=False)
+        self._quota_headers(lease, response)
         # committed from here on: nothing is retried
         try:
             await response.prepare(request)
             await response.write(first)
             async for chunk in upstream.content.iter_any():
                 entry.bytes_out += len(chunk)
+                if usage is not None:
+                    usage.feed(chunk)
                 await response.write(chunk)  # awaits drain: backpressure to the upstream read
         except _UPSTREAM_BROKEN as exc:
             # upstream broke mid-stream: report, and abort the client connection so it sees truncation
-            self.pool.report_failure(entry.endpoint, "broken stream")
+            lease.report(Outcome.UPSTREAM_ERROR)
             entry.error = f"upstream stream broke: {type(exc).__name__}"
             if request.transport is not None:
                 request.transport.abort()
@@ -422,8 +416,21 @@ class Proxy:
             entry.error = "client disconnected"
             entry.status = CLIENT_CLOSED
             return response
+        finally:
+            if usage is not None:
+                lease.charge(usage.total())
         await response.write_eof()
         return response
+
+    def _charge(self, lease: Lease, usage: UsageCounter | None, response: web.StreamResponse) -> None:
+        if usage is not None:
+            lease.charge(usage.total())
+            self._quota_headers(lease, response)
+
+    def _quota_headers(self, lease: Lease, response: web.StreamResponse) -> None:
+        state = self.dispatcher.quota(lease.request)
+        if state is not None:
+            response.headers.update(state.headers())
 
     @staticmethod
     def _copy_headers(
@@ -431,7 +438,7 @@ class Proxy:
     ) -> None:
         for name, value in upstream.headers.items():
             lname = name.lower()
-            if lname in HOP_BY_HOP or (drop_length and lname == "content-length"):
+            if lname in HOP_BY_HOP or lname in _LOAD_HEADERS or (drop_length and lname == "content-length"):
                 continue
             response.headers.add(name, value)
         response.headers["X-Request-ID"] = entry.request_id

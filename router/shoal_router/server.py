@@ -11,43 +11,28 @@ import contextlib
 import logging
 import random
 import signal
-from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator
 
 import aiohttp
 import aiohttp.abc
 from aiohttp import web
 
-from shoal_router.auth import ApiKeys, parse_keys_file
+from shoal_router.auth import ApiKeys, parse_keys_file_entries
 from shoal_router.config import RouterConfig
 from shoal_router.endpoints import DiscoveredEndpoint, EjectionPolicy, EndpointPool
+from shoal_router.flow.dispatcher import Dispatcher
+from shoal_router.flow.poller import poll_loads
 from shoal_router.limits import RateLimiter, RetryBudget
 from shoal_router.metrics import RouterMetrics
 from shoal_router.proxy import Proxy
+from shoal_router.router import Router, Source
 from shoal_router.strategies import make_strategy
 
 log = logging.getLogger("shoal_router")
 
 ROUTER_KEY: web.AppKey[Router] = web.AppKey("router")
 
-
-@dataclass
-class Router:
-    """Everything one router owns. Built by `build_router`; `app` serves it."""
-
-    config: RouterConfig
-    pool: EndpointPool
-    metrics: RouterMetrics
-    keys: ApiKeys
-    proxy: Proxy | None = None
-    session: aiohttp.ClientSession | None = None
-    background: list[asyncio.Task[None]] = field(default_factory=list)
-    keys_loaded: bool = True
-
-
-# A discovery/keys source: a coroutine run for the router's lifetime, given the router.
-Source = Callable[[Router], Coroutine[Any, Any, None]]
+__all__ = ["ROUTER_KEY", "Router", "Source", "build_app", "build_router", "default_sources", "main", "serve"]
 
 
 def build_router(config: RouterConfig, *, rng: random.Random | None = None) -> Router:
@@ -56,8 +41,15 @@ def build_router(config: RouterConfig, *, rng: random.Random | None = None) -> R
         policy=EjectionPolicy(config.eject_consecutive_failures, config.eject_base_s, config.eject_max_s),
         metrics=metrics,
     )
+    dispatcher = Dispatcher(
+        pool,
+        make_strategy(config.strategy, load_factor=config.hash_load_factor),
+        config.flow(),
+        metrics=metrics,
+        rng=rng,
+    )
     keys = ApiKeys(enabled=bool(config.api_keys_file or config.api_keys_secret))
-    router = Router(config=config, pool=pool, metrics=metrics, keys=keys)
+    router = Router(config=config, pool=pool, metrics=metrics, keys=keys, dispatcher=dispatcher)
     router.keys_loaded = not config.api_keys_secret
     return router
 
@@ -90,16 +82,19 @@ def build_app(
         )
         router.proxy = Proxy(
             config=config,
-            pool=router.pool,
-            strategy=make_strategy(config.strategy, load_factor=config.hash_load_factor),
+            dispatcher=router.dispatcher,
             metrics=router.metrics,
             session=router.session,
             keys=router.keys,
             limiter=RateLimiter(config.rate_limit_rps, config.rate_burst, loop.time),
             budget=RetryBudget(config.retry_budget_ratio, config.retry_budget_min_per_s, loop.time),
+            objectives=dict(config.objectives),
         )
         for source in sources:
             router.background.append(asyncio.create_task(source(router)))
+        if config.load_poll_interval_s > 0:
+            poll = poll_loads(router.session, router.pool, config.load_poll_interval_s)
+            router.background.append(asyncio.create_task(poll))
         try:
             yield
         finally:
@@ -129,7 +124,8 @@ def build_app(
             "ready_endpoints": sum(
                 1 for s in router.pool.states() if s.ready and not s.terminating and not s.removed
             ),
-            "pending": router.proxy.pending if router.proxy else 0,
+            "pending": router.dispatcher.pending,
+            "queued": router.dispatcher.queued,
         }
         return web.json_response(state, status=200 if ok else 503)
 
@@ -185,7 +181,7 @@ def default_sources(config: RouterConfig) -> list[Source]:
 
         async def keys_file(router: Router) -> None:
             text = await asyncio.to_thread(_read_text, path)
-            router.keys.replace(parse_keys_file(text))
+            router.keys.replace(parse_keys_file_entries(text))
             log.info("API keys loaded from file", extra={"keys": len(router.keys)})
 
         sources.append(keys_file)

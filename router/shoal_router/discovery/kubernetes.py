@@ -13,15 +13,13 @@ import logging
 import os
 import random
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from shoal_router.auth import parse_secret_data
+from shoal_router.auth import parse_secret_entries
 from shoal_router.config import RouterConfig
 from shoal_router.discovery.endpointslice import merge_slices
 from shoal_router.discovery.pods import merge_pods, selector_string
-
-if TYPE_CHECKING:
-    from shoal_router.server import Router
+from shoal_router.router import Router
 
 log = logging.getLogger("shoal_router.discovery")
 
@@ -90,22 +88,39 @@ async def list_watch(
             await asyncio.sleep(delay)
 
 
+class KeyedView:
+    """The objects a list/watch currently sees, by name; every change publishes the whole view."""
+
+    def __init__(self, publish: Callable[[list[dict[str, Any]]], None]) -> None:
+        self._items: dict[str, dict[str, Any]] = {}
+        self._publish = publish
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def replace(self, items: list[dict[str, Any]]) -> None:
+        self._items = {item["metadata"]["name"]: item for item in items}
+        self._publish(list(self._items.values()))
+
+    def apply(self, kind: str, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        if kind == "DELETED":
+            self._items.pop(name, None)
+        else:
+            self._items[name] = obj
+        self._publish(list(self._items.values()))
+
+
 def endpoint_slice_source(config: RouterConfig) -> Callable[[Router], Coroutine[Any, Any, None]]:
     async def run(router: Router) -> None:
         from kubernetes_asyncio import client
 
         async with await api_client(config.kubeconfig) as api:
             v1 = client.DiscoveryV1Api(api)
-            slices: dict[str, dict[str, Any]] = {}
-
-            def publish() -> None:
-                router.pool.update(merge_slices(slices.values(), config.port_name))
+            slices = KeyedView(lambda items: router.pool.update(merge_slices(items, config.port_name)))
 
             def on_list(items: list[dict[str, Any]]) -> None:
-                slices.clear()
-                for item in items:
-                    slices[item["metadata"]["name"]] = item
-                publish()
+                slices.replace(items)
                 log.info(
                     "endpoint slices listed",
                     extra={
@@ -115,20 +130,12 @@ def endpoint_slice_source(config: RouterConfig) -> Callable[[Router], Coroutine[
                     },
                 )
 
-            def on_event(kind: str, obj: dict[str, Any]) -> None:
-                name = obj["metadata"]["name"]
-                if kind == "DELETED":
-                    slices.pop(name, None)
-                else:
-                    slices[name] = obj
-                publish()
-
             await list_watch(
                 f"EndpointSlices of {config.namespace}/{config.service}",
                 v1.list_namespaced_endpoint_slice,
                 {"namespace": config.namespace, "label_selector": f"{SERVICE_NAME_LABEL}={config.service}"},
                 on_list,
-                on_event,
+                slices.apply,
                 api.sanitize_for_serialization,
             )
 
@@ -162,32 +169,20 @@ def pod_source(config: RouterConfig) -> Callable[[Router], Coroutine[Any, Any, N
                         extra={"service": config.service, "error": str(exc), "retry_in_s": delay},
                     )
                     await asyncio.sleep(delay)
-            pods: dict[str, dict[str, Any]] = {}
-
-            def publish() -> None:
-                router.pool.update(merge_pods(pods.values(), config.port_name, config.target_port))
+            pods = KeyedView(
+                lambda items: router.pool.update(merge_pods(items, config.port_name, config.target_port))
+            )
 
             def on_list(items: list[dict[str, Any]]) -> None:
-                pods.clear()
-                for item in items:
-                    pods[item["metadata"]["name"]] = item
-                publish()
+                pods.replace(items)
                 log.info("pods listed", extra={"selector": selector, "pods": len(pods)})
-
-            def on_event(kind: str, obj: dict[str, Any]) -> None:
-                name = obj["metadata"]["name"]
-                if kind == "DELETED":
-                    pods.pop(name, None)
-                else:
-                    pods[name] = obj
-                publish()
 
             await list_watch(
                 f"Pods of {config.namespace}/{config.service}",
                 core.list_namespaced_pod,
                 {"namespace": config.namespace, "label_selector": selector},
                 on_list,
-                on_event,
+                pods.apply,
                 api.sanitize_for_serialization,
             )
 
@@ -205,7 +200,7 @@ def api_keys_secret_source(config: RouterConfig) -> Callable[[Router], Coroutine
             v1 = client.CoreV1Api(api)
 
             def load(obj: dict[str, Any] | None) -> None:
-                keys = parse_secret_data((obj or {}).get("data"))
+                keys = parse_secret_entries((obj or {}).get("data"))
                 router.keys.replace(keys)
                 router.keys_loaded = True
                 log.info("API keys loaded from Secret", extra={"secret": secret_name, "keys": len(keys)})

@@ -1,0 +1,77 @@
+"""Who a request belongs to and which band it travels in. Pure: both front ends call it with what they
+read from the request (the API key's policy, the Gateway API Inference Extension headers)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+OBJECTIVE_HEADER = "x-gateway-inference-objective"
+FAIRNESS_HEADER = "x-gateway-inference-fairness-id"
+PRIORITY_NAMES = {"critical": 2, "high": 1, "standard": 0, "normal": 0, "low": -1, "sheddable": -2}
+MAX_TENANT_CHARS = 128
+
+
+@dataclass(frozen=True, slots=True)
+class TenantPolicy:
+    """An API key's flow-control settings (the API-keys Secret's optional fields). None: not set."""
+
+    priority: int | None = None
+    weight: float = 1.0
+    tokens_per_minute: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    tenant: str
+    priority: int
+    weight: float
+    tokens_per_minute: int
+
+
+def parse_priority(value: str) -> int:
+    """An integer band, or one of the names in PRIORITY_NAMES. ValueError otherwise."""
+    text = value.strip().lower()
+    if text in PRIORITY_NAMES:
+        return PRIORITY_NAMES[text]
+    return int(text)
+
+
+def classify(
+    *,
+    key_name: str | None,
+    policy: TenantPolicy | None,
+    objective: str | None,
+    fairness_id: str | None,
+    objectives: Mapping[str, int],
+    default_priority: int = 0,
+) -> Classification:
+    """The tenant is the API key's name when keys are on (a client cannot pose as another tenant), else
+    the fairness-id header, else "". The band is the key's priority when its policy sets one (a client
+    cannot raise itself with a header), else the objective header mapped by the router's config, else the
+    default."""
+    pol = policy or TenantPolicy()
+    tenant = key_name if key_name is not None else (fairness_id or "").strip()[:MAX_TENANT_CHARS]
+    if pol.priority is not None:
+        priority = pol.priority
+    elif objective and objective.strip() in objectives:
+        priority = objectives[objective.strip()]
+    else:
+        priority = default_priority
+    return Classification(tenant, priority, pol.weight, pol.tokens_per_minute)
+
+
+def parse_objectives(items: list[str]) -> dict[str, int]:
+    """`NAME=BAND` pairs (the router's `--objective` flags)."""
+    out: dict[str, int] = {}
+    for item in items:
+        name, sep, band = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"objective {item!r}: expected NAME=PRIORITY")
+        try:
+            out[name.strip()] = parse_priority(band)
+        except ValueError as exc:
+            raise ValueError(
+                f"objective {item!r}: priority must be an integer or one of {', '.join(PRIORITY_NAMES)}"
+            ) from exc
+    return out

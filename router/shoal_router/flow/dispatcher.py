@@ -1,0 +1,335 @@
+"""The dispatcher: one request in, a lease on an endpoint out, waiting in the bounded fair queue while
+every live endpoint is full or none is ready. Front-end agnostic (the HTTP proxy and the EPP both use it).
+
+Flow of one request: `acquire` checks the tenant's token quota, then places the request at once when the
+queue is empty and an endpoint has a free slot; otherwise it queues it (bands, fair shares, bounds) and
+waits until `_pump` hands it a lease, its deadline passes (429, or 503 while no replica is ready), or it is
+shed for a higher band (429). Every state change (a lease released, a load report, discovery) pumps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import math
+import random
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from shoal_router.endpoints import EndpointPool
+from shoal_router.flow import capacity
+from shoal_router.flow.fairqueue import Entry, FairQueue
+from shoal_router.flow.lease import Lease
+from shoal_router.flow.model import FlowConfig, FlowRequest, Rejected
+from shoal_router.flow.quota import QuotaState, TokenQuotas
+from shoal_router.strategies.base import EndpointView, PickContext, Strategy
+
+
+class FlowMetrics(Protocol):
+    def flow_queued(self, priority: int, tenant: str, delta: int) -> None: ...
+    def flow_dispatched(self, priority: int, tenant: str, wait_s: float) -> None: ...
+    def flow_shed(self, priority: int, tenant: str, reason: str) -> None: ...
+    def set_pending(self, value: int) -> None: ...
+
+
+class NoFlowMetrics:
+    def flow_queued(self, priority: int, tenant: str, delta: int) -> None:
+        pass
+
+    def flow_dispatched(self, priority: int, tenant: str, wait_s: float) -> None:
+        pass
+
+    def flow_shed(self, priority: int, tenant: str, reason: str) -> None:
+        pass
+
+    def set_pending(self, value: int) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class _Waiter:
+    req: FlowRequest
+    exclude: frozenset[str]
+    fut: asyncio.Future[Lease]
+    enqueued: float
+    held: bool  # queued while no replica was ready (the scale-from-zero signal)
+    entry: Entry[_Waiter] | None = None
+
+
+@dataclass(slots=True)
+class _Rate:
+    """Completions per second over the last `window_s` (for Retry-After estimates)."""
+
+    window_s: float = 10.0
+    times: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=10_000))
+
+    def add(self, now: float) -> None:
+        self.times.append(now)
+
+    def per_s(self, now: float) -> float:
+        while self.times and self.times[0] < now - self.window_s:
+            self.times.popleft()
+        return len(self.times) / self.window_s
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        pool: EndpointPool,
+        strategy: Strategy,
+        config: FlowConfig | None = None,
+        metrics: FlowMetrics | None = None,
+        clock: Callable[[], float] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.pool = pool
+        self.strategy = strategy
+        self.config = config or FlowConfig()
+        self.metrics: FlowMetrics = metrics or NoFlowMetrics()
+        self._clock = clock
+        self.rng = rng or random.Random()
+        self.quotas = TokenQuotas()
+        self.pending = 0
+        self._queue: FairQueue[_Waiter] = FairQueue(self.config.max_queued, self.config.max_queued_bytes)
+        self._seq = 0
+        self._rate = _Rate()
+        self._pumping = False
+        self._ticker: asyncio.TimerHandle | None = None
+        pool.load_stale_s = self.config.load_stale_s
+        pool.listeners.append(self.kick)
+
+    def clock(self) -> float:
+        """The dispatcher's time (the pool's clock unless one was given): deadlines are on it."""
+        return (self._clock or self.pool.clock)()
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    # -- the front end's calls ----------------------------------------------------------------------
+    async def acquire(
+        self, req: FlowRequest, *, exclude: Collection[str] = (), requeue: bool = False
+    ) -> Lease:
+        """A lease on an endpoint for `req`, waiting in the queue if needed. Raises `Rejected`.
+        `exclude`: endpoints this request already failed on (a retry); `requeue`: it went out once and the
+        replica was busy, so it keeps its turn and is not charged against the quota again."""
+        if not requeue and req.tokens_per_minute > 0:
+            self._check_quota(req)
+        ex = frozenset(exclude)
+        if ex and self.pool.has_ready() and not self.pool.eligible(ex) and self.pool.eligible():
+            raise Rejected(502, "exhausted", "Every live replica was tried.")
+        if not self._queue:
+            lease = self._place(req, ex, 0.0)
+            if lease is not None:
+                return lease
+        return await self._wait(req, ex, requeue)
+
+    def quota(self, req: FlowRequest) -> QuotaState | None:
+        """The tenant's token quota now (for the x-ratelimit-* headers on answers), None without one."""
+        if req.tokens_per_minute <= 0:
+            return None
+        return self.quotas.check(req.tenant, req.tokens_per_minute, self.clock())
+
+    def charge(self, req: FlowRequest, tokens: int) -> None:
+        """Charge an answer's tokens (prompt + completion) to its tenant's quota."""
+        self.quotas.charge(req.tenant, req.tokens_per_minute, tokens, self.clock())
+
+    def kick(self) -> None:
+        """Re-evaluate the queue (endpoints or their load changed)."""
+        if self._queue:
+            self._pump()
+
+    # -- internals ----------------------------------------------------------------------------------
+    def _check_quota(self, req: FlowRequest) -> None:
+        state = self.quotas.check(req.tenant, req.tokens_per_minute, self.clock())
+        if state.retry_after_s > 0:
+            self.metrics.flow_shed(req.priority, req.tenant, "tokens_quota")
+            raise Rejected(
+                429,
+                "tokens_quota",
+                f"Token quota exceeded: {req.tokens_per_minute} tokens per minute for this API key.",
+                max(1, math.ceil(state.retry_after_s)),
+                state.headers(),
+            )
+
+    def _place(self, req: FlowRequest, exclude: frozenset[str], waited_s: float) -> Lease | None:
+        """Pick among live endpoints with a free slot, or None."""
+        now = self.clock()
+        usable: list[EndpointView] = []
+        for view in self.pool.eligible(exclude):
+            if req.candidates is not None and view.id not in req.candidates:
+                continue
+            st = self.pool.get(view.id)
+            if st is None:
+                continue
+            free = capacity.free_slots(
+                st.load, st.inflight, now, self.config.load_stale_s, self.config.replica_queue
+            )
+            if free is None or free > 0:
+                usable.append(view)
+        if not usable:
+            return None
+        self._seq += 1
+        pick = self.strategy.pick(usable, PickContext(seq=self._seq, key=req.affinity_key, rng=self.rng))
+        self.pool.acquire(pick.endpoint)
+        self.metrics.flow_dispatched(req.priority, req.tenant, waited_s)
+        return Lease(self, req, pick.endpoint, pick.reason, waited_s)
+
+    def _enqueue(self, req: FlowRequest, exclude: frozenset[str], requeue: bool) -> _Waiter:
+        ready = self.pool.has_ready()
+        fut: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(req, exclude, fut, self.clock(), held=not ready)
+        admit = self._queue.push(waiter, req.tenant, req.priority, req.weight, req.size_bytes, front=requeue)
+        if admit.entry is None:
+            self.metrics.flow_shed(req.priority, req.tenant, "queue_full")
+            raise self._full(ready)
+        waiter.entry = admit.entry
+        self._count_in(waiter)
+        if admit.shed is not None:
+            victim = admit.shed.item
+            self._count_out(victim)
+            self.metrics.flow_shed(victim.req.priority, victim.req.tenant, "shed")
+            if not victim.fut.done():
+                victim.fut.set_exception(
+                    Rejected(
+                        429,
+                        "shed",
+                        "The router is saturated and shed this lower-priority request; retry later.",
+                        self._retry_after(),
+                    )
+                )
+        return waiter
+
+    async def _wait(self, req: FlowRequest, exclude: frozenset[str], requeue: bool) -> Lease:
+        waiter = self._enqueue(req, exclude, requeue)
+        limit_s = self.config.hold_timeout_s if waiter.held else self.config.queue_timeout_s
+        deadline = waiter.enqueued + limit_s
+        if req.deadline is not None:
+            deadline = min(deadline, req.deadline)
+        self._pump()
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await asyncio.shield(waiter.fut)
+        except TimeoutError:
+            self._leave(waiter)
+            if waiter.fut.done() and not waiter.fut.cancelled() and waiter.fut.exception() is None:
+                return waiter.fut.result()  # placed at the last moment: take it
+            self.metrics.flow_shed(req.priority, req.tenant, "timeout")
+            raise self._timed_out() from None
+        except asyncio.CancelledError:
+            self._leave(waiter)
+            if waiter.fut.done() and not waiter.fut.cancelled() and waiter.fut.exception() is None:
+                waiter.fut.result().release()  # the client left after we placed it: give the slot back
+            raise
+
+    def _leave(self, waiter: _Waiter) -> None:
+        if waiter.entry is not None and waiter.entry.alive:
+            self._queue.remove(waiter.entry)
+            self._count_out(waiter)
+
+    def _count_in(self, waiter: _Waiter) -> None:
+        self.metrics.flow_queued(waiter.req.priority, waiter.req.tenant, 1)
+        if waiter.held:
+            self.pending += 1
+            self.metrics.set_pending(self.pending)
+
+    def _count_out(self, waiter: _Waiter) -> None:
+        self.metrics.flow_queued(waiter.req.priority, waiter.req.tenant, -1)
+        if waiter.held:
+            waiter.held = False
+            self.pending -= 1
+            self.metrics.set_pending(self.pending)
+
+    def _pump(self) -> None:
+        """Hand leases to waiters in dispatch order while endpoints have free slots."""
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            for _ in range(self.config.max_queued + 1):  # bounded: each round places one or stops
+                if not self._place_one():
+                    break
+        finally:
+            self._pumping = False
+        self._arm_ticker()
+
+    def _place_one(self) -> bool:
+        head = self._queue.head()
+        if head is None:
+            return False
+        if self._try(head):
+            return True
+        if head.item.req.candidates is None and not head.item.exclude:
+            return False  # the head is unconstrained: nobody behind it fits either
+        return any(self._try(entry) for entry in list(self._queue.ordered())[1:])
+
+    def _try(self, entry: Entry[_Waiter]) -> bool:
+        waiter = entry.item
+        if waiter.fut.done():  # cancelled meanwhile
+            self._leave(waiter)
+            return True
+        now = self.clock()
+        lease = self._place(waiter.req, waiter.exclude, now - waiter.enqueued)
+        if lease is None:
+            return False
+        self._queue.remove(entry, served=True)
+        self._count_out(waiter)
+        waiter.fut.set_result(lease)
+        return True
+
+    def _arm_ticker(self) -> None:
+        """While requests wait, re-evaluate periodically: busy marks and stale reports expire silently."""
+        if not self._queue or self._ticker is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._ticker = loop.call_later(self.config.tick_s, self._tick)
+
+    def _tick(self) -> None:
+        self._ticker = None
+        self._pump()
+
+    def released(self) -> None:
+        """A lease ended (called by `Lease.release`)."""
+        self._rate.add(self.clock())
+
+    def _retry_after(self) -> int:
+        """Seconds for the queue to drain at the recent completion rate, clamped to [1, 60]."""
+        rate = self._rate.per_s(self.clock())
+        if rate <= 0:
+            return self.config.hold_retry_after_s
+        return int(min(60, max(1, math.ceil((len(self._queue) + 1) / rate))))
+
+    def _full(self, ready: bool) -> Rejected:
+        if not ready:
+            return Rejected(
+                429,
+                "no_replica_queue_full",
+                "No replica is ready yet and the hold queue is full; retry later.",
+                self.config.hold_retry_after_s,
+            )
+        return Rejected(
+            429,
+            "queue_full",
+            f"Every replica is at capacity and {len(self._queue)} requests are already waiting; retry later.",
+            self._retry_after(),
+        )
+
+    def _timed_out(self) -> Rejected:
+        if not self.pool.has_ready():
+            return Rejected(
+                503,
+                "no_replica_ready",
+                f"No replica became ready within {self.config.hold_timeout_s:g}s (the service may be "
+                "scaling from zero); retry later.",
+                self.config.hold_retry_after_s,
+            )
+        return Rejected(
+            429,
+            "queue_timeout",
+            "Every replica stayed at capacity until this request's deadline; retry later.",
+            self._retry_after(),
+        )
