@@ -7,7 +7,7 @@ the router's shared core (see `core_adapter.py`). Endpoint ids here are the gate
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +25,7 @@ class Picked:
     endpoints: tuple[str, ...]  # primary first, then fallbacks (ip:port)
     reason: str
     held_s: float = 0.0
+    token: Any = None  # the core's handle on this request (its lease); handed back to served / finish
 
 
 class Refused(Exception):
@@ -48,12 +49,12 @@ class Picker(Protocol):
         counted in flight until `finish`."""
         ...
 
-    def served(self, picked: str, served: str) -> None:
-        """The gateway reports that `served` answered instead of `picked` (it fell back)."""
+    def served(self, picked: Picked, served: str) -> None:
+        """The gateway reports that `served` answered instead of the primary (it fell back)."""
         ...
 
-    def finish(self, endpoint: str, status: int | None) -> None:
-        """The exchange on `endpoint` ended: HTTP `status`, or None when no response was seen."""
+    def finish(self, picked: Picked, status: int | None) -> None:
+        """The exchange ended: HTTP `status`, or None when no response was seen."""
         ...
 
     def ready(self) -> bool:

@@ -40,7 +40,8 @@ class _Exchange:
     body: bytearray = field(default_factory=bytearray)
     subset: frozenset[str] | None = None
     decided: bool = False
-    endpoint: str | None = None  # the primary we were charged for
+    picked: Picked | None = None  # what the core gave us (released in _finish)
+    endpoint: str | None = None  # where the gateway sends it: the primary, or the fallback that served
     served: str | None = None
     status: int | None = None
     finished: bool = False
@@ -133,6 +134,7 @@ class ExtProcStream:
             yield r.immediate(ref.status, ref.message, ref.kind, ref.code, retry_after_s=ref.retry_after_s)
             return
         self.metrics.pick_seconds.observe(time.perf_counter() - t0)
+        x.picked = picked
         x.endpoint = picked.endpoints[0]
         self.metrics.picks.inc()
         yield r.route_to(picked.endpoints, {r.REQUEST_ID_HEADER: rid})
@@ -148,8 +150,8 @@ class ExtProcStream:
     def _observe_served(self, req: pb.ProcessingRequest) -> None:
         x = self.x
         served = served_endpoint(req)
-        if served and x.endpoint and served != x.endpoint and x.served is None:
-            self.picker.served(x.endpoint, served)
+        if served and x.picked and served != x.endpoint and x.served is None:
+            self.picker.served(x.picked, served)
             self.metrics.fallbacks.inc()
             x.endpoint = served
         if served:
@@ -158,6 +160,6 @@ class ExtProcStream:
     def _finish(self) -> None:
         x = self.x
         x.finished = True
-        if x.endpoint is not None:
-            endpoint, x.endpoint = x.endpoint, None
-            self.picker.finish(endpoint, x.status)
+        if x.picked is not None:
+            picked, x.picked = x.picked, None
+            self.picker.finish(picked, x.status)

@@ -42,11 +42,12 @@ class ScriptedPicker:
             raise Refused(503, "no eligible endpoint", "no_endpoint")
         return Picked(tuple(pool), "scripted")
 
-    def served(self, picked: str, served: str) -> None:
-        self.moved.append((picked, served))
+    def served(self, picked: Picked, served: str) -> None:
+        self.moved.append((picked.endpoints[0], served))
+        self.last_served = served
 
-    def finish(self, endpoint: str, status: int | None) -> None:
-        self.finished.append((endpoint, status))
+    def finish(self, picked: Picked, status: int | None) -> None:
+        self.finished.append((getattr(self, "last_served", picked.endpoints[0]), status))
 
     def ready(self) -> bool:
         return True
