@@ -67,11 +67,21 @@ def _ext_proc(epp_port: int, fail_open: bool, tls: bool, response_body: bool) ->
     }
 
 
+# Envoy's defaults (1024 requests, 3 concurrent retries) would shed a burst or a failover; GAIE's e2e
+# config lifts them the same way.
+CIRCUIT_BREAKERS = {
+    "thresholds": [
+        {"max_connections": 40000, "max_pending_requests": 40000, "max_requests": 40000, "max_retries": 1024}
+    ]
+}
+
+
 def _pool_cluster(name: str, pool: list[str], override: bool) -> dict[str, Any]:
     cluster: dict[str, Any] = {
         "name": name,
         "type": "STATIC",
         "connect_timeout": "1s",
+        "circuit_breakers": CIRCUIT_BREAKERS,
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _addr(hp)}} for hp in pool]}],
@@ -118,6 +128,7 @@ def _epp_cluster(epp_port: int, tls: bool) -> dict[str, Any]:
         "name": "epp",
         "type": "STATIC",
         "connect_timeout": "1s",
+        "circuit_breakers": CIRCUIT_BREAKERS,
         "load_assignment": {
             "cluster_name": "epp",
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _addr(f"127.0.0.1:{epp_port}")}}]}],
@@ -187,6 +198,7 @@ def render_config(
                 "type": "ORIGINAL_DST",
                 "lb_policy": "CLUSTER_PROVIDED",
                 "connect_timeout": "1s",
+                "circuit_breakers": CIRCUIT_BREAKERS,
                 "original_dst_lb_config": {
                     "use_http_header": True,
                     "http_header_name": "x-gateway-destination-endpoint",
@@ -237,6 +249,13 @@ class EnvoyProc:
             return httpx.get(f"http://127.0.0.1:{self.admin_port}/ready", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
+
+    def stat(self, name: str) -> int:
+        for line in self.stats().splitlines():
+            key, _, value = line.partition(": ")
+            if key == name:
+                return int(value)
+        return 0
 
     def stats(self) -> str:
         return httpx.get(f"http://127.0.0.1:{self.admin_port}/stats", timeout=5).text

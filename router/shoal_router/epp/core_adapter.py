@@ -67,7 +67,11 @@ class _Ticket:
 
 class DispatcherPicker:
     def __init__(
-        self, dispatcher: Dispatcher, pool: EndpointPool, fallbacks: int = 0, objectives: Mapping[str, int] = {}
+        self,
+        dispatcher: Dispatcher,
+        pool: EndpointPool,
+        fallbacks: int = 0,
+        objectives: Mapping[str, int] = {},
     ) -> None:
         self.dispatcher = dispatcher
         self.pool = pool

@@ -48,10 +48,14 @@ def _metrics_app(router: Router) -> web.Application:
 
     async def metrics(request: web.Request) -> web.Response:
         _update_endpoint_states(router)
-        return web.Response(body=router.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"})
+        return web.Response(
+            body=router.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"}
+        )
 
     async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "synced": router.pool.synced, "pending": router.dispatcher.pending})
+        return web.json_response(
+            {"status": "ok", "synced": router.pool.synced, "pending": router.dispatcher.pending}
+        )
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)
@@ -68,7 +72,9 @@ def _background(router: Router, cfg: EppConfig) -> list[asyncio.Task[None]]:
     return tasks
 
 
-async def serve(cfg: EppConfig, stop: asyncio.Event | None = None, on_ready: Callable[[], None] | None = None) -> None:
+async def serve(
+    cfg: EppConfig, stop: asyncio.Event | None = None, on_ready: Callable[[], None] | None = None
+) -> None:
     router = build_router(cfg.core)
     router.pool.clock = asyncio.get_running_loop().time
     router.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60))
