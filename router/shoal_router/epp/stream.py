@@ -21,7 +21,7 @@ from shoal_router.epp import responses as r
 from shoal_router.epp.body import BodyError, echo_chunks, parse_body
 from shoal_router.epp.messages import header_map, response_status, served_endpoint, subset_hint
 from shoal_router.epp.metrics import EppMetrics
-from shoal_router.epp.picking import Picker, PickRequest, Refused
+from shoal_router.epp.picking import Picked, Picker, PickRequest, Refused
 
 log = logging.getLogger("shoal_router.epp")
 

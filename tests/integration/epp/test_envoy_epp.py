@@ -115,10 +115,11 @@ def test_subset_of_one_endpoint_is_honoured_and_picks_follow_the_header(started)
         )
     per = [httpx.get(r.url + "/metrics").text for r in reps]
     totals = [
-        sum(float(line.rsplit(" ", 1)[1]) for line in t.splitlines() if line.startswith("shoal_server_requests_total"))
-        for t in per
-    ]
-        sum(float(l.rsplit(" ", 1)[1]) for l in t.splitlines() if l.startswith("shoal_server_requests_total"))
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in t.splitlines()
+            if line.startswith("shoal_server_requests_total")
+        )
         for t in per
     ]
     assert totals == [3.0, 3.0]  # round-robin as the EPP decided, not Envoy's own balancing
