@@ -47,12 +47,12 @@ def served_endpoint(req: pb.ProcessingRequest) -> str | None:
     if METADATA_NAMESPACE in ns:
         value = _struct_field(ns[METADATA_NAMESPACE], SERVED_KEY)
         if value is not None and value.string_value:
-            return value.string_value
+            return str(value.string_value)
     attrs = req.attributes
     if EXT_PROC_ATTRIBUTES in attrs:
         value = _struct_field(attrs[EXT_PROC_ATTRIBUTES], "upstream.address")
         if value is not None and value.string_value:
-            return value.string_value
+            return str(value.string_value)
     return None
 
 

@@ -113,7 +113,7 @@ def immediate(
         headers.append(_header("retry-after", str(max(1, retry_after_s))))
     return pb.ProcessingResponse(
         immediate_response=pb.ImmediateResponse(
-            status=http_status_pb2.HttpStatus(code=status),  # type: ignore[arg-type]
+            status=http_status_pb2.HttpStatus(code=status),
             headers=pb.HeaderMutation(set_headers=headers),
             body=error_body(message, kind, code, param),
             details=f"shoal_epp_{code}",
