@@ -4,6 +4,7 @@ operator reports a clear condition while the InferencePool CRD is absent."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -32,6 +33,11 @@ def _isvc(name: str, routing: dict[str, Any]) -> dict[str, Any]:
             "routing": routing,
         },
     }
+
+
+def _get(k: Kubectl, kind: str, name: str) -> dict[str, Any] | None:
+    out = k.run("get", kind, name, "--ignore-not-found", "-o", "json")
+    return json.loads(out) if out.strip() else None
 
 
 def _condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
@@ -102,7 +108,7 @@ def _route(name: str, pool: str) -> list[dict[str, Any]]:
 def test_operator_renders_a_pool_the_api_server_accepts(gw_kubectl: Kubectl, namespace: str, operator: Path):
     k = gw_kubectl.ns(namespace)
     k.apply(_isvc("chat", {"mode": "Gateway", "failureMode": "FailOpen", "strategy": "PrefixLoad"}))
-    pool = eventually(lambda: k.get("inferencepool", "chat"), timeout=60, desc="InferencePool chat")
+    pool = eventually(lambda: _get(k, "inferencepool", "chat"), timeout=60, desc="InferencePool chat")
     spec = pool["spec"]
     assert (
         spec["endpointPickerRef"]
@@ -118,12 +124,12 @@ def test_operator_renders_a_pool_the_api_server_accepts(gw_kubectl: Kubectl, nam
     assert spec["targetPorts"] == [{"number": 8000}]
     assert spec["selector"]["matchLabels"]["app.kubernetes.io/component"] == "model-server"
     for kind in ("deployment", "service", "serviceaccount", "role", "rolebinding"):
-        assert k.get(kind, "chat-epp") is not None, kind
-    dep = k.get("deployment", "chat-epp")
+        assert _get(k, kind, "chat-epp") is not None, kind
+    dep = _get(k, "deployment", "chat-epp")
     assert dep["spec"]["template"]["spec"]["containers"][0]["command"][:2] == ["shoal", "epp"]
 
     def routed() -> dict[str, Any]:
-        obj = k.get("infsvc", "chat")
+        obj = _get(k, "infsvc", "chat")
         st = (obj or {}).get("status") or {}
         assert st.get("routing", {}).get("inferencePool") == "chat", st
         return st
@@ -134,7 +140,7 @@ def test_operator_renders_a_pool_the_api_server_accepts(gw_kubectl: Kubectl, nam
     # An HTTPRoute whose backend is the pool validates against the real Gateway API CRDs.
     for obj in _route("chat", "chat"):
         k.apply(obj)
-    route = k.get("httproute", "chat")
+    route = _get(k, "httproute", "chat")
     assert route["spec"]["rules"][0]["backendRefs"][0]["kind"] == "InferencePool"
     # The real CRD validates: a bad failureMode is refused by the API server.
     bad = {**pool, "metadata": {"name": "bad"}}
@@ -145,8 +151,8 @@ def test_operator_renders_a_pool_the_api_server_accepts(gw_kubectl: Kubectl, nam
 
     # Back to Router mode: the pool and the picker go.
     k.apply(_isvc("chat", {"mode": "Router"}))
-    eventually(lambda: k.get("inferencepool", "chat") is None, timeout=60, desc="InferencePool removed")
-    eventually(lambda: k.get("deployment", "chat-epp") is None, timeout=60, desc="EPP removed")
+    eventually(lambda: _get(k, "inferencepool", "chat") is None, timeout=60, desc="InferencePool removed")
+    eventually(lambda: _get(k, "deployment", "chat-epp") is None, timeout=60, desc="EPP removed")
 
 
 def test_operator_reports_a_missing_pool_crd(gw_kubectl: Kubectl, namespace: str, operator: Path):
@@ -158,21 +164,21 @@ def test_operator_reports_a_missing_pool_crd(gw_kubectl: Kubectl, namespace: str
         k.apply(_isvc("nopool", {"mode": "Gateway"}))
 
         def degraded() -> dict[str, Any]:
-            cond = _condition(k.get("infsvc", "nopool"), "Degraded")
+            cond = _condition(_get(k, "infsvc", "nopool"), "Degraded")
             assert cond and cond["status"] == "True" and cond["reason"] == "InferencePoolCRDMissing", cond
             return cond
 
         cond = eventually(degraded, timeout=60, desc="Degraded=InferencePoolCRDMissing")
         assert "gatewayAPI.installCRDs" in cond["message"]
-        assert k.get("deployment", "nopool-epp") is not None  # the rest is still rendered
+        assert _get(k, "deployment", "nopool-epp") is not None  # the rest is still rendered
     finally:
         paths = gateway_crds.fetch(gateway_crds.GAIE)
         gw_kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(paths[0]))
         gw_kubectl.run("wait", "--for=condition=Established", "--timeout=60s", f"crd/{POOL_CRD}")
 
     def recovered() -> bool:
-        cond = _condition(k.get("infsvc", "nopool"), "Degraded")
+        cond = _condition(_get(k, "infsvc", "nopool"), "Degraded")
         assert cond and cond["status"] == "False", cond
-        return k.get("inferencepool", "nopool") is not None
+        return _get(k, "inferencepool", "nopool") is not None
 
     eventually(recovered, timeout=60, desc="the pool once the CRD is back")
