@@ -107,3 +107,25 @@ def test_crd_missing_is_detected_only_for_the_pool():
     assert gateway.crd_missing({"kind": "InferencePool"}, 404)
     assert not gateway.crd_missing({"kind": "Deployment"}, 404)
     assert not gateway.crd_missing({"kind": "InferencePool"}, 422)
+
+
+def test_chart_installs_the_pool_crd_only_when_asked():
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    import yaml
+
+    helm = shutil.which("helm") or str(Path.home() / ".cache" / "shoal" / "bin" / "helm")
+    chart = Path(__file__).resolve().parents[3] / "charts" / "shoal"
+
+    def crds(*flags: str) -> list[str]:
+        out = subprocess.run(
+            [helm, "template", "t", str(chart), *flags], capture_output=True, text=True, check=True
+        )
+        docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+        return [d["metadata"]["name"] for d in docs if d["kind"] == "CustomResourceDefinition"]
+
+    assert "inferencepools.inference.networking.k8s.io" not in crds()
+    on = crds("--set", "gatewayAPI.installCRDs=true")
+    assert on == ["inferencepools.inference.networking.k8s.io"]
