@@ -525,5 +525,7 @@ def create_app(state: ServerState) -> FastAPI:
 
 
 def build_asgi(state: ServerState) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-    """The app wrapped in the request-id middleware (what uvicorn serves)."""
-    return RequestIdMiddleware(create_app(state))
+    """The app wrapped in the request-id and load-report middlewares (what uvicorn serves)."""
+    from shoal_server.load import LoadMiddleware
+
+    return LoadMiddleware(RequestIdMiddleware(create_app(state)), state)

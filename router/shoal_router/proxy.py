@@ -1,24 +1,26 @@
-"""The request path: auth, rate limit, hold while no replica is ready, pick, forward, stream back, retry.
+"""The HTTP front end over the flow-control core: auth, rate limit, then `Dispatcher.acquire` (which
+queues while every replica is full or none is ready), forward, stream back, report, retry.
 
 Streaming-first: request bodies are read once (they are bounded and needed for retries and prefix
 hashing); responses are never buffered. Each upstream chunk is written to the client as it arrives and the
 write awaits the socket's drain, so a slow client slows the upstream read (backpressure).
 
-A retry on another replica happens only before the first byte reaches the client: connect errors, a
-dropped connection before response headers, and 429/502/503 answers (drained unread). Once the response
-has started it is committed: an upstream failure mid-stream aborts the client connection so the client
-sees a truncated transfer, never a silently different answer.
+A retry happens only before the first byte reaches the client. A 429 means the replica is alive but full:
+the request goes back into the router's queue (keeping its turn) until a slot frees or its deadline
+passes, and is never sent to an ejected replica. A refused or reset connection ejects the replica and the
+request is retried elsewhere; 502/503/504 answers are retried on another replica (drained unread). Once
+the response has started it is committed: an upstream failure mid-stream aborts the client connection so
+the client sees a truncated transfer, never a silently different answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -28,7 +30,7 @@ from multidict import CIMultiDict
 from shoal_router import frontdoor
 from shoal_router.auth import ApiKeys
 from shoal_router.config import RouterConfig
-from shoal_router.flow.capacity import LOAD_HEADERS, parse_load_headers
+from shoal_router.flow.capacity import parse_load_headers
 from shoal_router.flow.dispatcher import Dispatcher
 from shoal_router.flow.lease import Lease
 from shoal_router.flow.model import FlowRequest, Outcome, Rejected
@@ -36,28 +38,18 @@ from shoal_router.flow.usage import UsageCounter
 from shoal_router.limits import RateLimiter, RetryBudget
 from shoal_router.metrics import RouterMetrics
 from shoal_router.prompt import prompt_prefix
+from shoal_router.wire import (
+    CLIENT_CLOSED,
+    GATEWAY_FAILURE_STATUS,
+    RequestLog,
+    copy_headers,
+    error_response,
+    upstream_headers,
+)
 
 access_log = logging.getLogger("shoal_router.access")
 log = logging.getLogger("shoal_router.proxy")
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
-REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "expect"}
-_LOAD_HEADERS = frozenset(h.lower() for h in LOAD_HEADERS)  # replica internals: not for clients
-GATEWAY_FAILURE_STATUS = frozenset({502, 503, 504})  # count towards outlier ejection (not 429, not 500)
-CLIENT_CLOSED = 499
 _UPSTREAM_BROKEN = (
     aiohttp.ClientPayloadError,
     aiohttp.ServerDisconnectedError,
@@ -65,31 +57,6 @@ _UPSTREAM_BROKEN = (
     aiohttp.SocketTimeoutError,
     TimeoutError,
 )
-
-
-def error_response(
-    status: int, message: str, kind: str, code: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    """An OpenAI-shaped error body, so SDKs surface the message."""
-    body = json.dumps({"error": {"message": message, "type": kind, "code": code}})
-    return web.Response(status=status, text=body, content_type="application/json", headers=headers)
-
-
-@dataclass(slots=True)
-class RequestLog:
-    request_id: str
-    method: str
-    path: str
-    status: int = 0
-    endpoint: str = ""
-    attempts: int = 0
-    key_id: str = ""
-    held_ms: float = 0.0
-    ttfb_ms: float = 0.0
-    bytes_out: int = 0
-    error: str = ""
-    pick: str = ""
-    tried: list[str] = field(default_factory=list)
 
 
 class _Retry(Exception):
@@ -230,7 +197,7 @@ class Proxy:
     async def _dispatch(
         self, request: web.Request, req: FlowRequest, body: bytes, entry: RequestLog, start: float
     ) -> web.StreamResponse:
-        headers = self._upstream_headers(request, entry.request_id)
+        headers = upstream_headers(request, entry.request_id, drop_auth=self.keys.enabled)
         last: _Retry | None = None
         requeue = False
         for _ in range(10_000):  # bounded: every pass either answers, or waits in the queue (deadline)
@@ -286,20 +253,6 @@ class Proxy:
         entry.error = last.reason
         message = f"No replica could serve the request ({last.reason})."
         return error_response(last.status or 502, message, "server_error", "upstream_unavailable")
-
-    def _upstream_headers(self, request: web.Request, rid: str) -> CIMultiDict[str]:
-        out: CIMultiDict[str] = CIMultiDict()
-        drop_auth = self.keys.enabled  # the key is the router's; do not hand it to the replicas
-        for name, value in request.headers.items():
-            lname = name.lower()
-            if lname in REQUEST_DROP or (drop_auth and lname in ("authorization", "api-key")):
-                continue
-            out.add(name, value)
-        out["X-Request-ID"] = rid
-        if request.remote:
-            prior = request.headers.get("X-Forwarded-For")
-            out["X-Forwarded-For"] = f"{prior}, {request.remote}" if prior else request.remote
-        return out
 
     async def _attempt(
         self,
@@ -390,11 +343,11 @@ class Proxy:
             # The whole body came in one piece (a small JSON answer): one write, one syscall. Nothing is
             # held back to do this; a longer body takes the streaming path below.
             small = web.Response(status=upstream.status, reason=upstream.reason, body=first)
-            self._copy_headers(upstream, small, entry, drop_length=True)
+            copy_headers(upstream, small, entry.request_id, drop_length=True)
             self._charge(lease, usage, small)
             return small
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        self._copy_headers(upstream, response, entry, drop_length=False)
+        copy_headers(upstream, response, entry.request_id, drop_length=False)
         self._quota_headers(lease, response)
         # committed from here on: nothing is retried
         try:
@@ -431,17 +384,6 @@ class Proxy:
         state = self.dispatcher.quota(lease.request)
         if state is not None:
             response.headers.update(state.headers())
-
-    @staticmethod
-    def _copy_headers(
-        upstream: aiohttp.ClientResponse, response: web.StreamResponse, entry: RequestLog, drop_length: bool
-    ) -> None:
-        for name, value in upstream.headers.items():
-            lname = name.lower()
-            if lname in HOP_BY_HOP or lname in _LOAD_HEADERS or (drop_length and lname == "content-length"):
-                continue
-            response.headers.add(name, value)
-        response.headers["X-Request-ID"] = entry.request_id
 
     # for tests and debugging
     def describe(self) -> dict[str, Any]:
