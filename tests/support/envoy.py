@@ -129,6 +129,21 @@ def _epp_cluster(epp_port: int, tls: bool) -> dict[str, Any]:
         "type": "STATIC",
         "connect_timeout": "1s",
         "circuit_breakers": CIRCUIT_BREAKERS,
+        # A gateway health-checks its EPP: once the EPP is down the request fails before its body streams to
+        # it, which FailOpen needs (a FULL_DUPLEX_STREAMED body already handed to a dead EPP cannot be
+        # replayed). Panic routing off, so "no healthy EPP" is immediate.
+        "health_checks": [
+            {
+                "timeout": "0.5s",
+                "interval": "0.25s",
+                "no_traffic_interval": "0.25s",
+                "no_traffic_healthy_interval": "0.25s",
+                "unhealthy_threshold": 1,
+                "healthy_threshold": 1,
+                "tcp_health_check": {},
+            }
+        ],
+        "common_lb_config": {"healthy_panic_threshold": {"value": 0}},
         "load_assignment": {
             "cluster_name": "epp",
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _addr(f"127.0.0.1:{epp_port}")}}]}],

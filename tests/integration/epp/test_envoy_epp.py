@@ -94,9 +94,9 @@ def test_fail_open_falls_back_to_the_pool_when_the_epp_is_gone(started):
     envoy = started.envoy(pool=[r.hostport for r in reps], mode="pool", epp_port=epp.port, fail_open=True)
     assert httpx.post(envoy.url + "/v1/chat/completions", json=chat("a"), timeout=30).status_code == 200
     epp.kill()
-    # FailOpen covers an unreachable EPP; a request already streaming its body to the EPP when it dies
-    # cannot be replayed (FULL_DUPLEX_STREAMED), so wait until Envoy has seen the connection go.
-    wait_for(lambda: envoy.stat("cluster.epp.upstream_cx_active") == 0, 10, "Envoy noticed the EPP is gone")
+    # FailOpen covers an unreachable EPP: wait for the gateway's health check to mark it down (a request
+    # whose body already streamed to the EPP when it died cannot be replayed in FULL_DUPLEX_STREAMED).
+    wait_for(lambda: envoy.stat("cluster.epp.membership_healthy") == 0, 10, "Envoy marked the EPP down")
     for i in range(4):
         r = httpx.post(envoy.url + "/v1/chat/completions", json=chat(f"b{i}"), timeout=30)
         assert r.status_code == 200, r.text
