@@ -19,6 +19,7 @@ COMPONENT_CLIS: tuple[str, ...] = (
     "shoal_server.model_cli",  # model
     "shoal_server.cli",  # model-server
     "shoal_router.cli",  # router
+    "shoal_router.epp.cli",  # epp (the router's core behind Envoy ext_proc)
     "shoal_batch.cli",  # batch
     "shoal_sandbox.demo_cli",  # demo
 )

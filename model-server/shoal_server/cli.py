@@ -56,6 +56,12 @@ def register(subparsers: Any) -> None:
     sim.add_argument(
         "--sim-batch-overhead", type=float, default=0.1, help="step slowdown per extra sequence in the batch"
     )
+    sim.add_argument(
+        "--sim-prefix-cache-tokens",
+        type=int,
+        default=0,
+        help="simulated automatic prefix cache capacity in tokens, LRU (0: off); prefill skips cached blocks",
+    )
     p.set_defaults(handler=_main)
 
 
@@ -86,5 +92,6 @@ def _main(args: argparse.Namespace) -> int:
         sim_max_batch=args.sim_max_batch,
         sim_startup_s=args.sim_startup_s,
         sim_batch_overhead=args.sim_batch_overhead,
+        sim_prefix_cache_tokens=args.sim_prefix_cache_tokens,
     )
     return run(cfg)

@@ -26,6 +26,7 @@ class ServerConfig:
     sim_max_batch: int = 16
     sim_startup_s: float = 0.0
     sim_batch_overhead: float = 0.1
+    sim_prefix_cache_tokens: int = 0
 
     def max_model_len(self, default: int) -> int:
         value = self.engine_args.get("max-model-len") or self.engine_args.get("max_model_len")

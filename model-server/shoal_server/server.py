@@ -31,6 +31,7 @@ def build_engine(cfg: ServerConfig) -> Engine:
             decode_tokens_per_s=cfg.sim_decode_tokens_per_s,
             max_batch=cfg.sim_max_batch,
             batch_overhead=cfg.sim_batch_overhead,
+            prefix_cache_tokens=cfg.sim_prefix_cache_tokens,
             startup_s=cfg.sim_startup_s,
         )
         return SimEngine(cfg.served_model_name, timing, max_model_len=cfg.max_model_len(2048))

@@ -327,12 +327,18 @@ class RateLimit(_Model):
 
 
 class RoutingSpec(_Model):
-    mode: Literal["Router", "Service"] = Field(
+    mode: Literal["Router", "Service", "Gateway"] = Field(
         default="Router",
-        description="Router: an LLM-aware router in front of the pods; Service: the Service targets the pods.",
+        description="Router: an LLM-aware router in front of the pods; Service: the Service targets the pods; "
+        "Gateway: an InferencePool for your Gateway API gateway, with shoal's endpoint picker (docs/gateway.md).",
     )
-    strategy: Literal["LeastLoad", "PrefixHash", "RoundRobin"] = "LeastLoad"
-    replicas: int = Field(default=1, ge=1, le=100, description="Router replicas.")
+    strategy: Literal["LeastLoad", "PrefixHash", "PrefixLoad", "RoundRobin"] = "LeastLoad"
+    replicas: int = Field(default=1, ge=1, le=100, description="Router (or endpoint picker) replicas.")
+    failure_mode: Literal["FailClose", "FailOpen"] = Field(
+        default="FailClose",
+        description="Gateway mode: what the gateway does when the endpoint picker is unreachable "
+        "(FailClose: answer 5xx; FailOpen: forward to any pod of the pool).",
+    )
     api_keys_secret: str | None = Field(
         default=None,
         max_length=253,
@@ -369,8 +375,9 @@ class InferenceServiceSpec(_Model):
     model_config = ConfigDict(
         json_schema_extra=cel(
             (
-                "!self.autoscaling.scaleToZero.enabled || self.routing.mode == 'Router'",
-                "autoscaling.scaleToZero needs routing.mode: Router (the router holds requests while a replica starts)",
+                "!self.autoscaling.scaleToZero.enabled || self.routing.mode != 'Service'",
+                "autoscaling.scaleToZero needs routing.mode: Router or Gateway (the router or the endpoint picker "
+                "holds requests while a replica starts)",
             ),
             (
                 "!has(self.engine.sim) || self.engine.kind == 'sim'",
@@ -408,6 +415,14 @@ class AutoscalerStatus(_Model):
     last_decision: ScaleDecision | None = None
 
 
+class RoutingStatus(_Model):
+    mode: str = ""
+    inference_pool: str | None = Field(default=None, description="Gateway mode: the InferencePool's name.")
+    endpoint_picker: str | None = Field(
+        default=None, description="Gateway mode: the endpoint picker's Service (host:port)."
+    )
+
+
 class InferenceServiceStatus(_Model):
     conditions: list[Condition] = Field(
         default_factory=list,
@@ -421,6 +436,7 @@ class InferenceServiceStatus(_Model):
     url: str | None = None
     observed_generation: int | None = None
     autoscaler: AutoscalerStatus | None = None
+    routing: RoutingStatus | None = None
 
 
 class InferenceService(_Model):

@@ -37,6 +37,7 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "KopfPeering": ("/apis/kopf.dev/v1", "kopfpeerings"),
     "ClusterKopfPeering": ("/apis/kopf.dev/v1", "clusterkopfpeerings"),
     "Lease": ("/apis/coordination.k8s.io/v1", "leases"),
+    "InferencePool": ("/apis/inference.networking.k8s.io/v1", "inferencepools"),
 }
 CLUSTER_SCOPED = {"ClusterKopfPeering"}
 

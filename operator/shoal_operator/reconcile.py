@@ -21,7 +21,7 @@ from shoal_operator import apply as ssa
 from shoal_operator import conditions as cond
 from shoal_operator import status as status_mod
 from shoal_operator.api import InferenceService
-from shoal_operator.builders import BuildOptions, desired_children
+from shoal_operator.builders import BuildOptions, desired_children, gateway
 from shoal_operator.builders.model_server import pvc_claim
 from shoal_operator.kube import ApiError, Kube, path_for
 from shoal_operator.metrics import OperatorMetrics
@@ -167,6 +167,11 @@ class Reconciler:
                     except ApiError as exc:
                         if exc.transient:
                             raise
+                        if gateway.crd_missing(obj, exc.status):
+                            observed.problems.append(
+                                status_mod.Problem("InferencePoolCRDMissing", gateway.CRD_MISSING_MESSAGE)
+                            )
+                            continue
                         # 4xx: the spec rendered into something the API server refuses (e.g. a bad
                         # toleration in the free-form scheduling fields). Report, do not retry hot.
                         self.metrics.error("apply_rejected")
@@ -188,9 +193,9 @@ class Reconciler:
                 observed.model = await self.kube.get(
                     path_for("Deployment", namespace, names.model_server_name(name))
                 )
-                if isvc.spec.routing.mode == "Router":
+                if isvc.spec.routing.mode != "Service":
                     observed.router = await self.kube.get(
-                        path_for("Deployment", namespace, names.router_name(name))
+                        path_for("Deployment", namespace, gateway.front_end_name(isvc))
                     )
             new_status = status_mod.compute(isvc, observed, opts)
             await self._write_status(body, isvc, new_status)

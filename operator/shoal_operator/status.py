@@ -8,7 +8,7 @@ from typing import Any
 
 from shoal_operator import conditions as cond
 from shoal_operator.api import InferenceService
-from shoal_operator.builders import BuildOptions, selector_string, url
+from shoal_operator.builders import BuildOptions, gateway, selector_string, url
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def compute(
     gen = isvc.generation
     previous = [c.dump() for c in isvc.status.conditions]
     model = rollout(observed.model)
-    router_mode = isvc.spec.routing.mode == "Router"
+    router_mode = isvc.spec.routing.mode != "Service"  # Gateway mode: the endpoint picker plays the router
     router = rollout(observed.router) if router_mode else None
     desired = isvc.spec.replicas
     endpoint = url(isvc, opts)
@@ -104,7 +104,7 @@ def compute(
         ready, ready_reason = False, "NoReplicaAvailable"
         ready_msg = f"0/{desired} replicas available (loading the model or waiting for a node)"
     elif router is not None and router.available < 1:
-        ready, ready_reason, ready_msg = False, "RouterNotReady", "the router has no available replica"
+        ready, ready_reason, ready_msg = gateway.front_end_not_ready(isvc)
     else:
         ready, ready_reason = True, "Serving"
         ready_msg = f"{model.ready}/{desired} replicas ready at {endpoint}"
@@ -150,4 +150,5 @@ def compute(
         "selector": selector_string(isvc),
         "url": endpoint,
         "observedGeneration": gen,
+        "routing": gateway.routing_status(isvc),
     }

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any
 
-STRATEGIES = ("LeastLoad", "PrefixHash", "RoundRobin")
+STRATEGIES = ("LeastLoad", "PrefixHash", "PrefixLoad", "RoundRobin")
 
 
 def register(subparsers: Any) -> None:

@@ -225,6 +225,16 @@ class Sandbox:
         for component in COMPONENTS[2:]:
             self._wait_healthy(component, ports, deadline)
         self._ensure_nodes(deadline)
+        self._ensure_gateway_crds(deadline)
+
+    def _ensure_gateway_crds(self, deadline: float) -> None:
+        """InferencePool and the Gateway API CRDs, always (Gateway-mode tests and demos need them)."""
+        from shoal_sandbox import gateway_crds
+
+        with self.api() as api:
+            gateway_crds.install(
+                api, gateway_crds.all_paths(), max(5.0, deadline - time.monotonic()), self.log
+            )
 
     def _ensure_ports(self) -> dict[str, int]:
         """Ports are chosen once and kept, so kubeconfigs and etcd's peer URL stay stable across restarts."""

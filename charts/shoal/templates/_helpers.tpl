@@ -93,6 +93,10 @@ Children are written by server-side apply (verbs create + patch), removed with d
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Gateway mode: the InferencePool each InferenceService renders (when the CRD is installed).
+- apiGroups: ["inference.networking.k8s.io"]
+  resources: ["inferencepools"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 {{- if .Values.rbac.podMonitors }}
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["podmonitors"]

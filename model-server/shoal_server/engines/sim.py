@@ -19,9 +19,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import generate_latest
+from prometheus_client import Counter, generate_latest
 
 from shoal_server.engines.base import Delta, Prompt, Sampling
+from shoal_server.engines.prefix_cache import PrefixCache
 from shoal_server.metrics import VllmCompatMetrics
 
 _TEXT = (
@@ -40,11 +41,18 @@ class SimTiming:
     batch_overhead: float = 0.1  # each extra sequence adds this fraction of a single-sequence step
     startup_s: float = 0.0
     kv_cache_tokens: int = 65536
+    prefix_cache_tokens: int = 0  # automatic prefix cache capacity (0: off); prefill skips cached blocks
 
     def __post_init__(self) -> None:
         if self.prefill_tokens_per_s <= 0 or self.decode_tokens_per_s <= 0:
             raise ValueError("simulated speeds must be > 0")
-        if self.max_batch < 1 or self.kv_cache_tokens < 1 or self.batch_overhead < 0 or self.startup_s < 0:
+        if (
+            self.max_batch < 1
+            or self.kv_cache_tokens < 1
+            or self.batch_overhead < 0
+            or self.startup_s < 0
+            or self.prefix_cache_tokens < 0
+        ):
             raise ValueError("invalid simulated engine settings")
 
     def decode_step_s(self, batch: int) -> float:
@@ -100,6 +108,18 @@ class SimEngine:
         self._running: list[_Seq] = []
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
+        self.prefix_cache = PrefixCache(timing.prefix_cache_tokens)
+        # vLLM's names: prompt tokens looked up in / found in the prefix cache
+        self.prefix_queries = Counter(
+            "vllm:prefix_cache_queries",
+            "Prompt tokens looked up in the prefix cache.",
+            registry=self.metrics.registry,
+        )
+        self.prefix_hits = Counter(
+            "vllm:prefix_cache_hits",
+            "Prompt tokens found in the prefix cache.",
+            registry=self.metrics.registry,
+        )
 
     async def start(self) -> None:
         if self.timing.startup_s:
@@ -180,18 +200,30 @@ class SimEngine:
                 await self._wake.wait()
             now = time.monotonic()
             joined = self._schedule()
+            prefill = 0
             for seq in joined:
                 seq.scheduled_at = now
                 self.metrics.queue_time.observe(now - seq.arrival)
                 self.metrics.prompt_tokens.inc(len(seq.prompt))
+                prefill += self._prefill_tokens(seq.prompt)
             self._update_gauges()
             batch = list(self._running)
-            await asyncio.sleep(self.timing.step_s(len(batch), sum(len(s.prompt) for s in joined)))
+            await asyncio.sleep(self.timing.step_s(len(batch), prefill))
             now = time.monotonic()
             for seq in batch:
                 if not seq.done:
                     self._emit_token(seq, now)
             self._update_gauges()
+
+    def _prefill_tokens(self, prompt: tuple[int, ...]) -> int:
+        """Prompt tokens to compute: the cached prefix is skipped (at least one token is always computed)."""
+        if self.timing.prefix_cache_tokens == 0:
+            return len(prompt)
+        cached = min(self.prefix_cache.lookup(prompt), max(0, len(prompt) - 1))
+        self.prefix_cache.insert(prompt)
+        self.prefix_queries.inc(len(prompt))
+        self.prefix_hits.inc(cached)
+        return len(prompt) - cached
 
     def _emit_token(self, seq: _Seq, now: float) -> None:
         piece = sim_token_text(seq.prompt, seq.generated)

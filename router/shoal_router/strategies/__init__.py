@@ -5,9 +5,10 @@ from __future__ import annotations
 from shoal_router.strategies.base import EndpointView, Pick, PickContext, Strategy
 from shoal_router.strategies.least_load import LeastLoad
 from shoal_router.strategies.prefix_hash import PrefixHash
+from shoal_router.strategies.prefix_load import PrefixLoad
 from shoal_router.strategies.round_robin import RoundRobin
 
-STRATEGY_NAMES = ("LeastLoad", "PrefixHash", "RoundRobin")
+STRATEGY_NAMES = ("LeastLoad", "PrefixHash", "PrefixLoad", "RoundRobin")
 
 
 def make_strategy(name: str, *, load_factor: float = 1.25) -> Strategy:
@@ -15,6 +16,8 @@ def make_strategy(name: str, *, load_factor: float = 1.25) -> Strategy:
         return LeastLoad()
     if name == "PrefixHash":
         return PrefixHash(load_factor=load_factor)
+    if name == "PrefixLoad":
+        return PrefixLoad()
     if name == "RoundRobin":
         return RoundRobin()
     raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGY_NAMES)}")
@@ -27,6 +30,7 @@ __all__ = [
     "Pick",
     "PickContext",
     "PrefixHash",
+    "PrefixLoad",
     "RoundRobin",
     "Strategy",
     "make_strategy",

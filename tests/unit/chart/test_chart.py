@@ -52,6 +52,7 @@ NAMESPACED_RULES: set[Rule] = (
     | grant("policy", "poddisruptionbudgets", CRUD)
     | grant("rbac.authorization.k8s.io", ("roles", "rolebindings"), CRUD)
     | grant("monitoring.coreos.com", "podmonitors", CRUD)
+    | grant("inference.networking.k8s.io", "inferencepools", CRUD)
     | grant("", "pods", READ)
     | grant("discovery.k8s.io", "endpointslices", READ)
     | grant("", "events", ("create", "patch"))

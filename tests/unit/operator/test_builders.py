@@ -279,7 +279,9 @@ def test_desired_children_router_mode_one_replica() -> None:
         ("Deployment", "chat-model"),
         ("Deployment", "chat-router"),
     }
-    assert children.absent == [("PodDisruptionBudget", "chat-model")]
+    assert [a for a in children.absent if not a[1].endswith("-epp") and a[0] != "InferencePool"] == [
+        ("PodDisruptionBudget", "chat-model")
+    ]
     for obj in children.apply:
         assert obj["metadata"]["labels"][names.LABEL_ISVC] == "chat"
         assert obj["metadata"]["ownerReferences"][0]["uid"] == "uid-1"

@@ -1,0 +1,121 @@
+"""ext_proc answers the EPP sends, built as plain protobuf messages (pure functions).
+
+Protocol (Gateway API Inference Extension, proposal 004): the picked endpoint goes both in the request
+header `x-gateway-destination-endpoint` and in dynamic metadata `envoy.lb`, with the same value
+(`ip:port[,fallback,...]`); the route cache is cleared so the gateway routes on the new header. Refusals
+are ImmediateResponses carrying an OpenAI-style JSON error body.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.type.v3 import http_status_pb2
+from google.protobuf import struct_pb2
+
+DESTINATION_HEADER = "x-gateway-destination-endpoint"
+METADATA_NAMESPACE = "envoy.lb"
+SUBSET_NAMESPACE = "envoy.lb.subset_hint"
+SUBSET_KEY = "x-gateway-destination-endpoint-subset"
+SERVED_KEY = "x-gateway-destination-endpoint-served"
+REQUEST_ID_HEADER = "x-request-id"
+
+
+def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
+    # raw_value: Envoy ignores `value` for ext_proc mutations of non-UTF-8-safe headers; raw is always right
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=key, raw_value=value.encode()),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+    )
+
+
+def destination_value(endpoints: Sequence[str]) -> str:
+    """`ip:port[,ip:port...]`: the primary first, then fallbacks the gateway may retry on."""
+    if not endpoints:
+        raise ValueError("at least one endpoint is required")
+    return ",".join(endpoints)
+
+
+def route_to(endpoints: Sequence[str], extra_headers: dict[str, str] | None = None) -> pb.ProcessingResponse:
+    """Answer to the request headers: where the request goes."""
+    value = destination_value(endpoints)
+    headers = [_header(DESTINATION_HEADER, value)]
+    headers += [_header(k, v) for k, v in (extra_headers or {}).items()]
+    metadata = struct_pb2.Struct()
+    metadata.update({METADATA_NAMESPACE: {DESTINATION_HEADER: value}})
+    return pb.ProcessingResponse(
+        request_headers=pb.HeadersResponse(
+            response=pb.CommonResponse(
+                header_mutation=pb.HeaderMutation(set_headers=headers),
+                clear_route_cache=True,
+            )
+        ),
+        dynamic_metadata=metadata,
+    )
+
+
+def request_body_chunk(chunk: bytes, end: bool) -> pb.ProcessingResponse:
+    """One chunk of the request body echoed back (FULL_DUPLEX_STREAMED: the EPP owns the body stream)."""
+    return pb.ProcessingResponse(
+        request_body=pb.BodyResponse(
+            response=pb.CommonResponse(
+                body_mutation=pb.BodyMutation(
+                    streamed_response=pb.StreamedBodyResponse(body=chunk, end_of_stream=end)
+                )
+            )
+        )
+    )
+
+
+def response_body_chunk(chunk: bytes, end: bool) -> pb.ProcessingResponse:
+    return pb.ProcessingResponse(
+        response_body=pb.BodyResponse(
+            response=pb.CommonResponse(
+                body_mutation=pb.BodyMutation(
+                    streamed_response=pb.StreamedBodyResponse(body=chunk, end_of_stream=end)
+                )
+            )
+        )
+    )
+
+
+def continue_response_headers() -> pb.ProcessingResponse:
+    return pb.ProcessingResponse(response_headers=pb.HeadersResponse())
+
+
+def continue_request_trailers() -> pb.ProcessingResponse:
+    return pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
+
+
+def continue_response_trailers() -> pb.ProcessingResponse:
+    return pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
+
+
+def error_body(message: str, kind: str, code: str, param: str | None = None) -> bytes:
+    return json.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}}).encode()
+
+
+def immediate(
+    status: int,
+    message: str,
+    kind: str,
+    code: str,
+    *,
+    retry_after_s: int | None = None,
+    param: str | None = None,
+) -> pb.ProcessingResponse:
+    """Answer the client directly, without an upstream: 400, 429 (shed) or 503 (nothing eligible)."""
+    headers = [_header("content-type", "application/json")]
+    if retry_after_s is not None:
+        headers.append(_header("retry-after", str(max(1, retry_after_s))))
+    return pb.ProcessingResponse(
+        immediate_response=pb.ImmediateResponse(
+            status=http_status_pb2.HttpStatus(code=status),
+            headers=pb.HeaderMutation(set_headers=headers),
+            body=error_body(message, kind, code, param),
+            details=f"shoal_epp_{code}",
+        )
+    )

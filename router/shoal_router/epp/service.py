@@ -1,0 +1,27 @@
+"""The gRPC servicer: one `ExtProcStream` per `Process` call."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+
+from shoal_router.epp.metrics import EppMetrics
+from shoal_router.epp.picking import Picker
+from shoal_router.epp.stream import ExtProcStream, StreamLimits
+
+
+class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
+    def __init__(self, picker: Picker, metrics: EppMetrics, limits: StreamLimits) -> None:
+        self.picker = picker
+        self.metrics = metrics
+        self.limits = limits
+
+    async def Process(
+        self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: Any
+    ) -> AsyncIterator[pb.ProcessingResponse]:
+        self.metrics.streams.inc()
+        async for resp in ExtProcStream(self.picker, self.metrics, self.limits).run(request_iterator):
+            yield resp

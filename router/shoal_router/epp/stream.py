@@ -1,0 +1,165 @@
+"""One ext_proc stream = one HTTP request through the gateway.
+
+Envoy (FULL_DUPLEX_STREAMED) sends the request headers and body chunks without waiting. The EPP buffers
+the body (bounded), parses it once, asks the core for an endpoint (which may hold while the pool has no
+ready replica), then answers the headers with the destination and echoes the body back in chunks.
+Response headers and body chunks pass straight back; the served endpoint and status are reported to the
+core when the exchange ends, however it ends (the `finally`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+from shoal_router.epp import responses as r
+from shoal_router.epp.body import BodyError, echo_chunks, parse_body
+from shoal_router.epp.messages import header_map, response_status, served_endpoint, subset_hint
+from shoal_router.epp.metrics import EppMetrics
+from shoal_router.epp.picking import Picked, Picker, PickRequest, Refused
+
+log = logging.getLogger("shoal_router.epp")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    max_body_bytes: int = 16 * 1024 * 1024
+    prefix_chars: int = 256
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """State of one stream."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytearray = field(default_factory=bytearray)
+    subset: frozenset[str] | None = None
+    decided: bool = False
+    picked: Picked | None = None  # what the core gave us (released in _finish)
+    endpoint: str | None = None  # where the gateway sends it: the primary, or the fallback that served
+    served: str | None = None
+    status: int | None = None
+    finished: bool = False
+
+
+class ExtProcStream:
+    """Handles one `Process` call; `run` is an async generator of responses."""
+
+    def __init__(self, picker: Picker, metrics: EppMetrics, limits: StreamLimits) -> None:
+        self.picker = picker
+        self.metrics = metrics
+        self.limits = limits
+        self.x = _Exchange()
+
+    async def run(
+        self, requests: AsyncIterator[pb.ProcessingRequest]
+    ) -> AsyncIterator[pb.ProcessingResponse]:
+        try:
+            async for req in requests:
+                async for resp in self._on(req):
+                    yield resp
+                if self.x.finished:
+                    return
+        finally:
+            self._finish()
+
+    async def _on(self, req: pb.ProcessingRequest) -> AsyncIterator[pb.ProcessingResponse]:
+        kind = req.WhichOneof("request")
+        x = self.x
+        if kind == "request_headers":
+            x.headers = header_map(req.request_headers.headers)
+            x.subset = subset_hint(req)
+            if req.request_headers.end_of_stream:
+                async for resp in self._decide(end_of_body=True, send_body=False):
+                    yield resp
+        elif kind == "request_body":
+            x.body += req.request_body.body
+            if len(x.body) > self.limits.max_body_bytes:
+                x.finished = True
+                self.metrics.refused.labels("too_large").inc()
+                yield r.immediate(
+                    413,
+                    f"Request body larger than {self.limits.max_body_bytes} bytes.",
+                    "invalid_request_error",
+                    "request_too_large",
+                )
+            elif req.request_body.end_of_stream:
+                async for resp in self._decide(end_of_body=True, send_body=True):
+                    yield resp
+        elif kind == "request_trailers":
+            if not x.decided:
+                async for resp in self._decide(end_of_body=False, send_body=True):
+                    yield resp
+            yield r.continue_request_trailers()
+        elif kind == "response_headers":
+            self._observe_response(req, header_map(req.response_headers.headers))
+            yield r.continue_response_headers()
+            if req.response_headers.end_of_stream:
+                self._finish()
+        elif kind == "response_body":
+            self._observe_served(req)
+            yield r.response_body_chunk(req.response_body.body, req.response_body.end_of_stream)
+            if req.response_body.end_of_stream:
+                self._finish()
+        elif kind == "response_trailers":
+            yield r.continue_response_trailers()
+            self._finish()
+
+    async def _decide(self, *, end_of_body: bool, send_body: bool) -> AsyncIterator[pb.ProcessingResponse]:
+        x = self.x
+        x.decided = True
+        body = bytes(x.body)
+        rid = x.headers.get(r.REQUEST_ID_HEADER) or uuid.uuid4().hex
+        try:
+            parsed = parse_body(body, self.limits.prefix_chars)
+        except BodyError as exc:
+            x.finished = True
+            self.metrics.refused.labels("bad_request").inc()
+            yield r.immediate(400, str(exc), "invalid_request_error", "invalid_request_body", param=exc.param)
+            return
+        t0 = time.perf_counter()
+        try:
+            picked = await self.picker.pick(
+                PickRequest(rid, parsed.model, parsed.key, parsed.stream, x.subset, x.headers)
+            )
+        except Refused as ref:
+            x.finished = True
+            self.metrics.refused.labels(ref.code).inc()
+            log.info("refused", extra={"request_id": rid, "status": ref.status, "code": ref.code})
+            yield r.immediate(ref.status, ref.message, ref.kind, ref.code, retry_after_s=ref.retry_after_s)
+            return
+        self.metrics.pick_seconds.observe(time.perf_counter() - t0)
+        x.picked = picked
+        x.endpoint = picked.endpoints[0]
+        self.metrics.picks.inc()
+        yield r.route_to(picked.endpoints, {r.REQUEST_ID_HEADER: rid})
+        if send_body:
+            chunks = echo_chunks(body)
+            for i, chunk in enumerate(chunks):
+                yield r.request_body_chunk(chunk, end_of_body and i == len(chunks) - 1)
+
+    def _observe_response(self, req: pb.ProcessingRequest, headers: dict[str, str]) -> None:
+        self.x.status = response_status(headers)
+        self._observe_served(req)
+
+    def _observe_served(self, req: pb.ProcessingRequest) -> None:
+        x = self.x
+        served = served_endpoint(req)
+        if served and x.picked and served != x.endpoint and x.served is None:
+            self.picker.served(x.picked, served)
+            self.metrics.fallbacks.inc()
+            x.endpoint = served
+        if served:
+            x.served = served
+
+    def _finish(self) -> None:
+        x = self.x
+        x.finished = True
+        if x.picked is not None:
+            picked, x.picked = x.picked, None
+            self.picker.finish(picked, x.status)
