@@ -23,7 +23,7 @@ def create_app(state: ServerState) -> FastAPI:
     cfg = state.config
     app = FastAPI(title="shoal model-server", docs_url=None, redoc_url=None, openapi_url=None)
     completions = Completions(state)
-    document = openapi_document(cfg.max_body_bytes)
+    document = openapi_document(cfg.max_body_bytes, cfg.served_model_name)
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -62,11 +62,14 @@ def _completion_operation(op_id: str, model: str, summary: str, max_body: int) -
     }
 
 
-def openapi_document(max_body_bytes: int) -> dict[str, Any]:
+def openapi_document(max_body_bytes: int, served_model_name: str) -> dict[str, Any]:
     _, defs = models_json_schema(
         [(CompletionRequest, "validation"), (ChatCompletionRequest, "validation")], ref_template=_REF
     )
     schemas: dict[str, Any] = {**defs.get("$defs", {}), "Error": ERROR_SCHEMA}
+    for name in ("CompletionRequest", "ChatCompletionRequest"):
+        # This replica serves one model; any other name is a 404.
+        schemas[name]["properties"]["model"] = {"type": "string", "enum": [served_model_name]}
     return {
         "openapi": "3.1.0",
         "info": {"title": "shoal model-server", "version": "1"},
