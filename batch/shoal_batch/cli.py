@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable, Mapping
 from typing import Any
 
 BALANCE_CHOICES = ("round-robin", "least-inflight")
@@ -66,7 +67,10 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="endpoint choice (default round-robin)",
     )
     p.add_argument(
-        "--api-key", default=None, help="bearer token (default: $SHOAL_API_KEY or $OPENAI_API_KEY)"
+        "--api-key",
+        default=None,
+        help="bearer token; prefer $SHOAL_API_KEY or $OPENAI_API_KEY (they win): argv is visible to every "
+        "user of the machine",
     )
     p.add_argument(
         "--param",
@@ -167,7 +171,7 @@ def _base_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "backoff_cap_s": args.backoff_cap,
         "stream": args.stream,
         "balance": Balance(args.balance),
-        "api_key": args.api_key or os.environ.get("SHOAL_API_KEY") or os.environ.get("OPENAI_API_KEY"),
+        "api_key": resolve_api_key(args.api_key, os.environ, _warn),
         "grade": GradeMode(args.grade) if args.grade else None,
         "fail_fast": args.fail_fast,
         "params": params,
@@ -178,6 +182,30 @@ def _base_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if args.max_attempts is not None:
         kwargs["max_attempts"] = args.max_attempts
     return kwargs
+
+
+API_KEY_ENV = ("SHOAL_API_KEY", "OPENAI_API_KEY")
+
+
+def resolve_api_key(flag: str | None, environ: Mapping[str, str], warn: Callable[[str], None]) -> str | None:
+    """The API key: from the environment first (not visible in `ps`), else --api-key with a warning."""
+    for name in API_KEY_ENV:
+        if environ.get(name):
+            if flag:
+                warn(f"--api-key ignored: ${name} is set and is used instead")
+            return environ[name]
+    if flag:
+        warn(
+            "--api-key is visible to every user of this machine (ps, /proc/PID/cmdline); "
+            "set $SHOAL_API_KEY instead"
+        )
+    return flag or None
+
+
+def _warn(message: str) -> None:
+    import sys
+
+    print(f"shoal batch: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _stderr_is_tty() -> bool:

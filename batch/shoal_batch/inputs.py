@@ -57,6 +57,10 @@ def parse_line(text: str, line: int) -> Item | Malformed | None:
         obj = json.loads(stripped)
     except json.JSONDecodeError as exc:
         return Malformed(line, f"invalid JSON: {exc.msg} (column {exc.colno})")
+    except RecursionError:
+        return Malformed(line, "invalid JSON: nested too deeply")
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits (Python's int-to-str limit)
+        return Malformed(line, f"invalid JSON: {exc}")
     if not isinstance(obj, dict):
         return Malformed(line, f"expected a JSON object, got {type(obj).__name__}")
     if "id" not in obj:

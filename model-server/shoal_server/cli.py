@@ -44,6 +44,9 @@ def register(subparsers: Any) -> None:
         metavar="KEY=VALUE",
         help="engine setting, e.g. max-model-len=2048 (vLLM engine args; repeatable)",
     )
+    p.add_argument(
+        "--max-body-bytes", type=int, default=16 * 1024 * 1024, help="largest request body; beyond: 413"
+    )
     p.add_argument("--default-max-tokens", type=int, default=256, help="max_tokens for chat when unset")
     p.add_argument("--log-level", default=os.environ.get("SHOAL_LOG_LEVEL", "INFO"))
     sim = p.add_argument_group("simulated engine (--engine sim)")
@@ -71,8 +74,10 @@ def _main(args: argparse.Namespace) -> int:
     from shoal_server.config import ServerConfig
     from shoal_server.server import run
 
-    if args.max_concurrency < 1 or args.max_queue < 0 or args.drain_timeout < 0:
-        raise SystemExit("--max-concurrency must be >= 1, --max-queue and --drain-timeout >= 0")
+    if args.max_concurrency < 1 or args.max_queue < 0 or args.drain_timeout < 0 or args.max_body_bytes < 1:
+        raise SystemExit(
+            "--max-concurrency and --max-body-bytes must be >= 1, --max-queue and --drain-timeout >= 0"
+        )
     configure_logging(args.log_level)
     cfg = ServerConfig(
         engine=args.engine,
@@ -85,6 +90,7 @@ def _main(args: argparse.Namespace) -> int:
         request_timeout=args.request_timeout,
         drain_timeout=args.drain_timeout,
         engine_args=dict(args.engine_arg),
+        max_body_bytes=args.max_body_bytes,
         default_max_tokens=args.default_max_tokens,
         log_level=args.log_level,
         sim_prefill_tokens_per_s=args.sim_prefill_tokens_per_s,

@@ -18,6 +18,7 @@ class ServerConfig:
     request_timeout: float = 600.0
     drain_timeout: float = 30.0
     engine_args: dict[str, str] = field(default_factory=dict)
+    max_body_bytes: int = 16 * 1024 * 1024  # beyond: 413 (the router's default limit too)
     default_max_tokens: int = 256  # when a chat request sets no max_tokens (completions default to 16)
     log_level: str = "INFO"
     # Simulated engine

@@ -1,49 +1,61 @@
-"""OpenAI wire format: request validation, errors, and response/chunk building (engine-independent)."""
+"""OpenAI request validation: strict types as in OpenAI's API, clear refusals of what we do not serve.
+
+Types are strict (pydantic strict mode): `"max_tokens": "3"`, `"max_tokens": true` and `"stream": "yes"`
+are refused with a 400 naming the parameter, as OpenAI does; floats accept integers (JSON has one number
+type). Parameters that would change the output but that this server cannot honour (`tools`,
+`response_format` other than text, `logit_bias`, ...) are refused when set to anything but their
+default (`UNSUPPORTED`); unknown keys and the purely informational ones (`user`, `metadata`, `store`)
+are ignored. docs/model-server.md lists both.
+"""
 
 from __future__ import annotations
 
 import json
-import time
+from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, field_validator
 
-from shoal_server.engines.base import Sampling
+from shoal_server.errors import APIError, invalid, unsupported
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+_STRICT = ConfigDict(extra="ignore", strict=True)
 
 
-class APIError(Exception):
-    """An error answered in OpenAI's JSON shape: {"error": {"message", "type", "param", "code"}}."""
+def _unset(value: Any) -> bool:
+    return value is None
 
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        type_: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-        reason: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type_
-        self.param = param
-        self.code = code
-        self.headers = headers or {}
-        self.reason = reason  # label for shoal_server_rejected_total, when refused before the engine
 
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+def _empty(value: Any) -> bool:
+    return value is None or value == [] or value == {}
+
+
+# Parameter -> "is this value the default (harmless) one?". Anything else is refused with a 400.
+UNSUPPORTED: dict[str, Callable[[Any], bool]] = {
+    "tools": _empty,
+    "tool_choice": lambda v: v is None or v == "none",
+    "functions": _empty,
+    "function_call": lambda v: v is None or v == "none",
+    "response_format": lambda v: v is None or v == {"type": "text"},
+    "logit_bias": _empty,
+    "top_logprobs": lambda v: v is None or v == 0,
+    "best_of": lambda v: v is None or v == 1,
+    "suffix": lambda v: v is None or v == "",
+    "audio": _unset,
+    "prediction": _unset,
+    "modalities": lambda v: v is None or v == ["text"],
+}
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = _STRICT
     include_usage: bool = False
 
 
 class _Common(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = _STRICT
 
     model: str
     max_tokens: Annotated[int, Field(ge=1)] | None = None
@@ -51,7 +63,7 @@ class _Common(BaseModel):
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
     n: Annotated[int, Field(ge=1, le=1)] = 1
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
     stream: bool = False
@@ -75,25 +87,33 @@ class _Common(BaseModel):
     def include_usage(self) -> bool:
         return bool(self.stream and self.stream_options and self.stream_options.include_usage)
 
+    def requested_max_tokens(self) -> int | None:
+        return self.max_tokens
+
+
+# The range is checked against the engine's vocabulary (`completion.check_token_ids`), with a message that
+# names the bad id; pydantic's own error for a union member would only say "should be a valid string".
+TokenId = Annotated[int, WithJsonSchema({"type": "integer", "minimum": 0})]
+
 
 class CompletionRequest(_Common):
     prompt: (
         str
         | Annotated[list[str], Field(min_length=1, max_length=1)]
-        | Annotated[list[int], Field(min_length=1)]
+        | Annotated[list[TokenId], Field(min_length=1)]
     )
     echo: Literal[False] = False
     logprobs: None = None
 
 
 class TextPart(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = _STRICT
     type: Literal["text"]
     text: str
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = _STRICT
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
@@ -111,6 +131,10 @@ class ChatCompletionRequest(_Common):
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     logprobs: Literal[False] | None = None
 
+    def requested_max_tokens(self) -> int | None:
+        # OpenAI's newer name wins when both are given, as in OpenAI's API.
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
     def messages_as_dicts(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for m in self.messages:
@@ -123,14 +147,29 @@ class ChatCompletionRequest(_Common):
 M = TypeVar("M", bound=BaseModel)
 
 
-def parse_request(raw: bytes, model: type[M]) -> M:
-    """Bytes -> validated request, or an APIError(400) with a message naming the bad field."""
+def decode_json(raw: bytes) -> dict[str, Any]:
+    """Bytes -> a JSON object, or APIError(400) for anything else (bad UTF-8, bad JSON, too deep)."""
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise APIError(400, f"request body is not valid JSON: {exc}", reason="invalid") from None
+    except RecursionError:
+        raise invalid("request body is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, integers over 4300 digits
+        raise invalid(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise APIError(400, "request body must be a JSON object", reason="invalid")
+        raise invalid("request body must be a JSON object")
+    return data
+
+
+def check_supported(data: dict[str, Any]) -> None:
+    for param, is_default in UNSUPPORTED.items():
+        if param in data and not is_default(data[param]):
+            raise unsupported(param)
+
+
+def parse_request(raw: bytes, model: type[M]) -> M:
+    """Bytes -> validated request, or an APIError(400) with a message naming the bad field."""
+    data = decode_json(raw)
+    check_supported(data)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -139,107 +178,5 @@ def parse_request(raw: bytes, model: type[M]) -> M:
         # Union members add their type names to loc; keep only the request's own field path.
         param = str(err["loc"][0]) if err["loc"] else None
         raise APIError(400, f"{loc or 'body'}: {err['msg']}", param=param, reason="invalid") from None
-
-
-def sampling_from(req: _Common, default_max_tokens: int, max_tokens: int | None) -> Sampling:
-    return Sampling(
-        max_tokens=max_tokens if max_tokens is not None else default_max_tokens,
-        temperature=1.0 if req.temperature is None else req.temperature,
-        top_p=1.0 if req.top_p is None else req.top_p,
-        stop=req.stops(),
-        seed=req.seed,
-        presence_penalty=req.presence_penalty,
-        frequency_penalty=req.frequency_penalty,
-        ignore_eos=req.ignore_eos,
-    )
-
-
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
-
-
-class ResponseBuilder:
-    """Builds the JSON bodies and SSE chunks of one completion or chat completion."""
-
-    def __init__(self, chat: bool, request_id: str, model: str) -> None:
-        self.chat = chat
-        self.id = f"{'chatcmpl' if chat else 'cmpl'}-{request_id}"
-        self.model = model
-        self.created = int(time.time())
-        self.object = "chat.completion.chunk" if chat else "text_completion"
-
-    def full(
-        self, text: str, finish_reason: str | None, prompt_tokens: int, completion_tokens: int
-    ) -> dict[str, Any]:
-        choice: dict[str, Any]
-        if self.chat:
-            choice = {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": None,
-                "finish_reason": finish_reason,
-            }
-        else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
-        return {
-            "id": self.id,
-            "object": "chat.completion" if self.chat else "text_completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": [choice],
-            "usage": usage(prompt_tokens, completion_tokens),
-        }
-
-    def _chunk(self, choices: list[dict[str, Any]], with_usage_field: bool) -> bytes:
-        body: dict[str, Any] = {
-            "id": self.id,
-            "object": self.object,
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-        }
-        if with_usage_field:
-            body["usage"] = None
-        return sse(body)
-
-    def first_chunk(self, with_usage_field: bool) -> bytes | None:
-        if not self.chat:
-            return None
-        choice = {
-            "index": 0,
-            "delta": {"role": "assistant", "content": ""},
-            "logprobs": None,
-            "finish_reason": None,
-        }
-        return self._chunk([choice], with_usage_field)
-
-    def delta_chunk(self, text: str, finish_reason: str | None, with_usage_field: bool) -> bytes:
-        choice: dict[str, Any]
-        if self.chat:
-            delta = {"content": text} if text else {}
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        else:
-            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
-        return self._chunk([choice], with_usage_field)
-
-    def usage_chunk(self, prompt_tokens: int, completion_tokens: int) -> bytes:
-        body = {
-            "id": self.id,
-            "object": self.object,
-            "created": self.created,
-            "model": self.model,
-            "choices": [],
-            "usage": usage(prompt_tokens, completion_tokens),
-        }
-        return sse(body)
-
-
-def sse(body: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
-
-
-SSE_DONE = b"data: [DONE]\n\n"
+    except RecursionError:  # nesting just under json's limit can still exhaust the validator's
+        raise invalid("request body is nested too deeply") from None

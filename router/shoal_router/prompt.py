@@ -18,13 +18,18 @@ def _text_of(content: Any) -> str:
 
 def prompt_prefix(body: bytes, limit: int) -> str | None:
     """First `limit` characters of the prompt (completions) or of the concatenated messages (chat), or None
-    when the body has no prompt we understand (the strategy then hashes the empty key)."""
+    when the body has no prompt we understand (the strategy then hashes the empty key). Never raises: a
+    hostile body (nested too deeply, integers over 4,300 digits) is forwarded, and the model-server
+    answers it with a 400."""
     if not body:
         return None
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        return _prefix_of(json.loads(body), limit)
+    except (ValueError, RecursionError):  # ValueError covers JSONDecodeError and UnicodeDecodeError
         return None
+
+
+def _prefix_of(doc: Any, limit: int) -> str | None:
     if not isinstance(doc, dict):
         return None
     messages = doc.get("messages")
@@ -46,5 +51,5 @@ def prompt_prefix(body: bytes, limit: int) -> str | None:
     if isinstance(prompt, str):
         return prompt[:limit]
     if isinstance(prompt, list):  # token ids
-        return ",".join(str(t) for t in prompt[:limit])
+        return ",".join(str(t) for t in prompt[:limit] if isinstance(t, int))
     return None

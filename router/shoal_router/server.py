@@ -24,6 +24,7 @@ from shoal_router.flow.dispatcher import Dispatcher
 from shoal_router.flow.poller import poll_loads
 from shoal_router.limits import RateLimiter, RetryBudget
 from shoal_router.metrics import RouterMetrics
+from shoal_router.openapi import openapi_handler
 from shoal_router.proxy import Proxy
 from shoal_router.router import Router, Source
 from shoal_router.strategies import make_strategy
@@ -138,6 +139,7 @@ def build_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", openapi_handler(config.max_body_bytes))
     app.router.add_route("*", "/v1/{tail:.*}", proxy_handler)
     return app
 

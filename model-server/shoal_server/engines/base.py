@@ -54,6 +54,7 @@ class Delta:
 class Engine(Protocol):
     kind: str
     max_model_len: int
+    vocab_size: int  # token-id prompts must stay in [0, vocab_size)
 
     async def start(self) -> None:
         """Load the model; the server is ready once this returns."""

@@ -31,6 +31,7 @@ _TEXT = (
 )
 _WORDS = tuple(_TEXT.split(" "))
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+SIM_VOCAB_SIZE = 50000
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class SimTiming:
 
 
 def sim_tokenize(text: str) -> list[int]:
-    return [zlib.crc32(piece.encode()) % 50000 for piece in _TOKEN_RE.findall(text)]
+    return [zlib.crc32(piece.encode()) % SIM_VOCAB_SIZE for piece in _TOKEN_RE.findall(text)]
 
 
 def sim_token_text(prompt_token_ids: tuple[int, ...], index: int) -> str:
@@ -98,6 +99,7 @@ class _Seq:
 
 class SimEngine:
     kind = "sim"
+    vocab_size = SIM_VOCAB_SIZE
 
     def __init__(self, model_name: str, timing: SimTiming, max_model_len: int = 2048) -> None:
         self.model_name = model_name

@@ -22,6 +22,7 @@ from typing import Any
 
 from shoal_server.config import ServerConfig
 from shoal_server.engines.base import Delta, EngineInputError, Prompt, Sampling
+from shoal_server.redact import redact_settings
 
 log = logging.getLogger("shoal.server.vllm")
 
@@ -85,6 +86,7 @@ class VllmEngine:
     def __init__(self, cfg: ServerConfig) -> None:
         self.cfg = cfg
         self.max_model_len = cfg.max_model_len(2048)
+        self.vocab_size = 0  # known once loaded; requests are refused until then
         self._llm: Any = None
         self._tokenizer: Any = None
         self._stats_task: asyncio.Task[None] | None = None
@@ -120,6 +122,7 @@ class VllmEngine:
         self._llm = await asyncio.to_thread(self._build)
         self._tokenizer = self._llm.get_tokenizer()
         self.max_model_len = int(self._llm.model_config.max_model_len)
+        self.vocab_size = int(self._llm.model_config.get_vocab_size())
         self._stats_task = asyncio.create_task(self._log_stats_forever(), name="vllm-stats")
 
     def _build(self) -> Any:
@@ -131,7 +134,8 @@ class VllmEngine:
         args = self.engine_args()
         log.info(
             "starting vLLM",
-            extra={"engine_args": {k: str(v) for k, v in vars(args).items() if v is not None}},
+            # Secrets passed as engine args (hf_token, ...) must not land in the pod's log.
+            extra={"engine_args": redact_settings({k: v for k, v in vars(args).items() if v is not None})},
         )
         self._sampling_cls = SamplingParams
         self._kinds = (RequestOutputKind.DELTA, RequestOutputKind.FINAL_ONLY)
@@ -193,20 +197,28 @@ class VllmEngine:
         # vLLM requires unique ids; clients may reuse X-Request-ID.
         rid = f"{request_id}-{uuid.uuid4().hex[:8]}"
         # Closing this generator (client gone, deadline) closes vLLM's, which aborts the request.
-        async for out in self._llm.generate(engine_input, params, rid):
-            completion = out.outputs[0]
-            finish = completion.finish_reason if out.finished else None
-            if finish not in (None, "stop", "length"):
-                finish = "stop"  # "abort" and friends: the client sees a normal end
-            ttft = None
-            if not stream and out.metrics is not None:
-                ttft = getattr(out.metrics, "first_token_latency", None) or None
-            yield Delta(
-                text=completion.text,
-                num_tokens=len(completion.token_ids),
-                finish_reason=finish,
-                first_token_latency_s=ttft,
-            )
+        try:
+            async for out in self._llm.generate(engine_input, params, rid):
+                yield _delta(out, stream)
+        except ValueError as exc:  # vLLM's input checks (token ids, lengths): a 400, as in vLLM's server
+            raise EngineInputError(str(exc)) from None
+
+
+def _delta(out: Any, stream: bool) -> Delta:
+    """One vLLM RequestOutput -> a Delta (DELTA outputs when streaming, one FINAL_ONLY output else)."""
+    completion = out.outputs[0]
+    finish = completion.finish_reason if out.finished else None
+    if finish not in (None, "stop", "length"):
+        finish = "stop"  # "abort" and friends: the client sees a normal end
+    ttft = None
+    if not stream and out.metrics is not None:
+        ttft = getattr(out.metrics, "first_token_latency", None) or None
+    return Delta(
+        text=completion.text,
+        num_tokens=len(completion.token_ids),
+        finish_reason=finish,
+        first_token_latency_s=ttft,
+    )
 
 
 def _is_cpu_build() -> bool:
