@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
+from shoal_operator.autoscaler.kinds import MetricKind
+
 # ---------------------------------------------------------------------------------------------------
 # Schema helpers (also read by crdgen)
 
@@ -185,12 +187,8 @@ class SchedulingSpec(_Model):
     priority_class_name: str | None = None
 
 
-MetricType = Literal["QueueDepth", "RunningRequests", "TimeToFirstToken", "KVCacheUsage"]
-PER_REPLICA_METRICS: tuple[str, ...] = ("QueueDepth", "RunningRequests", "KVCacheUsage")
-
-
 class MetricSpec(_Model):
-    type: MetricType
+    type: MetricKind
     target_per_replica: float | None = Field(
         default=None,
         description="Target average per replica (QueueDepth, RunningRequests; KVCacheUsage as a 0..1 fraction).",
@@ -219,7 +217,7 @@ class MetricSpec(_Model):
 
 
 def _default_metrics() -> list[MetricSpec]:
-    return [MetricSpec(type="QueueDepth", target_per_replica=4)]
+    return [MetricSpec(type=MetricKind.QUEUE_DEPTH, target_per_replica=4)]
 
 
 class ScaleUpRules(_Model):
@@ -271,7 +269,7 @@ class AutoscalingSpec(_Model):
     panic: Panic = Field(default_factory=Panic, json_schema_extra=obj_default())
     scale_to_zero: ScaleToZero = Field(default_factory=ScaleToZero, json_schema_extra=obj_default())
     metrics_max_age_seconds: int = Field(default=30, ge=1, description="Older samples count as missing.")
-    prometheus_query_overrides: dict[MetricType, str] | None = Field(
+    prometheus_query_overrides: dict[MetricKind, str] | None = Field(
         default=None,
         description="PromQL template per metric type, replacing the built-in query.",
         json_schema_extra={

@@ -22,7 +22,8 @@ from typing import Any
 from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
-from .policy import Observation, Signal
+from .kinds import Signal
+from .model import Observation, UnusableKind
 
 ServiceKey = tuple[str, str]  # (namespace, inferenceservice)
 GROUP = "namespace, inferenceservice"
@@ -224,5 +225,7 @@ def _override_observation(rows: list[dict[str, Any]], s: ServiceQuery) -> Observ
             total += float(r["value"][1])
             stamp = min(stamp, float(r["value"][0]))
         except (KeyError, IndexError, TypeError, ValueError):
-            return Observation(None, error="override query returned a malformed sample")
+            return Observation(
+                None, error="override query returned a malformed sample", failure=UnusableKind.INVALID_VALUE
+            )
     return Observation(total, timestamp=stamp, series=len(matching))
