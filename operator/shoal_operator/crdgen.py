@@ -17,6 +17,7 @@ import yaml
 from shoal_common import names
 
 from shoal_operator import api
+from shoal_operator.api_schema import _Model
 
 CRD_FILE = "shoal.dev_inferenceservices.yaml"
 PEERING_FILE = "kopf.dev_peerings.yaml"
@@ -104,7 +105,7 @@ def _expand_defaults(node: Any) -> Any:
     return out
 
 
-def structural_schema(model: type[api._Model]) -> dict[str, Any]:
+def structural_schema(model: type[_Model]) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.pop("$defs", {})
     resolved = _expand_defaults(_int_or_string_fixups(_resolve(raw, defs)))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from shoal_operator.api import AutoscalingSpec, InferenceServiceSpec
+from shoal_operator.api import InferenceServiceSpec
+from shoal_operator.api_autoscaling import AutoscalingSpec
 
 from .kinds import LOAD_SIGNALS, MetricKind, Signal
 from .model import MetricTarget, PolicyConfig, StepBehavior

@@ -67,14 +67,7 @@ def decide(cfg: PolicyConfig, inp: PolicyInput, state: PolicyState | None) -> tu
     load = {sig: value_of(readings, sig) for sig in LOAD_SIGNALS}
     demand = sum(v for v in load.values() if v is not None)
     view = recommend.metrics_view(cfg, inp, readings, st.samples)
-    inputs: Inputs = {
-        "specReplicas": current,
-        "readyReplicas": inp.ready_replicas,
-        "startingReplicas": inp.starting_replicas,
-        "unschedulableReplicas": inp.unschedulable_replicas,
-        **{str(sig): v for sig, v in load.items() if v is not None},
-        **view.inputs,
-    }
+    inputs = _inputs(inp, current, load, view)
     st = replace(st, samples=view.samples)
 
     def finish(
@@ -121,6 +114,20 @@ def decide(cfg: PolicyConfig, inp: PolicyInput, state: PolicyState | None) -> tu
     draft = guards.step_limits(cfg, draft, situation)
     draft, limited = guards.bounds(cfg, draft, current, panic.raw)
     return finish(draft, st, limited=limited, panic=panic.panicking)
+
+
+def _inputs(
+    inp: PolicyInput, current: int, load: dict[Signal, float | None], view: recommend.MetricView
+) -> Inputs:
+    """The numbers behind the decision (status.autoscaler.lastDecision.inputs)."""
+    return {
+        "specReplicas": current,
+        "readyReplicas": inp.ready_replicas,
+        "startingReplicas": inp.starting_replicas,
+        "unschedulableReplicas": inp.unschedulable_replicas,
+        **{str(sig): v for sig, v in load.items() if v is not None},
+        **view.inputs,
+    }
 
 
 def _direction(current: int, desired: int) -> Direction:
