@@ -62,8 +62,20 @@ _WAITING = _names("vllm:num_requests_waiting", "shoal_server_queue_depth")
 _RUNNING = _names("vllm:num_requests_running")
 _PENDING = _names("shoal_router_pending_requests")
 _KV = _names("vllm:kv_cache_usage_perc")
-_TTFT_BUCKET = _names("vllm:time_to_first_token_seconds_bucket")
-_TTFT_COUNT = _names("vllm:time_to_first_token_seconds_count")
+# Client-visible TTFT (arrival at the model-server, admission queue included) first; the engine's own
+# (which excludes shoal's admission queue) only for pods that do not export the former.
+_CLIENT_TTFT_BUCKET = _names("shoal_server_time_to_first_token_seconds_bucket")
+_ENGINE_TTFT_BUCKET = _names("vllm:time_to_first_token_seconds_bucket")
+_CLIENT_TTFT_COUNT = _names("shoal_server_time_to_first_token_seconds_count")
+_ENGINE_TTFT_COUNT = _names("vllm:time_to_first_token_seconds_count")
+_TTFT_COUNT = _names(
+    "shoal_server_time_to_first_token_seconds_count", "vllm:time_to_first_token_seconds_count"
+)
+
+
+def _quantile(buckets: str) -> str:
+    return f"(histogram_quantile({{quantile}}, sum by ({GROUP}, le) (rate({buckets}[1m]) {_UP})) >= 0)"
+
 
 DEFAULT_TEMPLATES: dict[Signal, QueryTemplate] = {
     # model-server admission queue + the engine's own waiting queue
@@ -71,11 +83,13 @@ DEFAULT_TEMPLATES: dict[Signal, QueryTemplate] = {
     Signal.RUNNING_REQUESTS: QueryTemplate(f"sum by ({GROUP}) ({_RUNNING} {_UP})", (_RUNNING,)),
     Signal.ROUTER_PENDING: QueryTemplate(f"sum by ({GROUP}) ({_PENDING} {_UP})", (_PENDING,)),
     Signal.KV_CACHE_USAGE: QueryTemplate(f"avg by ({GROUP}) ({_KV} {_UP})", (_KV,)),
-    # No request in the window gives NaN from histogram_quantile; report 0 s then (no traffic, no latency).
+    # The engine's TTFT misses the admission queue: with the queue at its bound, clients waited 30 s while
+    # it read under 2 s, and TTFT never asked for a second replica (#19). No request in the window gives
+    # NaN from histogram_quantile; report 0 s then (no traffic, no latency).
     Signal.TIME_TO_FIRST_TOKEN: QueryTemplate(
-        f"(histogram_quantile({{quantile}}, sum by ({GROUP}, le) (rate({_TTFT_BUCKET}[1m]) {_UP})) >= 0)"
+        f"{_quantile(_CLIENT_TTFT_BUCKET)} or {_quantile(_ENGINE_TTFT_BUCKET)}"
         f" or (sum by ({GROUP}) (rate({_TTFT_COUNT}[1m]) {_UP}) * 0)",
-        (_TTFT_COUNT,),
+        (_CLIENT_TTFT_COUNT, _ENGINE_TTFT_COUNT),
     ),
 }
 

@@ -74,3 +74,12 @@ def test_query_shape() -> None:
     assert "vllm:num_requests_waiting|vllm_num_requests_waiting" in build_query(
         DEFAULT_TEMPLATES[Signal.QUEUE_DEPTH]
     )
+
+
+def test_ttft_reads_the_client_visible_histogram_first() -> None:
+    """#19: the engine's TTFT excludes the admission queue; the client-visible one comes first, the
+    engine's only for pods without it."""
+    q = build_query(DEFAULT_TEMPLATES[Signal.TIME_TO_FIRST_TOKEN], 0.95)
+    client = q.index("shoal_server_time_to_first_token_seconds_bucket")
+    engine = q.index("vllm:time_to_first_token_seconds_bucket")
+    assert client < engine and q[client:engine].count(" or ") == 1
