@@ -72,6 +72,32 @@ def cold_start(cfg: PolicyConfig, draft: Draft, inp: PolicyInput, s: Situation) 
     return draft
 
 
+# ------------------------------------------------------------------------------------- capacity
+
+
+def capacity_floor(cfg: PolicyConfig, demand: float) -> int | None:
+    """Fewest replicas that carry `demand` requests at `scale_down_utilization` of each one's capacity."""
+    cap = cfg.capacity()
+    if cap is None:
+        return None
+    full = cfg.replica_capacity is None  # the capacity is the user's RunningRequests target
+    utilization = 1.0 if full else min(max(cfg.scale_down_utilization, 0.05), 1.0)
+    return math.ceil(demand / (cap * utilization) - 1e-9)
+
+
+def capacity(cfg: PolicyConfig, draft: Draft, s: Situation) -> Draft:
+    """No scale-down below what the load in flight needs, whichever metrics were configured."""
+    if draft.desired >= s.current:
+        return draft
+    floor = capacity_floor(cfg, s.demand)
+    if floor is None or draft.desired >= floor:
+        return draft
+    desired = min(floor, s.current)
+    reason = Reason.CAPACITY_HOLD if desired == s.current else draft.reason
+    message = f"{draft.message}; {s.demand:g} requests in flight need {floor} replicas"
+    return Draft(desired, reason, message)
+
+
 # ------------------------------------------------------------------------------------- step limits
 
 

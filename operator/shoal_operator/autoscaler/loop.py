@@ -93,6 +93,11 @@ class ServiceState:
     last_status: dict[str, Any] | None = None
     last_scale_time: str | None = None
     last_decision: dict[str, Any] | None = None
+    last_reason: Reason | None = None
+
+
+#: Holds that are the normal state of a quiet service: not worth a log line.
+QUIET = frozenset({Reason.WITHIN_TOLERANCE, Reason.IDLE})
 
 
 @dataclass
@@ -211,7 +216,25 @@ class Autoscaler:
             st.last_scale_time = rfc3339(now)
             st.last_decision = last_decision(decision)
             await self._announce(body, key, decision)
-        elif st.last_decision is None and body.get("status", {}).get("autoscaler", {}).get("lastDecision"):
+        elif decision.reason is not st.last_reason and decision.reason not in QUIET:
+            # A hold (cold start, rate limit, missing metrics, ...) is logged when it starts, so a service
+            # whose metrics ask for more is never silent for minutes.
+            log.info(
+                "holding",
+                extra={
+                    "namespace": key[0],
+                    "inferenceservice": key[1],
+                    "replicas": decision.current,
+                    "reason": decision.reason.value,
+                    "detail": decision.message,
+                },
+            )
+        st.last_reason = decision.reason
+        if (
+            not scaled
+            and st.last_decision is None
+            and body.get("status", {}).get("autoscaler", {}).get("lastDecision")
+        ):
             # keep what a previous leader recorded
             previous = body["status"]["autoscaler"]
             st.last_decision = previous.get("lastDecision")

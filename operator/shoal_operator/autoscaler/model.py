@@ -65,6 +65,11 @@ class PolicyConfig:
     #: Requests one replica serves at its target load; used to turn a backlog into a replica count
     #: (scale from zero, the cold-start cap).  Defaults to the RunningRequests target when configured.
     replica_capacity: float | None = None
+    #: A scale-down never leaves more load per replica than this share of ``replica_capacity`` (running +
+    #: waiting + held against maxConcurrency): an empty queue under steady load means the capacity is
+    #: there, not that one replica is enough (#19). With a RunningRequests target that target is the
+    #: capacity at full use (the user chose it).
+    scale_down_utilization: float = 0.5
 
     def capacity(self) -> float | None:
         if self.replica_capacity is not None and self.replica_capacity > 0:
@@ -210,6 +215,7 @@ class Reason(StrEnum):
     COLD_START = "ColdStartHold"
     PANIC_HOLD = "PanicHold"
     METRICS_UNAVAILABLE = "MetricsUnavailable"
+    CAPACITY_HOLD = "CapacityHold"
     IDLE = "Idle"
     AT_MAX = "AtMaxReplicas"
 

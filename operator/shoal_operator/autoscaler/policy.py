@@ -2,7 +2,7 @@
 
 1. evaluate (`signals.py`): each signal judged once into a typed reading, a value or `Unusable(kind, ...)`;
 2. recommend (`recommend.py`): per-metric counts, panic, idle and zero, the stabilization windows;
-3. guards (`guards.py`): cold start, step limits, bounds.
+3. guards (`guards.py`): cold start, capacity, step limits, bounds.
 
 No I/O, no clocks: the caller passes ``now``.  Every decision carries a typed reason, the typed unusable
 signals, a human message with the numbers that led to it, and the inputs it saw, so
@@ -111,6 +111,7 @@ def decide(cfg: PolicyConfig, inp: PolicyInput, state: PolicyState | None) -> tu
     draft = recommend.stable(cfg, panic.raw, previous, st.started_at, now, current, view)
     situation = guards.situation(cfg, current, demand, panic.panicking, st.events, now)
     draft = guards.cold_start(cfg, draft, inp, situation)
+    draft = guards.capacity(cfg, draft, situation)
     draft = guards.step_limits(cfg, draft, situation)
     draft, limited = guards.bounds(cfg, draft, current, panic.raw)
     return finish(draft, st, limited=limited, panic=panic.panicking)

@@ -172,3 +172,15 @@ async def test_condition_reason_is_typed_not_read_from_the_error_text() -> None:
     assert r.decision.desired == 3
     cond = {c["type"]: c for c in kube.obj["status"]["conditions"]}["MetricsAvailable"]
     assert cond["status"] == "False" and cond["reason"] == "PrometheusUnavailable", cond
+
+
+async def test_a_hold_is_logged_when_it_starts(caplog: pytest.LogCaptureFixture) -> None:
+    """#19: holds were silent, so a service whose metrics asked for more logged nothing for minutes."""
+    kube = FakeKube(isvc(3), [pod(True)] * 3)
+    source = FakeSource(None, error="Prometheus query failed: refused")
+    scaler = Autoscaler(kube, AutoscalerSettings(), source, AutoscalerMetrics(CollectorRegistry()))
+    with caplog.at_level("INFO", logger="shoal.autoscaler"):
+        await scaler.cycle()
+        await scaler.cycle()
+    holds = [r for r in caplog.records if r.getMessage() == "holding"]
+    assert len(holds) == 1 and holds[0].reason == "MetricsUnavailable"  # type: ignore[attr-defined]
