@@ -32,7 +32,7 @@ from . import adapter
 from .metrics import ServiceQuery, Snapshot
 from .model import Decision, Direction, PolicyInput, PolicyState, Reason
 from .policy import decide
-from .report import PodCounts, count_pods, last_decision, rfc3339, status_patch
+from .report import PodCounts, count_pods, last_decision, live_pods, rfc3339, status_patch
 
 log = logging.getLogger("shoal.autoscaler")
 
@@ -170,7 +170,8 @@ class Autoscaler:
         if not isvcs:
             return []
         selector = f"{names.LABEL_COMPONENT}={names.COMPONENT_MODEL_SERVER}"
-        pods = count_pods(await self._list("Pod", selector))
+        listed = await self._list("Pod", selector)
+        pods, names_of = count_pods(listed), live_pods(listed)
         queries = [
             ServiceQuery(
                 i.namespace,
@@ -178,6 +179,7 @@ class Autoscaler:
                 adapter.signals(i.spec),
                 adapter.quantile(i.spec),
                 adapter.overrides(i.spec),
+                pods=names_of.get((i.namespace, i.name), frozenset()),
             )
             for _, i in isvcs
         ]

@@ -3,8 +3,9 @@
 Each query returns, per ``(namespace, inferenceservice)``, three series told apart by a ``shoal_field``
 label: ``value`` (the aggregated figure), ``ts`` (the oldest scrape timestamp behind it, so the policy can
 judge staleness) and ``series`` (how many pod series were aggregated).  Only series whose scrape target is
-up right now count (``and on (job, instance) (up == 1)``), so series of deleted or unreachable pods never
-feed a decision.  The query text for each kind is operator configuration (:class:`QueryTemplate`); a
+up right now count (``and on (job, instance) (up == 1)``), and, for the pods' own signals, only series of
+the pods the API server lists now (``pod=~"..."``), so series of deleted or unreachable pods never feed a
+decision.  The query text for each kind is operator configuration (:class:`QueryTemplate`); a
 service may replace one kind with its own PromQL (``prometheusQueryOverrides``), which costs one extra
 query for that service and has no scrape timestamp (the evaluation time is used).
 
@@ -14,7 +15,7 @@ prometheus-api-client is synchronous (requests); the loop calls :meth:`MetricsSo
 from __future__ import annotations
 
 import math
-import time
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
-from .kinds import Signal
+from .kinds import POD_SIGNALS, Signal
 from .model import Observation, UnusableKind
 
 ServiceKey = tuple[str, str]  # (namespace, inferenceservice)
@@ -94,15 +95,30 @@ DEFAULT_TEMPLATES: dict[Signal, QueryTemplate] = {
 }
 
 
-def build_query(template: QueryTemplate, quantile: float = 0.95) -> str:
+def build_query(template: QueryTemplate, quantile: float = 0.95, pods: frozenset[str] | None = None) -> str:
+    """The one query of a metric kind; with `pods`, only series of these (live) pods count."""
     value = template.value.replace("{quantile}", f"{quantile:g}")
     fresh = " or ".join(f"(timestamp({sel}) {_UP})" for sel in template.freshness)
     count = f"{template.freshness[0]} {_UP}"
-    return (
+    query = (
         f'label_replace({value}, "{FIELD}", "value", "", "")'
         f' or label_replace(min by ({GROUP}) ({fresh}), "{FIELD}", "ts", "", "")'
         f' or label_replace(count by ({GROUP}) ({count}), "{FIELD}", "series", "", "")'
     )
+    return _only_pods(query, pods) if pods else query
+
+
+_NAME_SELECTOR = re.compile(r'\{__name__=~"([^"]*)"\}')
+
+
+def _only_pods(query: str, pods: frozenset[str]) -> str:
+    """Restrict every metric selector to the `pod` label of live pods.
+
+    A scrape target that is up is not enough: series of pods deleted from the API can stay up (a
+    recreated InferenceService of the same name found the old pods' queue gauges still reporting 0,
+    #19). Pod names are DNS-1123 names; a dot is the only regex character they can hold."""
+    alternatives = "|".join(sorted(p.replace(".", "\\\\.") for p in pods))
+    return _NAME_SELECTOR.sub(lambda m: f'{{__name__=~"{m.group(1)}",pod=~"{alternatives}"}}', query)
 
 
 @dataclass(frozen=True)
@@ -114,6 +130,8 @@ class ServiceQuery:
     signals: frozenset[Signal]
     quantile: float = 0.95
     overrides: Mapping[Signal, str] = field(default_factory=dict)
+    #: Names of the service's live model-server pods (from the API server); None: do not restrict.
+    pods: frozenset[str] | None = None
 
 
 @dataclass
@@ -153,7 +171,6 @@ class MetricsSource:
     def collect(self, services: Iterable[ServiceQuery], now: float | None = None) -> Snapshot:
         """Query Prometheus once per metric kind (and per distinct latency quantile) for all services."""
         services = list(services)
-        now = time.time() if now is None else now
         queries: list[str] = []
         errors: dict[Signal, str] = {}
         out: dict[ServiceKey, dict[Signal, Observation]] = {(s.namespace, s.name): {} for s in services}
@@ -168,7 +185,7 @@ class MetricsSource:
                 wanted.setdefault((sig, q), []).append(s)
 
         for (sig, q), users in sorted(wanted.items(), key=lambda kv: (kv[0][0].value, kv[0][1])):
-            promql = build_query(self.templates[sig], q or 0.95)
+            promql = build_query(self.templates[sig], q or 0.95, _live_pods(sig, users))
             try:
                 rows = self._query(promql, queries)
             except Exception as exc:  # connection refused, timeout, HTTP 4xx/5xx, bad JSON
@@ -179,29 +196,36 @@ class MetricsSource:
                 continue
             parsed = _parse(rows)
             for s in users:
-                fields = parsed.get((s.namespace, s.name), {})
-                value = fields.get("value")
-                ts = fields.get("ts")
-                series = fields.get("series")
-                out[(s.namespace, s.name)][sig] = Observation(
-                    value=value,
-                    timestamp=ts,
-                    series=int(series) if series is not None and math.isfinite(series) else 0,
-                )
+                out[(s.namespace, s.name)][sig] = _observation(parsed.get((s.namespace, s.name), {}))
 
         for s in services:
             for sig, promql in s.overrides.items():
-                if sig not in s.signals:
-                    continue
-                try:
-                    rows = self._query(promql, queries)
-                except Exception as exc:
-                    out[(s.namespace, s.name)][sig] = Observation(
-                        None, error=f"override query failed: {type(exc).__name__}: {_short(exc)}"
-                    )
-                    continue
-                out[(s.namespace, s.name)][sig] = _override_observation(rows, s)
+                if sig in s.signals:
+                    out[(s.namespace, s.name)][sig] = self._override(promql, s, queries)
         return Snapshot(out, queries, errors)
+
+    def _override(self, promql: str, s: ServiceQuery, queries: list[str]) -> Observation:
+        try:
+            rows = self._query(promql, queries)
+        except Exception as exc:
+            return Observation(None, error=f"override query failed: {type(exc).__name__}: {_short(exc)}")
+        return _override_observation(rows, s)
+
+
+def _live_pods(sig: Signal, users: list[ServiceQuery]) -> frozenset[str] | None:
+    """The live pods of these services, when every one of them knows its pods and the signal is a pod's."""
+    if sig not in POD_SIGNALS or any(u.pods is None for u in users):
+        return None
+    return frozenset().union(*(u.pods or frozenset() for u in users)) or None
+
+
+def _observation(fields: dict[str, float]) -> Observation:
+    series = fields.get("series")
+    return Observation(
+        value=fields.get("value"),
+        timestamp=fields.get("ts"),
+        series=int(series) if series is not None and math.isfinite(series) else 0,
+    )
 
 
 def _short(exc: BaseException) -> str:

@@ -44,6 +44,17 @@ def count_pods(items: list[dict[str, Any]]) -> dict[tuple[str, str], PodCounts]:
     return out
 
 
+def live_pods(items: list[dict[str, Any]]) -> dict[tuple[str, str], frozenset[str]]:
+    """Per (namespace, InferenceService): names of its pods that exist and are not terminating."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for pod in items:
+        meta = pod.get("metadata", {})
+        isvc = (meta.get("labels") or {}).get(names.LABEL_ISVC)
+        if isvc and not meta.get("deletionTimestamp") and meta.get("name"):
+            out.setdefault((str(meta.get("namespace")), str(isvc)), set()).add(str(meta["name"]))
+    return {k: frozenset(v) for k, v in out.items()}
+
+
 def rfc3339(now: float) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

@@ -118,7 +118,9 @@ async def test_backlog_scales_through_scale_subresource_and_prometheus_outage_ho
     k.apply(isvc("chat"))
     eventually(lambda: ready_pods(k, "chat") == 1, timeout=120, desc="one ready model-server pod")
 
-    pod = Exporter(namespace, "chat", "chat-model-0")
+    # The exporter stands in for the real pod's /metrics, under its name: only live pods' series count.
+    [real] = k.json("get", "pods", "-l", f"{names.LABEL_ISVC}=chat", "-o", "json")["items"]
+    pod = Exporter(namespace, "chat", real["metadata"]["name"])
     try:
         pod.waiting.set(40)  # 40 waiting at a target of 4 per replica
         prom.set_targets([pod])
