@@ -177,7 +177,7 @@ def start_leader_work(ctx: OperatorContext, works: list[LeaderWork]) -> None:
     """Run `works` together while this replica holds the leader Lease (restarted on re-acquiring)."""
     namespace = ctx.settings.lease_namespace or ctx.kube.default_namespace or "default"
     elector = LeaseElector(
-        ctx.kube, namespace, ctx.settings.lease_name, ctx.identity, ctx.settings.lease_duration_seconds
+        ctx.kube, namespace, ctx.settings.leader_lease, ctx.identity, ctx.settings.lease_duration_seconds
     )
 
     async def work() -> None:

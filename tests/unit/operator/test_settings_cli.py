@@ -73,3 +73,11 @@ def test_registry_has_no_finalizer_and_all_triggers() -> None:
         await kube.aclose()
 
     asyncio.run(build())
+
+
+def test_leader_lease_is_per_watched_scope_unless_set() -> None:
+    assert OperatorSettings().leader_lease == "shoal-operator-leader"  # cluster-wide
+    a = OperatorSettings(namespaces=["team-a"]).leader_lease
+    b = OperatorSettings(namespaces=["team-b"]).leader_lease
+    assert a != b and a.startswith("shoal-operator-leader-") and len(a) <= 63
+    assert OperatorSettings(namespaces=["team-a"], lease_name="mine").leader_lease == "mine"
