@@ -22,10 +22,8 @@ log = logging.getLogger("shoal.operator")
 class OperatorContext:
     """Shared by every part of one operator process; built once in `runner.py`.
 
-    The autoscaler entry point (`shoal_operator.autoscaler.loop.run(ctx)`) receives this object:
-    `settings` (prometheus_url, autoscaler_period_seconds, namespaces), `kube` (REST client: `get`,
-    `apply(obj, manager=..., subresource="scale" | "status")`, `request`), `registry` (the Prometheus
-    registry served on the operator's /metrics), `stop` (set at shutdown) and `emit_event`.
+    `settings` (read once), `kube` (the API client), `metrics` (served on the operator's /metrics),
+    `stop` (set at shutdown), `background` (leader-only tasks awaited at cleanup) and `emit_event`.
     """
 
     settings: OperatorSettings

@@ -17,6 +17,7 @@ import yaml
 from shoal_common import names
 
 from shoal_operator import api
+from shoal_operator.api_schema import _Model
 
 CRD_FILE = "shoal.dev_inferenceservices.yaml"
 PEERING_FILE = "kopf.dev_peerings.yaml"
@@ -29,20 +30,14 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
         return [_resolve(item, defs) for item in node]
     if not isinstance(node, dict):
         return node
-    node = dict(node)
-    if "$ref" in node:
-        ref = node.pop("$ref").rsplit("/", 1)[-1]
-        merged = copy.deepcopy(defs[ref])
-        merged.update(node)  # sibling keys (description, default) win
-        node = merged
+    node = _inline_ref(dict(node), defs)
     # Optional[X] -> X: Kubernetes leaves an absent field absent; null is not a value users write.
     if "anyOf" in node:
         options = [opt for opt in node["anyOf"] if opt != {"type": "null"}]
         if len(options) == 1 and not node.get("x-kubernetes-int-or-string"):
             rest = {k: v for k, v in node.items() if k != "anyOf"}
             return _resolve({**options[0], **rest}, defs)
-        else:
-            node["anyOf"] = options
+        node["anyOf"] = options
     if "const" in node:
         node["enum"] = [node.pop("const")]
     if "default" in node and node["default"] is None:
@@ -57,6 +52,19 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
             out[key] = _resolve(value, defs)
         else:
             out[key] = value
+    return _structural_types(out)
+
+
+def _inline_ref(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" not in node:
+        return node
+    ref = node.pop("$ref").rsplit("/", 1)[-1]
+    merged: dict[str, Any] = copy.deepcopy(defs[ref])
+    merged.update(node)  # sibling keys (description, default) win
+    return merged
+
+
+def _structural_types(out: dict[str, Any]) -> dict[str, Any]:
     # Enums of strings need the type too (structural schema).
     if "enum" in out and "type" not in out:
         out["type"] = "string"
@@ -104,7 +112,7 @@ def _expand_defaults(node: Any) -> Any:
     return out
 
 
-def structural_schema(model: type[api._Model]) -> dict[str, Any]:
+def structural_schema(model: type[_Model]) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.pop("$defs", {})
     resolved = _expand_defaults(_int_or_string_fixups(_resolve(raw, defs)))

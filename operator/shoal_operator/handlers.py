@@ -3,45 +3,39 @@
 - every watch event of an InferenceService that is new to this process (resume, create) or whose
   `metadata.generation` differs from `status.observedGeneration` (update): full reconcile, retried with
   exponential backoff on API trouble;
-- a timer every `drift_period_seconds`: full reconcile, repairing edited or deleted children;
+- drift repair (`drift.py`, leader only): every `drift_period_seconds` a plain task lists the
+  InferenceServices and re-reconciles them, repairing edited or deleted children;
 - events of the operator's Deployments: a deleted one is re-created at once, others refresh the status
   (Ready follows the pods without waiting for the timer).
 
-The autoscaler hook: with `autoscaler_enabled`, startup imports `shoal_operator.autoscaler.loop` lazily
-and runs `await loop.run(ctx)` (ctx: `OperatorContext`) in the replica holding the leader Lease only.
+Leader-only work (drift repair and, when enabled, the autoscaler built by the composition root) runs in
+the replica holding the leader Lease.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import copy
 import logging
-import random
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import kopf
-from kopf._cogs.structs import ids as kopf_ids
-from kopf._cogs.structs import references as kopf_references
-from kopf._core.intents import handlers as kopf_handlers
 from shoal_common import names
 
 from shoal_operator.context import OperatorContext
-from shoal_operator.kube import path_for
+from shoal_operator.drift import Retries, drift_loop
+from shoal_operator.kube import bearer_token, path_for
 from shoal_operator.leader import LeaseElector, run_while_leader
 from shoal_operator.reconcile import Reconciler, TransientError
+
+LeaderWork = Callable[[], Coroutine[Any, Any, None]]
 
 log = logging.getLogger("shoal.operator")
 
 ISVC = (names.GROUP, names.VERSION, names.PLURAL)
 PERSISTENCE_PREFIX = "operator.shoal.dev"
-
-
-def backoff_seconds(retry: int) -> float:
-    """Exponential backoff with jitter for transient API failures: 1, 2, 4 ... 300 s."""
-    base: float = min(300.0, 2.0 ** min(retry, 9))
-    return base * random.uniform(0.8, 1.2)
 
 
 def configure_kopf(settings: kopf.OperatorSettings, ctx: OperatorContext) -> None:
@@ -74,70 +68,42 @@ def rollout_signature(deployment: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def connection_info(ctx: OperatorContext) -> kopf.ConnectionInfo:
-    creds = ctx.kube.creds
+async def connection_info(ctx: OperatorContext) -> kopf.ConnectionInfo:
+    """kopf's own connection (its watches) from the same kubernetes_asyncio configuration."""
+    conf = ctx.kube.connection.configuration
     return kopf.ConnectionInfo(
-        server=creds.server,
-        ca_path=creds.ca_path,
-        ca_data=base64.b64encode(creds.ca_data) if creds.ca_data else None,
-        insecure=creds.insecure or None,
-        certificate_path=creds.cert_path,
-        private_key_path=creds.key_path,
-        token=creds.bearer(),
-        default_namespace=creds.default_namespace,
+        server=str(conf.host),
+        ca_path=conf.ssl_ca_cert,
+        insecure=not conf.verify_ssl or None,
+        certificate_path=conf.cert_file,
+        private_key_path=conf.key_file,
+        token=await bearer_token(conf),
+        default_namespace=ctx.kube.default_namespace,
     )
 
 
-def build_registry(ctx: OperatorContext, reconciler: Reconciler) -> kopf.OperatorRegistry:
+def build_registry(
+    ctx: OperatorContext, reconciler: Reconciler, leader_work: list[LeaderWork] | None = None
+) -> kopf.OperatorRegistry:
+    """The kopf handlers; `leader_work` (e.g. the autoscaler) runs beside drift repair in the leader."""
     registry = kopf.OperatorRegistry()
-    settings = ctx.settings
+    retries = Retries(lambda ns, name: reconciler.refresh(ns, name, apply_children=True))
 
     @kopf.on.startup(registry=registry)
     async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_kopf(settings, ctx)
-        if ctx.settings.autoscaler_enabled:
-            start_autoscaler(ctx)
+        start_leader_work(ctx, [drift_work(ctx, reconciler, retries), *(leader_work or [])])
 
     @kopf.on.cleanup(registry=registry)
     async def _cleanup(**_: Any) -> None:
         ctx.stop.set()
+        await retries.close()
         if ctx.background:
             await asyncio.wait(ctx.background, timeout=10)
 
     @kopf.on.login(registry=registry)
-    def _login(**_: Any) -> kopf.ConnectionInfo:
-        return connection_info(ctx)
-
-    seen: dict[tuple[str, str], tuple[Any, ...]] = {}
-    retry_tasks: set[asyncio.Task[None]] = set()
-    failures: dict[tuple[str, str], int] = {}
-
-    async def reconcile_now(body: dict[str, Any]) -> None:
-        meta = body["metadata"]
-        key = (meta["namespace"], meta["name"])
-        fresh = not (body.get("status") or {}).get("observedGeneration")
-        try:
-            await reconciler.reconcile(body, fresh=fresh)
-            failures.pop(key, None)
-        except TransientError as exc:
-            attempt = failures[key] = failures.get(key, 0) + 1
-            delay = backoff_seconds(attempt)
-            log.warning(
-                "reconcile failed; retrying",
-                extra={"inferenceservice": key[1], "retry_in_s": round(delay, 1), "error": str(exc)},
-            )
-
-            async def retry_later() -> None:
-                await asyncio.sleep(delay)
-                try:
-                    await reconciler.refresh(key[0], key[1], apply_children=True)
-                    failures.pop(key, None)
-                except TransientError:
-                    failures[key] = failures.get(key, 0) + 1  # the drift timer keeps trying
-
-            task = asyncio.create_task(retry_later())
-            retry_tasks.add(task)
-            task.add_done_callback(retry_tasks.discard)
+    async def _login(**_: Any) -> kopf.ConnectionInfo:
+        return await connection_info(ctx)
 
     # Level-triggered: kopf's change-detecting handlers (on.create/update/resume) would write bookkeeping
     # annotations into every InferenceService; instead every watch event is looked at and the object is
@@ -146,43 +112,27 @@ def build_registry(ctx: OperatorContext, reconciler: Reconciler) -> kopf.Operato
     @kopf.on.event(*ISVC, registry=registry)
     async def on_isvc_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
         meta = body.get("metadata", {})
+        key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
         if event.get("type") == "DELETED" or meta.get("deletionTimestamp"):
-            reconciler.forget(meta.get("namespace", ""), meta.get("name", ""), meta.get("uid"))
+            reconciler.forget(key[0], key[1], meta.get("uid"))
+            retries.forget(key)
             return
         observed = (body.get("status") or {}).get("observedGeneration")
         if event.get("type") in (None, "ADDED") or observed != meta.get("generation"):
-            await reconcile_now(copy.deepcopy(dict(body)))
+            full = copy.deepcopy(dict(body))
+            try:
+                await reconciler.reconcile(full, fresh=not observed)
+            except TransientError as exc:
+                retries.failed(key, str(exc))
+            else:
+                retries.succeeded(key)
 
-    async def drift(name: str, namespace: str | None, **_: Any) -> None:
-        try:
-            await reconciler.refresh(namespace or "", name, apply_children=True)
-        except TransientError as exc:
-            log.warning("drift check failed; next period retries", extra={"error": str(exc)})
+    _register_child_events(registry, reconciler)
+    return registry
 
-    # A timer without kopf's finalizer: deleting an InferenceService must never wait for the operator
-    # (its children go by owner references). Same construction as kopf.timer(), requires_finalizer=False.
-    registry._spawning.append(
-        kopf_handlers.TimerHandler(
-            fn=drift,
-            id=kopf_ids.HandlerId("drift"),
-            param=None,
-            errors=None,
-            timeout=None,
-            retries=None,
-            backoff=None,
-            selector=kopf_references.Selector(*ISVC),
-            labels=None,
-            annotations=None,
-            when=None,
-            field=None,
-            value=None,
-            initial_delay=settings.drift_period_seconds,
-            requires_finalizer=False,
-            sharp=None,
-            idle=None,
-            interval=settings.drift_period_seconds,
-        )
-    )
+
+def _register_child_events(registry: kopf.OperatorRegistry, reconciler: Reconciler) -> None:
+    seen: dict[tuple[str, str], tuple[Any, ...]] = {}
 
     @kopf.on.event(
         "apps", "v1", "deployments", labels={names.LABEL_MANAGED_BY: names.MANAGED_BY}, registry=registry
@@ -211,25 +161,29 @@ def build_registry(ctx: OperatorContext, reconciler: Reconciler) -> kopf.Operato
         except TransientError as exc:
             log.warning("status refresh failed", extra={"inferenceservice": owner, "error": str(exc)})
 
-    return registry
+
+def drift_work(ctx: OperatorContext, reconciler: Reconciler, retries: Retries) -> LeaderWork:
+    async def refresh(namespace: str, name: str) -> None:
+        await reconciler.refresh(namespace, name, apply_children=True)
+
+    async def work() -> None:
+        s = ctx.settings
+        await drift_loop(ctx.kube, s.namespaces, refresh, retries, s.drift_period_seconds, ctx.stop)
+
+    return work
 
 
-def start_autoscaler(ctx: OperatorContext) -> None:
-    """Run `shoal_operator.autoscaler.loop.run(ctx)` while this replica holds the leader Lease."""
-    try:
-        from shoal_operator.autoscaler import loop  # type: ignore[attr-defined,unused-ignore]
-    except ImportError as exc:
-        log.warning("autoscaler not available; running without it", extra={"error": str(exc)})
-        return
-    namespace = ctx.settings.lease_namespace or ctx.kube.creds.default_namespace or "default"
+def start_leader_work(ctx: OperatorContext, works: list[LeaderWork]) -> None:
+    """Run `works` together while this replica holds the leader Lease (restarted on re-acquiring)."""
+    namespace = ctx.settings.lease_namespace or ctx.kube.default_namespace or "default"
     elector = LeaseElector(
-        ctx.kube, namespace, ctx.settings.lease_name, ctx.identity, ctx.settings.lease_duration_seconds
+        ctx.kube, namespace, ctx.settings.leader_lease, ctx.identity, ctx.settings.lease_duration_seconds
     )
 
     async def work() -> None:
-        await loop.run(ctx)
+        await asyncio.gather(*(w() for w in works))
 
-    task = asyncio.create_task(run_while_leader(elector, work, ctx.stop), name="autoscaler-leader")
+    task = asyncio.create_task(run_while_leader(elector, work, ctx.stop), name="leader-work")
     ctx.background.append(task)
 
 

@@ -1,53 +1,56 @@
-"""A small async Kubernetes REST client (httpx) for server-side apply, status, events and reads.
+"""The operator's Kubernetes access: `kubernetes_asyncio` underneath, a few dict-in/dict-out verbs on top.
 
-kopf keeps its own connection for watching; this client does the writes. Credentials come from a
-kubeconfig (client certificates, tokens) or the in-cluster service account, read once at start. The
-service-account token is re-read from its file so rotated tokens keep working.
+`kubernetes_asyncio` does the transport (aiohttp, one connection pool), TLS, credentials (kubeconfig with
+client certificates, tokens, exec plugins; the in-cluster service account with its rotated token) and
+error mapping (`ApiException`). The operator works on plain dicts (the builders render them, SSA sends
+them back unchanged), so every call goes through the public `ApiClient.call_api` with the `object`
+response type: the JSON body as it came, no model classes. `DynamicClient` would resolve paths by
+discovery instead of `RESOURCES`, but it costs discovery round trips per API group, writes a cache file
+into /tmp and wraps every result; the operator touches a fixed, small set of kinds.
 """
 
 from __future__ import annotations
 
-import base64
 import os
-import ssl
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-import yaml
+import aiohttp
+from kubernetes_asyncio import config as kconfig
+from kubernetes_asyncio.client import ApiClient, ApiException, Configuration
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
-# kind -> (api prefix, plural); enough for everything the operator touches.
-RESOURCES: dict[str, tuple[str, str]] = {
-    "Deployment": ("/apis/apps/v1", "deployments"),
-    "Service": ("/api/v1", "services"),
-    "ServiceAccount": ("/api/v1", "serviceaccounts"),
-    "PersistentVolumeClaim": ("/api/v1", "persistentvolumeclaims"),
-    "Secret": ("/api/v1", "secrets"),
-    "Event": ("/api/v1", "events"),
-    "Pod": ("/api/v1", "pods"),
-    "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles"),
-    "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
-    "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
-    "PodMonitor": ("/apis/monitoring.coreos.com/v1", "podmonitors"),
-    "InferenceService": ("/apis/shoal.dev/v1alpha1", "inferenceservices"),
-    "KopfPeering": ("/apis/kopf.dev/v1", "kopfpeerings"),
-    "ClusterKopfPeering": ("/apis/kopf.dev/v1", "clusterkopfpeerings"),
-    "Lease": ("/apis/coordination.k8s.io/v1", "leases"),
-    "InferencePool": ("/apis/inference.networking.k8s.io/v1", "inferencepools"),
+# kind -> (apiVersion, plural, namespaced); enough for everything the operator touches.
+RESOURCES: dict[str, tuple[str, str, bool]] = {
+    "Deployment": ("apps/v1", "deployments", True),
+    "Service": ("v1", "services", True),
+    "ServiceAccount": ("v1", "serviceaccounts", True),
+    "PersistentVolumeClaim": ("v1", "persistentvolumeclaims", True),
+    "Secret": ("v1", "secrets", True),
+    "Event": ("v1", "events", True),
+    "Pod": ("v1", "pods", True),
+    "Role": ("rbac.authorization.k8s.io/v1", "roles", True),
+    "RoleBinding": ("rbac.authorization.k8s.io/v1", "rolebindings", True),
+    "PodDisruptionBudget": ("policy/v1", "poddisruptionbudgets", True),
+    "PodMonitor": ("monitoring.coreos.com/v1", "podmonitors", True),
+    "InferenceService": ("shoal.dev/v1alpha1", "inferenceservices", True),
+    "KopfPeering": ("kopf.dev/v1", "kopfpeerings", True),
+    "ClusterKopfPeering": ("kopf.dev/v1", "clusterkopfpeerings", False),
+    "Lease": ("coordination.k8s.io/v1", "leases", True),
+    "InferencePool": ("inference.networking.k8s.io/v1", "inferencepools", True),
 }
-CLUSTER_SCOPED = {"ClusterKopfPeering"}
+
+_OBJECT = {200: "object", 201: "object", 202: "object"}
 
 
 def path_for(
     kind: str, namespace: str | None, name: str | None = None, subresource: str | None = None
 ) -> str:
-    prefix, plural = RESOURCES[kind]
-    path = prefix
-    if namespace and kind not in CLUSTER_SCOPED:
+    api_version, plural, namespaced = RESOURCES[kind]
+    path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    if namespace and namespaced:
         path += f"/namespaces/{namespace}"
     path += f"/{plural}"
     if name:
@@ -58,6 +61,8 @@ def path_for(
 
 
 class ApiError(Exception):
+    """A failed call: the API server's status (0 when it could not be reached), reason and message."""
+
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
@@ -69,119 +74,87 @@ class ApiError(Exception):
         """Worth retrying as is (server trouble, throttling, conflicts); 4xx input errors are not."""
         return self.status >= 500 or self.status in (409, 429) or self.status == 0
 
+    @classmethod
+    def from_exception(cls, exc: ApiException) -> ApiError:
+        import json
 
-@dataclass
-class Credentials:
-    server: str
-    ca_path: str | None = None
-    ca_data: bytes | None = None
-    cert_path: str | None = None
-    key_path: str | None = None
-    token: str | None = None
-    token_path: str | None = None
-    insecure: bool = False
-    default_namespace: str | None = None
-
-    def bearer(self) -> str | None:
-        if self.token_path:
-            return Path(self.token_path).read_text().strip()
-        return self.token
+        status = int(exc.status or 0)
+        reason, message = str(exc.reason or ""), str(exc.body or "")
+        try:
+            body = json.loads(exc.body) if exc.body else {}
+            if isinstance(body, dict):
+                reason = str(body.get("reason") or reason)
+                message = str(body.get("message") or message)
+        except (TypeError, ValueError):
+            message = message[:500]
+        return cls(status, reason, message)
 
 
-def _materialise(data_b64: str, suffix: str) -> str:
-    """Write base64 PEM data to a private temporary file (ssl needs files for client certificates)."""
-    fd, path = tempfile.mkstemp(prefix="shoal-", suffix=suffix)
-    with os.fdopen(fd, "wb") as f:
-        f.write(base64.b64decode(data_b64))
-    return path
+@dataclass(frozen=True)
+class Connection:
+    """Where and how to reach the API server (what kopf's login handler is given too)."""
+
+    configuration: Configuration
+    default_namespace: str | None
 
 
-def load_credentials(kubeconfig: str | None = None, context: str | None = None) -> Credentials:
-    """In-cluster service account when present (and no kubeconfig given), else the kubeconfig."""
-    if kubeconfig is None and (SA_DIR / "token").exists():
-        ns_file = SA_DIR / "namespace"
-        host = os.environ.get("KUBERNETES_SERVICE_HOST", "kubernetes.default.svc")
-        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-        if ":" in host:
-            host = f"[{host}]"
-        return Credentials(
-            server=f"https://{host}:{port}",
-            ca_path=str(SA_DIR / "ca.crt"),
-            token_path=str(SA_DIR / "token"),
-            default_namespace=ns_file.read_text().strip() if ns_file.exists() else None,
-        )
+def kubeconfig_path(kubeconfig: str | None) -> str:
     path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or "~/.kube/config"
-    config = yaml.safe_load(Path(path).expanduser().read_text()) or {}
-    base = Path(path).expanduser().resolve().parent
+    return str(Path(path).expanduser())
 
-    def _find(section: str, name: str) -> dict[str, Any]:
-        for item in config.get(section, []):
-            if item["name"] == name:
-                return dict(item.get(section[:-1]) or {})
-        raise ValueError(f"kubeconfig {path}: no {section[:-1]} named {name!r}")
 
-    ctx_name = context or config.get("current-context")
-    if not ctx_name:
-        raise ValueError(f"kubeconfig {path}: no current-context")
-    ctx = _find("contexts", ctx_name)
-    cluster = _find("clusters", ctx["cluster"])
-    user = _find("users", ctx["user"]) if ctx.get("user") else {}
-
-    def _rel(p: str | None) -> str | None:
-        return None if p is None else str((base / p).resolve()) if not os.path.isabs(p) else p
-
-    creds = Credentials(
-        server=cluster["server"].rstrip("/"),
-        ca_path=_rel(cluster.get("certificate-authority")),
-        insecure=bool(cluster.get("insecure-skip-tls-verify", False)),
-        cert_path=_rel(user.get("client-certificate")),
-        key_path=_rel(user.get("client-key")),
-        token=user.get("token"),
-        token_path=_rel(user.get("tokenFile")),
-        default_namespace=ctx.get("namespace"),
+async def connect(kubeconfig: str | None = None, context: str | None = None) -> Connection:
+    """In-cluster service account when present (and no kubeconfig given), else the kubeconfig."""
+    configuration = Configuration()
+    if kubeconfig is None and (SA_DIR / "token").exists():
+        # try_refresh_token: the projected token is re-read before it expires.
+        kconfig.load_incluster_config(  # type: ignore[no-untyped-call]  # the library leaves it untyped
+            client_configuration=configuration, try_refresh_token=True
+        )
+        ns_file = SA_DIR / "namespace"
+        namespace = ns_file.read_text().strip() if ns_file.exists() else None
+        return Connection(configuration, namespace)
+    path = kubeconfig_path(kubeconfig)
+    await kconfig.load_kube_config(
+        config_file=path, context=context, client_configuration=configuration, persist_config=False
     )
-    if cluster.get("certificate-authority-data"):
-        creds.ca_data = base64.b64decode(cluster["certificate-authority-data"])
-    if user.get("client-certificate-data"):
-        creds.cert_path = _materialise(user["client-certificate-data"], ".crt")
-    if user.get("client-key-data"):
-        creds.key_path = _materialise(user["client-key-data"], ".key")
-    return creds
+    contexts, active = kconfig.list_kube_config_contexts(config_file=path)
+    chosen = next((c for c in contexts if c.get("name") == context), active) if context else active
+    namespace = ((chosen or {}).get("context") or {}).get("namespace")
+    return Connection(configuration, namespace)
 
 
-def ssl_context(creds: Credentials) -> ssl.SSLContext | bool:
-    if not creds.server.startswith("https"):
-        return False
-    if creds.insecure:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    elif creds.ca_data:
-        ctx = ssl.create_default_context(cadata=creds.ca_data.decode())
-    elif creds.ca_path:
-        ctx = ssl.create_default_context(cafile=creds.ca_path)
-    else:
-        ctx = ssl.create_default_context()
-    if creds.cert_path and creds.key_path:
-        ctx.load_cert_chain(creds.cert_path, creds.key_path)
-    return ctx
+async def bearer_token(configuration: Configuration) -> str | None:
+    """The current bearer token (refreshed by the library for in-cluster and exec credentials)."""
+    header = await configuration.get_api_key_with_prefix("BearerToken")
+    if not header:
+        return None
+    return str(header).split(" ", 1)[-1]
 
 
 class Kube:
-    """Async REST calls; every method raises ApiError on a non-2xx answer (except where noted)."""
+    """Dict-in/dict-out calls; every method raises ApiError on a failed call (except where noted)."""
 
-    def __init__(self, creds: Credentials, *, timeout: float = 30.0, max_connections: int = 32) -> None:
-        self.creds = creds
-        self._client = httpx.AsyncClient(
-            base_url=creds.server,
-            verify=ssl_context(creds),
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-        )
+    def __init__(self, connection: Connection, *, timeout: float = 30.0, max_connections: int = 32) -> None:
+        self.connection = connection
+        connection.configuration.connection_pool_maxsize = max_connections
+        self._api: ApiClient | None = None  # made on first use: its aiohttp session needs a running loop
+        self._timeout = timeout
         self._api_cache: dict[str, bool] = {}
 
+    @property
+    def default_namespace(self) -> str | None:
+        return self.connection.default_namespace
+
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._api is not None:
+            await self._api.close()
+            self._api = None
+
+    def _client(self) -> ApiClient:
+        if self._api is None:
+            self._api = ApiClient(self.connection.configuration)
+        return self._api
 
     async def request(
         self,
@@ -192,31 +165,26 @@ class Kube:
         json_body: Any = None,
         content_type: str | None = None,
     ) -> dict[str, Any]:
-        headers = {"Accept": "application/json"}
-        token = self.creds.bearer()
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        content: bytes | None = None
-        if json_body is not None:
-            import json
-
-            content = json.dumps(json_body).encode()
-            headers["Content-Type"] = content_type or "application/json"
+        """One call; the answer's JSON object (`{"items": [...]}` when the server returned a list)."""
+        headers = {"Accept": "application/json", "Content-Type": content_type or "application/json"}
         try:
-            rsp = await self._client.request(method, path, params=params, content=content, headers=headers)
-        except httpx.HTTPError as exc:
+            result = await self._client().call_api(
+                path,
+                method,
+                query_params=list((params or {}).items()),
+                header_params=headers,
+                body=json_body,
+                auth_settings=["BearerToken"],
+                response_types_map=_OBJECT,
+                _return_http_data_only=True,
+                _request_timeout=self._timeout,
+            )
+        except ApiException as exc:
+            raise ApiError.from_exception(exc) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise ApiError(0, type(exc).__name__, str(exc) or repr(exc)) from exc
-        if rsp.status_code >= 400:
-            try:
-                body = rsp.json()
-                raise ApiError(
-                    rsp.status_code, str(body.get("reason", "")), str(body.get("message", rsp.text))
-                )
-            except ValueError:
-                raise ApiError(rsp.status_code, rsp.reason_phrase, rsp.text[:500]) from None
-        if not rsp.content:
+        if result is None:
             return {}
-        result = rsp.json()
         return result if isinstance(result, dict) else {"items": result}
 
     async def get(self, path: str) -> dict[str, Any] | None:
@@ -227,6 +195,11 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
+
+    async def list(self, kind: str, namespace: str | None, label_selector: str | None = None) -> list[Any]:
+        params = {"labelSelector": label_selector} if label_selector else None
+        body = await self.request("GET", path_for(kind, namespace), params=params)
+        return list(body.get("items") or [])
 
     async def apply(
         self, obj: dict[str, Any], *, manager: str, force: bool = True, subresource: str | None = None
@@ -239,8 +212,26 @@ class Kube:
             "PATCH", path, params=params, json_body=obj, content_type="application/apply-patch+yaml"
         )
 
+    async def scale(self, namespace: str, name: str, replicas: int, *, manager: str) -> dict[str, Any]:
+        """Set an InferenceService's replicas through its /scale subresource.
+
+        A merge patch, not server-side apply: the API server cannot convert an apply patch of a custom
+        resource's /scale (autoscaling/v1 Scale) when the value changes ("request to convert CR to an
+        invalid group/version"). The field manager is still recorded on spec.replicas."""
+        return await self.request(
+            "PATCH",
+            path_for("InferenceService", namespace, name, "scale"),
+            params={"fieldManager": manager},
+            json_body={"spec": {"replicas": replicas}},
+            content_type="application/merge-patch+json",
+        )
+
     async def create(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
         return await self.request("POST", path, json_body=obj)
+
+    async def replace(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """PUT: optimistic concurrency on `metadata.resourceVersion` (409 when someone wrote first)."""
+        return await self.request("PUT", path, json_body=obj)
 
     async def delete(self, path: str, *, uid: str | None = None) -> bool:
         """Delete (in the background); False when it was already gone."""

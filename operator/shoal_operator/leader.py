@@ -82,7 +82,7 @@ class LeaseElector:
         acquire = _parse(spec.get("acquireTime")) if holder == self.identity else None
         live["spec"] = self._spec(acquire, transitions)
         try:
-            await self.kube.request("PUT", path, json_body=live)
+            await self.kube.replace(path, live)
         except ApiError as exc:
             if exc.status == 409:  # someone else renewed or took it first
                 return False
@@ -95,7 +95,7 @@ class LeaseElector:
             live = await self.kube.get(path)
             if live and (live.get("spec") or {}).get("holderIdentity") == self.identity:
                 live["spec"]["holderIdentity"] = None
-                await self.kube.request("PUT", path, json_body=live)
+                await self.kube.replace(path, live)
 
 
 async def run_while_leader(

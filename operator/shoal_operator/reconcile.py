@@ -159,8 +159,6 @@ class Reconciler:
             if apply_children:
                 opts = self._build_options(await self._podmonitor_available())
                 children = desired_children(isvc, opts)
-                if fresh:
-                    self._known_absent.update((isvc.uid, kind, child) for kind, child in children.absent)
                 for obj in children.apply:
                     try:
                         live = await ssa.apply(self.kube, obj)
@@ -183,11 +181,8 @@ class Reconciler:
                         continue
                     self._remember(obj, live, observed, isvc)
                     self._known_absent.discard((isvc.uid, obj["kind"], obj["metadata"]["name"]))
-                for kind, child in children.absent:
-                    key = (isvc.uid, kind, child)
-                    if key not in self._known_absent:
-                        await ssa.delete_owned(self.kube, kind, namespace, child, isvc.uid)
-                        self._known_absent.add(key)
+                if not fresh:
+                    await self._delete_absent(isvc, children.absent)
             else:
                 opts = self._build_options(self._podmonitor[1] if self._podmonitor else False)
                 observed.model = await self.kube.get(
@@ -207,6 +202,19 @@ class Reconciler:
         ready = cond.find(new_status["conditions"], cond.READY)
         result = "degraded" if observed.problems else "ok"
         return Outcome(result, bool(ready and ready["status"] == "True"), new_status)
+
+    async def _delete_absent(self, isvc: InferenceService, absent: list[tuple[str, str]]) -> None:
+        """Delete children the spec no longer wants, once each: confirmed absences are remembered.
+
+        A fresh object (no status yet) skips this: nothing stale can exist yet. Its absences are not
+        remembered, though: a fresh-looking object may have had children applied by an attempt whose
+        status write failed (a PDB from replicas 2, before a change to 1); the next reconcile that is
+        not fresh (retry, drift, child event) checks them."""
+        for kind, child in absent:
+            key = (isvc.uid, kind, child)
+            if key not in self._known_absent:
+                await ssa.delete_owned(self.kube, kind, isvc.namespace, child, isvc.uid)
+                self._known_absent.add(key)
 
     def _build_options(self, podmonitor: bool) -> BuildOptions:
         base = self.config.build

@@ -12,10 +12,12 @@ import kopf
 from prometheus_client import start_http_server
 from shoal_common.logging import configure_logging
 
+from shoal_operator.autoscaler.loop import Autoscaler, AutoscalerMetrics, AutoscalerSettings
+from shoal_operator.autoscaler.metrics import MetricsSource
 from shoal_operator.builders import BuildOptions
 from shoal_operator.context import OperatorContext
-from shoal_operator.handlers import build_registry, ensure_peering
-from shoal_operator.kube import ApiError, Kube, load_credentials
+from shoal_operator.handlers import LeaderWork, build_registry, ensure_peering
+from shoal_operator.kube import ApiError, Kube, connect
 from shoal_operator.metrics import OperatorMetrics
 from shoal_operator.reconcile import Reconciler, ReconcilerConfig
 from shoal_operator.settings import OperatorSettings
@@ -28,8 +30,9 @@ def identity() -> str:
 
 
 async def serve(settings: OperatorSettings, stop_flag: asyncio.Event | None = None) -> None:
-    creds = load_credentials(settings.kubeconfig, settings.context)
-    kube = Kube(creds, max_connections=settings.max_connections)
+    kube = Kube(
+        await connect(settings.kubeconfig, settings.context), max_connections=settings.max_connections
+    )
     metrics = OperatorMetrics()
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=metrics.registry)
@@ -41,6 +44,7 @@ async def serve(settings: OperatorSettings, stop_flag: asyncio.Event | None = No
         cluster_domain=settings.cluster_domain,
     )
     reconciler = Reconciler(kube, ReconcilerConfig(build=build), metrics, emit=ctx.emit_event)
+    leader_work = [autoscaler_work(ctx)] if settings.autoscaler_enabled else []
     try:
         standalone = True
         if settings.peering:
@@ -59,7 +63,7 @@ async def serve(settings: OperatorSettings, stop_flag: asyncio.Event | None = No
             },
         )
         await kopf.operator(
-            registry=build_registry(ctx, reconciler),
+            registry=build_registry(ctx, reconciler, leader_work),
             clusterwide=settings.clusterwide,
             namespaces=settings.namespaces,
             standalone=standalone,
@@ -74,6 +78,22 @@ async def serve(settings: OperatorSettings, stop_flag: asyncio.Event | None = No
     finally:
         ctx.stop.set()
         await kube.aclose()
+
+
+def autoscaler_work(ctx: OperatorContext) -> LeaderWork:
+    """The autoscaler, handed its metrics source; it runs while this replica holds the leader Lease.
+
+    Each leadership term starts with fresh policy state: what another leader decided meanwhile is not
+    in this replica's memory (the status it recorded is read back instead)."""
+    s = ctx.settings
+    settings = AutoscalerSettings(period_seconds=s.autoscaler_period_seconds, namespaces=tuple(s.namespaces))
+    source = MetricsSource(s.prometheus_url)
+    metrics = AutoscalerMetrics(ctx.registry)
+
+    async def work() -> None:
+        await Autoscaler(ctx.kube, settings, source, metrics, ctx.emit_event).run(ctx.stop)
+
+    return work
 
 
 async def _with_retries(
@@ -95,6 +115,5 @@ def run(settings: OperatorSettings) -> int:
     configure_logging(settings.log_level, settings.json_logs)
     if settings.log_level.upper() != "DEBUG":
         logging.getLogger("kopf").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     asyncio.run(serve(settings))
     return 0

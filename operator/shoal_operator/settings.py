@@ -5,12 +5,15 @@ Read once by the composition root (`runner.py`) and passed down; nothing reads t
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shoal_operator.builders.common import DEFAULT_IMAGE
+
+LEASE_NAME = "shoal-operator-leader"
 
 
 class OperatorSettings(BaseSettings):
@@ -46,7 +49,10 @@ class OperatorSettings(BaseSettings):
     lease_namespace: str | None = Field(
         default=None, description="namespace of the leader Lease; default: the pod's namespace or 'default'"
     )
-    lease_name: str = "shoal-operator-leader"
+    lease_name: str = Field(
+        default=LEASE_NAME,
+        description="leader Lease (drift repair, autoscaler); default: per watched scope (see leader_lease)",
+    )
     lease_duration_seconds: float = Field(default=15.0, gt=0)
     max_connections: int = Field(default=32, ge=1, description="connections to the API server for writes")
     worker_limit: int | None = Field(default=None, ge=1, description="kopf: objects processed at once")
@@ -61,3 +67,12 @@ class OperatorSettings(BaseSettings):
     @property
     def clusterwide(self) -> bool:
         return not self.namespaces
+
+    @property
+    def leader_lease(self) -> str:
+        """The leader Lease's name. Unless set, one per watched scope: operators that watch different
+        namespaces each repair drift and autoscale their own (one shared Lease would idle all but one)."""
+        if "lease_name" in self.model_fields_set or self.clusterwide:
+            return self.lease_name
+        scope = hashlib.sha256(",".join(sorted(self.namespaces)).encode()).hexdigest()[:10]
+        return f"{self.lease_name}-{scope}"

@@ -69,6 +69,62 @@ def rollout(deployment: dict[str, Any] | None) -> Rollout:
     )
 
 
+Verdict = tuple[bool, str, str]  # (status, reason, message) of one condition
+
+
+def _ready(
+    isvc: InferenceService, observed: Observed, model: Rollout, router: Rollout | None, endpoint: str
+) -> Verdict:
+    """Ready: something serves the current generation."""
+    desired = isvc.spec.replicas
+    if observed.model is None:
+        return False, "Pending", "the model-server Deployment does not exist yet"
+    if desired == 0:
+        router_ok = router is not None and router.available >= 1
+        message = (
+            "scaled to zero; the router holds requests while a replica starts"
+            if router_ok
+            else "scaled to zero and no router is available"
+        )
+        return router_ok, "ScaledToZero", message
+    if not model.rolled_out:
+        return False, "RollingOut", f"{model.updated}/{desired} replicas updated, {model.available} available"
+    if model.available < 1:
+        return (
+            False,
+            "NoReplicaAvailable",
+            f"0/{desired} replicas available (loading the model or waiting for a node)",
+        )
+    if router is not None and router.available < 1:
+        return gateway.front_end_not_ready(isvc)
+    return True, "Serving", f"{model.ready}/{desired} replicas ready at {endpoint}"
+
+
+def _progressing(observed: Observed, model: Rollout, router: Rollout | None, desired: int) -> Verdict:
+    """Progressing: the Deployments are moving towards the spec."""
+    if observed.model is None:
+        return True, "Creating", "creating the children"
+    if any(r is not None and not r.settled for r in (model, router)):
+        reason = "RollingOut" if not model.rolled_out else "ScalingReplicas"
+        return (
+            True,
+            reason,
+            f"{model.available}/{desired} model-server replicas available, {model.updated} updated",
+        )
+    return False, "Stable", f"{model.available}/{desired} replicas available"
+
+
+def _degraded(observed: Observed, model: Rollout, router: Rollout | None) -> Verdict:
+    """Degraded: bad input the CRD cannot reject, or a child that cannot make progress."""
+    problems = list(observed.problems)
+    for r, what in ((model, "model-server"), (router, "router")):
+        if r is not None and r.failure is not None:
+            problems.append(Problem(r.failure.reason, f"{what} Deployment: {r.failure.message}"))
+    if problems:
+        return True, problems[0].reason, "; ".join(p.message for p in problems)
+    return False, "AsExpected", ""
+
+
 def compute(
     isvc: InferenceService,
     observed: Observed,
@@ -78,68 +134,15 @@ def compute(
 ) -> dict[str, Any]:
     """The operator's part of `status` (conditions Ready/Progressing/Degraded and the counters)."""
     gen = isvc.generation
-    previous = [c.dump() for c in isvc.status.conditions]
     model = rollout(observed.model)
-    router_mode = isvc.spec.routing.mode != "Service"  # Gateway mode: the endpoint picker plays the router
-    router = rollout(observed.router) if router_mode else None
+    router = rollout(observed.router) if isvc.spec.routing.mode != "Service" else None  # Gateway: the endpoint picker plays the router
     desired = isvc.spec.replicas
     endpoint = url(isvc, opts)
-
-    # Ready: something serves the current generation.
-    if observed.model is None:
-        ready, ready_reason, ready_msg = False, "Pending", "the model-server Deployment does not exist yet"
-    elif desired == 0:
-        router_ok = router is not None and router.available >= 1
-        ready = router_ok
-        ready_reason = "ScaledToZero"
-        ready_msg = (
-            "scaled to zero; the router holds requests while a replica starts"
-            if router_ok
-            else "scaled to zero and no router is available"
-        )
-    elif not model.rolled_out:
-        ready, ready_reason = False, "RollingOut"
-        ready_msg = f"{model.updated}/{desired} replicas updated, {model.available} available"
-    elif model.available < 1:
-        ready, ready_reason = False, "NoReplicaAvailable"
-        ready_msg = f"0/{desired} replicas available (loading the model or waiting for a node)"
-    elif router is not None and router.available < 1:
-        ready, ready_reason, ready_msg = gateway.front_end_not_ready(isvc)
-    else:
-        ready, ready_reason = True, "Serving"
-        ready_msg = f"{model.ready}/{desired} replicas ready at {endpoint}"
-
-    # Progressing: the Deployments are moving towards the spec.
-    moving = [r for r in (model, router) if r is not None and observed.model is not None and not r.settled]
-    if observed.model is None:
-        progressing, prog_reason, prog_msg = True, "Creating", "creating the children"
-    elif moving:
-        progressing = True
-        prog_reason = "RollingOut" if not model.rolled_out else "ScalingReplicas"
-        prog_msg = f"{model.available}/{desired} model-server replicas available, {model.updated} updated"
-    else:
-        progressing, prog_reason, prog_msg = (
-            False,
-            "Stable",
-            f"{model.available}/{desired} replicas available",
-        )
-
-    # Degraded: bad input the CRD cannot reject, or a child that cannot make progress.
-    problems = list(observed.problems)
-    for r, what in ((model, "model-server"), (router, "router")):
-        if r is not None and r.failure is not None:
-            problems.append(Problem(r.failure.reason, f"{what} Deployment: {r.failure.message}"))
-    if problems:
-        degraded, deg_reason = True, problems[0].reason
-        deg_msg = "; ".join(p.message for p in problems)
-    else:
-        degraded, deg_reason, deg_msg = False, "AsExpected", ""
-
-    conds = previous
-    for type_, value, reason, message in (
-        (cond.READY, ready, ready_reason, ready_msg),
-        (cond.PROGRESSING, progressing, prog_reason, prog_msg),
-        (cond.DEGRADED, degraded, deg_reason, deg_msg),
+    conds = [c.dump() for c in isvc.status.conditions]
+    for type_, (value, reason, message) in (
+        (cond.READY, _ready(isvc, observed, model, router, endpoint)),
+        (cond.PROGRESSING, _progressing(observed, model, router, desired)),
+        (cond.DEGRADED, _degraded(observed, model, router)),
     ):
         conds = cond.set_condition(conds, type_, value, reason, message, observed_generation=gen, now=now)
 

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from shoal_operator.api import AutoscalingSpec, InferenceServiceSpec
+from shoal_operator.api import InferenceServiceSpec
+from shoal_operator.api_autoscaling import AutoscalingSpec
 
-from .policy import MetricTarget, MetricType, PolicyConfig, Signal, StepBehavior
-
-#: Signals every autoscaled service needs besides its configured metrics: the load (scale from and to
-#: zero, the cold-start cap) and the router's held requests.
-LOAD_SIGNALS = frozenset({Signal.QUEUE_DEPTH, Signal.RUNNING_REQUESTS, Signal.ROUTER_PENDING})
+from .kinds import LOAD_SIGNALS, MetricKind, Signal
+from .model import MetricTarget, PolicyConfig, StepBehavior
 
 
 def policy_config(spec: InferenceServiceSpec) -> PolicyConfig:
     a: AutoscalingSpec = spec.autoscaling
     metrics: list[MetricTarget] = []
     for m in a.metrics:
-        mtype = MetricType(m.type)
-        target = m.target_seconds if mtype is MetricType.TIME_TO_FIRST_TOKEN else m.target_per_replica
+        mtype = MetricKind(m.type)
+        target = m.target_seconds if mtype is MetricKind.TIME_TO_FIRST_TOKEN else m.target_per_replica
         if target is None or target <= 0:
             continue  # the CRD rejects this; be defensive against objects stored before validation
         metrics.append(MetricTarget(mtype, float(target), m.quantile))
@@ -48,21 +46,21 @@ def policy_config(spec: InferenceServiceSpec) -> PolicyConfig:
         metrics_max_age_seconds=float(a.metrics_max_age_seconds),
         # Without a RunningRequests target, a replica's capacity is what the model-server admits at once.
         replica_capacity=None
-        if any(m.type is MetricType.RUNNING_REQUESTS for m in metrics)
+        if any(m.type is MetricKind.RUNNING_REQUESTS for m in metrics)
         else float(spec.serving.max_concurrency),
     )
 
 
 def signals(spec: InferenceServiceSpec) -> frozenset[Signal]:
-    return LOAD_SIGNALS | {Signal(m.type) for m in spec.autoscaling.metrics}
+    return frozenset(LOAD_SIGNALS) | {Signal.of(m.type) for m in spec.autoscaling.metrics}
 
 
 def quantile(spec: InferenceServiceSpec) -> float:
     for m in spec.autoscaling.metrics:
-        if m.type == MetricType.TIME_TO_FIRST_TOKEN.value:
+        if m.type is MetricKind.TIME_TO_FIRST_TOKEN:
             return m.quantile
     return 0.95
 
 
 def overrides(spec: InferenceServiceSpec) -> dict[Signal, str]:
-    return {Signal(k): v for k, v in (spec.autoscaling.prometheus_query_overrides or {}).items()}
+    return {Signal.of(k): v for k, v in (spec.autoscaling.prometheus_query_overrides or {}).items()}

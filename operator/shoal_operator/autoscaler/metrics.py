@@ -3,8 +3,9 @@
 Each query returns, per ``(namespace, inferenceservice)``, three series told apart by a ``shoal_field``
 label: ``value`` (the aggregated figure), ``ts`` (the oldest scrape timestamp behind it, so the policy can
 judge staleness) and ``series`` (how many pod series were aggregated).  Only series whose scrape target is
-up right now count (``and on (job, instance) (up == 1)``), so series of deleted or unreachable pods never
-feed a decision.  The query text for each kind is operator configuration (:class:`QueryTemplate`); a
+up right now count (``and on (job, instance) (up == 1)``), and, for the pods' own signals, only series of
+the pods the API server lists now (``pod=~"..."``), so series of deleted or unreachable pods never feed a
+decision.  The query text for each kind is operator configuration (:class:`QueryTemplate`); a
 service may replace one kind with its own PromQL (``prometheusQueryOverrides``), which costs one extra
 query for that service and has no scrape timestamp (the evaluation time is used).
 
@@ -14,7 +15,7 @@ prometheus-api-client is synchronous (requests); the loop calls :meth:`MetricsSo
 from __future__ import annotations
 
 import math
-import time
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,8 @@ from typing import Any
 from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
-from .policy import Observation, Signal
+from .kinds import POD_SIGNALS, Signal
+from .model import Observation, UnusableKind
 
 ServiceKey = tuple[str, str]  # (namespace, inferenceservice)
 GROUP = "namespace, inferenceservice"
@@ -61,8 +63,20 @@ _WAITING = _names("vllm:num_requests_waiting", "shoal_server_queue_depth")
 _RUNNING = _names("vllm:num_requests_running")
 _PENDING = _names("shoal_router_pending_requests")
 _KV = _names("vllm:kv_cache_usage_perc")
-_TTFT_BUCKET = _names("vllm:time_to_first_token_seconds_bucket")
-_TTFT_COUNT = _names("vllm:time_to_first_token_seconds_count")
+# Client-visible TTFT (arrival at the model-server, admission queue included) first; the engine's own
+# (which excludes shoal's admission queue) only for pods that do not export the former.
+_CLIENT_TTFT_BUCKET = _names("shoal_server_time_to_first_token_seconds_bucket")
+_ENGINE_TTFT_BUCKET = _names("vllm:time_to_first_token_seconds_bucket")
+_CLIENT_TTFT_COUNT = _names("shoal_server_time_to_first_token_seconds_count")
+_ENGINE_TTFT_COUNT = _names("vllm:time_to_first_token_seconds_count")
+_TTFT_COUNT = _names(
+    "shoal_server_time_to_first_token_seconds_count", "vllm:time_to_first_token_seconds_count"
+)
+
+
+def _quantile(buckets: str) -> str:
+    return f"(histogram_quantile({{quantile}}, sum by ({GROUP}, le) (rate({buckets}[1m]) {_UP})) >= 0)"
+
 
 DEFAULT_TEMPLATES: dict[Signal, QueryTemplate] = {
     # model-server admission queue + the engine's own waiting queue
@@ -70,24 +84,41 @@ DEFAULT_TEMPLATES: dict[Signal, QueryTemplate] = {
     Signal.RUNNING_REQUESTS: QueryTemplate(f"sum by ({GROUP}) ({_RUNNING} {_UP})", (_RUNNING,)),
     Signal.ROUTER_PENDING: QueryTemplate(f"sum by ({GROUP}) ({_PENDING} {_UP})", (_PENDING,)),
     Signal.KV_CACHE_USAGE: QueryTemplate(f"avg by ({GROUP}) ({_KV} {_UP})", (_KV,)),
-    # No request in the window gives NaN from histogram_quantile; report 0 s then (no traffic, no latency).
+    # The engine's TTFT misses the admission queue: with the queue at its bound, clients waited 30 s while
+    # it read under 2 s, and TTFT never asked for a second replica (#19). No request in the window gives
+    # NaN from histogram_quantile; report 0 s then (no traffic, no latency).
     Signal.TIME_TO_FIRST_TOKEN: QueryTemplate(
-        f"(histogram_quantile({{quantile}}, sum by ({GROUP}, le) (rate({_TTFT_BUCKET}[1m]) {_UP})) >= 0)"
+        f"{_quantile(_CLIENT_TTFT_BUCKET)} or {_quantile(_ENGINE_TTFT_BUCKET)}"
         f" or (sum by ({GROUP}) (rate({_TTFT_COUNT}[1m]) {_UP}) * 0)",
-        (_TTFT_COUNT,),
+        (_CLIENT_TTFT_COUNT, _ENGINE_TTFT_COUNT),
     ),
 }
 
 
-def build_query(template: QueryTemplate, quantile: float = 0.95) -> str:
+def build_query(template: QueryTemplate, quantile: float = 0.95, pods: frozenset[str] | None = None) -> str:
+    """The one query of a metric kind; with `pods`, only series of these (live) pods count."""
     value = template.value.replace("{quantile}", f"{quantile:g}")
     fresh = " or ".join(f"(timestamp({sel}) {_UP})" for sel in template.freshness)
     count = f"{template.freshness[0]} {_UP}"
-    return (
+    query = (
         f'label_replace({value}, "{FIELD}", "value", "", "")'
         f' or label_replace(min by ({GROUP}) ({fresh}), "{FIELD}", "ts", "", "")'
         f' or label_replace(count by ({GROUP}) ({count}), "{FIELD}", "series", "", "")'
     )
+    return _only_pods(query, pods) if pods else query
+
+
+_NAME_SELECTOR = re.compile(r'\{__name__=~"([^"]*)"\}')
+
+
+def _only_pods(query: str, pods: frozenset[str]) -> str:
+    """Restrict every metric selector to the `pod` label of live pods.
+
+    A scrape target that is up is not enough: series of pods deleted from the API can stay up (a
+    recreated InferenceService of the same name found the old pods' queue gauges still reporting 0,
+    #19). Pod names are DNS-1123 names; a dot is the only regex character they can hold."""
+    alternatives = "|".join(sorted(p.replace(".", "\\\\.") for p in pods))
+    return _NAME_SELECTOR.sub(lambda m: f'{{__name__=~"{m.group(1)}",pod=~"{alternatives}"}}', query)
 
 
 @dataclass(frozen=True)
@@ -99,6 +130,8 @@ class ServiceQuery:
     signals: frozenset[Signal]
     quantile: float = 0.95
     overrides: Mapping[Signal, str] = field(default_factory=dict)
+    #: Names of the service's live model-server pods (from the API server); None: do not restrict.
+    pods: frozenset[str] | None = None
 
 
 @dataclass
@@ -138,7 +171,6 @@ class MetricsSource:
     def collect(self, services: Iterable[ServiceQuery], now: float | None = None) -> Snapshot:
         """Query Prometheus once per metric kind (and per distinct latency quantile) for all services."""
         services = list(services)
-        now = time.time() if now is None else now
         queries: list[str] = []
         errors: dict[Signal, str] = {}
         out: dict[ServiceKey, dict[Signal, Observation]] = {(s.namespace, s.name): {} for s in services}
@@ -153,7 +185,7 @@ class MetricsSource:
                 wanted.setdefault((sig, q), []).append(s)
 
         for (sig, q), users in sorted(wanted.items(), key=lambda kv: (kv[0][0].value, kv[0][1])):
-            promql = build_query(self.templates[sig], q or 0.95)
+            promql = build_query(self.templates[sig], q or 0.95, _live_pods(sig, users))
             try:
                 rows = self._query(promql, queries)
             except Exception as exc:  # connection refused, timeout, HTTP 4xx/5xx, bad JSON
@@ -164,29 +196,36 @@ class MetricsSource:
                 continue
             parsed = _parse(rows)
             for s in users:
-                fields = parsed.get((s.namespace, s.name), {})
-                value = fields.get("value")
-                ts = fields.get("ts")
-                series = fields.get("series")
-                out[(s.namespace, s.name)][sig] = Observation(
-                    value=value,
-                    timestamp=ts,
-                    series=int(series) if series is not None and math.isfinite(series) else 0,
-                )
+                out[(s.namespace, s.name)][sig] = _observation(parsed.get((s.namespace, s.name), {}))
 
         for s in services:
             for sig, promql in s.overrides.items():
-                if sig not in s.signals:
-                    continue
-                try:
-                    rows = self._query(promql, queries)
-                except Exception as exc:
-                    out[(s.namespace, s.name)][sig] = Observation(
-                        None, error=f"override query failed: {type(exc).__name__}: {_short(exc)}"
-                    )
-                    continue
-                out[(s.namespace, s.name)][sig] = _override_observation(rows, s)
+                if sig in s.signals:
+                    out[(s.namespace, s.name)][sig] = self._override(promql, s, queries)
         return Snapshot(out, queries, errors)
+
+    def _override(self, promql: str, s: ServiceQuery, queries: list[str]) -> Observation:
+        try:
+            rows = self._query(promql, queries)
+        except Exception as exc:
+            return Observation(None, error=f"override query failed: {type(exc).__name__}: {_short(exc)}")
+        return _override_observation(rows, s)
+
+
+def _live_pods(sig: Signal, users: list[ServiceQuery]) -> frozenset[str] | None:
+    """The live pods of these services, when every one of them knows its pods and the signal is a pod's."""
+    if sig not in POD_SIGNALS or any(u.pods is None for u in users):
+        return None
+    return frozenset().union(*(u.pods or frozenset() for u in users)) or None
+
+
+def _observation(fields: dict[str, float]) -> Observation:
+    series = fields.get("series")
+    return Observation(
+        value=fields.get("value"),
+        timestamp=fields.get("ts"),
+        series=int(series) if series is not None and math.isfinite(series) else 0,
+    )
 
 
 def _short(exc: BaseException) -> str:
@@ -224,5 +263,7 @@ def _override_observation(rows: list[dict[str, Any]], s: ServiceQuery) -> Observ
             total += float(r["value"][1])
             stamp = min(stamp, float(r["value"][0]))
         except (KeyError, IndexError, TypeError, ValueError):
-            return Observation(None, error="override query returned a malformed sample")
+            return Observation(
+                None, error="override query returned a malformed sample", failure=UnusableKind.INVALID_VALUE
+            )
     return Observation(total, timestamp=stamp, series=len(matching))

@@ -19,8 +19,9 @@ import pytest
 from integration.autoscaler.promlab import Exporter, Prometheus
 from prometheus_client import CollectorRegistry
 from shoal_common import names
-from shoal_operator.autoscaler.loop import Autoscaler, AutoscalerSettings
-from shoal_operator.kube import Kube, load_credentials
+from shoal_operator.autoscaler.loop import Autoscaler, AutoscalerMetrics, AutoscalerSettings
+from shoal_operator.autoscaler.metrics import MetricsSource
+from shoal_operator.kube import Kube, connect
 from support.eventually import aeventually, eventually
 from support.kubectl import Kubectl
 
@@ -66,7 +67,7 @@ def prom(tmp_path: Path) -> Iterator[Prometheus]:
 
 @pytest.fixture
 async def kube(crds: Path) -> AsyncIterator[Kube]:
-    k = Kube(load_credentials(str(crds)))
+    k = Kube(await connect(str(crds)))
     yield k
     await k.aclose()
 
@@ -117,15 +118,18 @@ async def test_backlog_scales_through_scale_subresource_and_prometheus_outage_ho
     k.apply(isvc("chat"))
     eventually(lambda: ready_pods(k, "chat") == 1, timeout=120, desc="one ready model-server pod")
 
-    pod = Exporter(namespace, "chat", "chat-model-0")
+    # The exporter stands in for the real pod's /metrics, under its name: only live pods' series count.
+    [real] = k.json("get", "pods", "-l", f"{names.LABEL_ISVC}=chat", "-o", "json")["items"]
+    pod = Exporter(namespace, "chat", real["metadata"]["name"])
     try:
         pod.waiting.set(40)  # 40 waiting at a target of 4 per replica
         prom.set_targets([pod])
         prom.wait_scraped(1)
         scaler = Autoscaler(
             kube,
-            AutoscalerSettings(prometheus_url=prom.url, namespaces=(namespace,)),
-            CollectorRegistry(),
+            AutoscalerSettings(namespaces=(namespace,)),
+            MetricsSource(prom.url),
+            AutoscalerMetrics(CollectorRegistry()),
             _events(kube),
         )
 
@@ -193,7 +197,10 @@ async def test_pods_pending_for_gpus_give_scaling_limited(
 
     eventually(unschedulable, timeout=60, desc="an Unschedulable pod")
     scaler = Autoscaler(
-        kube, AutoscalerSettings(prometheus_url=prom.url, namespaces=(namespace,)), CollectorRegistry()
+        kube,
+        AutoscalerSettings(namespaces=(namespace,)),
+        MetricsSource(prom.url),
+        AutoscalerMetrics(CollectorRegistry()),
     )
     started = time.monotonic()
     results = await scaler.cycle()

@@ -174,3 +174,23 @@ def test_per_service_override_costs_one_query(prom: Prometheus, exporters: list[
         desc="override value",
     )
     assert len(snap.queries) == 6
+
+
+def test_series_of_pods_no_longer_listed_do_not_count(prom: Prometheus, exporters: list[Exporter]) -> None:
+    """#19: a recreated InferenceService of the same name found the old pods' series still up (reporting
+    0 or more); only the pods the API server lists now count."""
+    live, stale = Exporter("team", "chat", "chat-model-new"), Exporter("team", "chat", "chat-model-old")
+    exporters += [live, stale]
+    live.queue.set(3)
+    stale.queue.set(50)
+    prom.set_targets([live, stale])
+    prom.wait_scraped(2)
+    source = MetricsSource(prom.url)
+    query = ServiceQuery("team", "chat", frozenset({Signal.QUEUE_DEPTH}), pods=frozenset({"chat-model-new"}))
+
+    def probe() -> float | None:
+        return source.collect([query]).for_service("team", "chat")[Signal.QUEUE_DEPTH].value
+
+    assert eventually(probe, timeout=20, interval=0.5, desc="queue depth of the live pod") == 3
+    unrestricted = ServiceQuery("team", "chat", frozenset({Signal.QUEUE_DEPTH}))
+    assert source.collect([unrestricted]).for_service("team", "chat")[Signal.QUEUE_DEPTH].value == 53

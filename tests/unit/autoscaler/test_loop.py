@@ -6,10 +6,12 @@ import time
 from typing import Any
 
 import pytest
+from kubernetes_asyncio.client import Configuration
 from prometheus_client import CollectorRegistry
-from shoal_operator.autoscaler.loop import Autoscaler, AutoscalerSettings, count_pods
+from shoal_operator.autoscaler.loop import Autoscaler, AutoscalerMetrics, AutoscalerSettings, count_pods
 from shoal_operator.autoscaler.metrics import ServiceQuery, Snapshot
 from shoal_operator.autoscaler.policy import Observation, Signal
+from shoal_operator.kube import Connection, Kube
 
 pytestmark = pytest.mark.unit
 
@@ -44,13 +46,16 @@ def pod(ready: bool, pending_unschedulable: bool = False, deleting: bool = False
     }
 
 
-class FakeKube:
+class FakeKube(Kube):
+    """The real client's verbs over an in-memory API server (its one `request` funnel replaced)."""
+
     def __init__(self, obj: dict[str, Any], pods: list[dict[str, Any]]) -> None:
+        super().__init__(Connection(Configuration(host="http://127.0.0.1:9"), None))
         self.obj = obj
         self.pods = pods
         self.writes: list[tuple[str, str, Any]] = []
 
-    async def request(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+    async def request(self, method: str, path: str, **kw: Any) -> dict[str, Any]:  # type: ignore[override]
         if method == "GET" and path.endswith("/inferenceservices"):
             return {"items": [self.obj]}
         if method == "GET" and path.endswith("/pods"):
@@ -58,14 +63,9 @@ class FakeKube:
         self.writes.append((method, path, kw))
         if path.endswith("/scale"):
             self.obj["spec"]["replicas"] = kw["json_body"]["spec"]["replicas"]
+        if path.endswith("/status"):
+            self.obj["status"] = kw["json_body"]["status"]
         return {}
-
-    async def apply(
-        self, obj: dict[str, Any], *, manager: str, force: bool = True, subresource: str | None = None
-    ) -> dict[str, Any]:
-        self.writes.append(("APPLY", subresource or "", obj))
-        self.obj["status"] = obj["status"]
-        return obj
 
 
 class FakeSource:
@@ -95,7 +95,7 @@ async def test_scale_event_status_and_no_redundant_writes() -> None:
         events.append((reason, message))
 
     registry = CollectorRegistry()
-    scaler = Autoscaler(kube, AutoscalerSettings("http://x"), registry, emit, source=FakeSource(12))  # type: ignore[arg-type]
+    scaler = Autoscaler(kube, AutoscalerSettings(), FakeSource(12), AutoscalerMetrics(registry), emit)
     [r] = await scaler.cycle()
     assert r.scaled and r.decision.desired == 4  # ceil(12 / 4 * 1.1) = 4 (panic: 400% of 1)
     scale = [w for w in kube.writes if w[1].endswith("/scale")]
@@ -129,9 +129,10 @@ async def test_metrics_unavailable_holds_and_sets_condition() -> None:
     kube = FakeKube(isvc(3), [pod(True)] * 3)
     scaler = Autoscaler(
         kube,
-        AutoscalerSettings("http://x"),
-        source=FakeSource(None, error="Prometheus query failed: refused"),
-    )  # type: ignore[arg-type]
+        AutoscalerSettings(),
+        FakeSource(None, error="Prometheus query failed: refused"),
+        AutoscalerMetrics(CollectorRegistry()),
+    )
     [r] = await scaler.cycle()
     assert r.decision.desired == 3 and not r.scaled
     cond = {c["type"]: c for c in kube.obj["status"]["conditions"]}["MetricsAvailable"]
@@ -140,7 +141,13 @@ async def test_metrics_unavailable_holds_and_sets_condition() -> None:
 
 async def test_follower_writes_nothing() -> None:
     kube = FakeKube(isvc(1), [pod(True)])
-    scaler = Autoscaler(kube, AutoscalerSettings("http://x"), source=FakeSource(40), is_leader=lambda: False)  # type: ignore[arg-type]
+    scaler = Autoscaler(
+        kube,
+        AutoscalerSettings(),
+        FakeSource(40),
+        AutoscalerMetrics(CollectorRegistry()),
+        is_leader=lambda: False,
+    )
     await scaler.cycle()
     assert kube.writes == []
 
@@ -149,6 +156,31 @@ async def test_disabled_services_are_ignored() -> None:
     obj = isvc(1)
     obj["spec"]["autoscaling"]["enabled"] = False
     source = FakeSource(40)
-    scaler = Autoscaler(FakeKube(obj, []), AutoscalerSettings("http://x"), source=source)  # type: ignore[arg-type]
+    scaler = Autoscaler(
+        FakeKube(obj, []), AutoscalerSettings(), source, AutoscalerMetrics(CollectorRegistry())
+    )
     assert await scaler.cycle() == []
     assert source.calls == 0
+
+
+async def test_condition_reason_is_typed_not_read_from_the_error_text() -> None:
+    """#14: an error text with "inf" in it ("infra", "maintenance") is a failed query, not InvalidValue."""
+    kube = FakeKube(isvc(3), [pod(True)] * 3)
+    source = FakeSource(None, error="override query failed: infra maintenance")
+    scaler = Autoscaler(kube, AutoscalerSettings(), source, AutoscalerMetrics(CollectorRegistry()))
+    [r] = await scaler.cycle()
+    assert r.decision.desired == 3
+    cond = {c["type"]: c for c in kube.obj["status"]["conditions"]}["MetricsAvailable"]
+    assert cond["status"] == "False" and cond["reason"] == "PrometheusUnavailable", cond
+
+
+async def test_a_hold_is_logged_when_it_starts(caplog: pytest.LogCaptureFixture) -> None:
+    """#19: holds were silent, so a service whose metrics asked for more logged nothing for minutes."""
+    kube = FakeKube(isvc(3), [pod(True)] * 3)
+    source = FakeSource(None, error="Prometheus query failed: refused")
+    scaler = Autoscaler(kube, AutoscalerSettings(), source, AutoscalerMetrics(CollectorRegistry()))
+    with caplog.at_level("INFO", logger="shoal.autoscaler"):
+        await scaler.cycle()
+        await scaler.cycle()
+    holds = [r for r in caplog.records if r.getMessage() == "holding"]
+    assert len(holds) == 1 and holds[0].reason == "MetricsUnavailable"  # type: ignore[attr-defined]

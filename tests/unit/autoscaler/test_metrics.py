@@ -74,3 +74,27 @@ def test_query_shape() -> None:
     assert "vllm:num_requests_waiting|vllm_num_requests_waiting" in build_query(
         DEFAULT_TEMPLATES[Signal.QUEUE_DEPTH]
     )
+
+
+def test_ttft_reads_the_client_visible_histogram_first() -> None:
+    """#19: the engine's TTFT excludes the admission queue; the client-visible one comes first, the
+    engine's only for pods without it."""
+    q = build_query(DEFAULT_TEMPLATES[Signal.TIME_TO_FIRST_TOKEN], 0.95)
+    client = q.index("shoal_server_time_to_first_token_seconds_bucket")
+    engine = q.index("vllm:time_to_first_token_seconds_bucket")
+    assert client < engine and q[client:engine].count(" or ") == 1
+
+
+def test_pod_signals_count_only_live_pods() -> None:
+    client = FakeClient()
+    services = [
+        ServiceQuery(
+            "a", "x", frozenset({Signal.QUEUE_DEPTH, Signal.ROUTER_PENDING}), pods=frozenset({"x-model-1"})
+        ),
+        ServiceQuery("a", "y", frozenset({Signal.QUEUE_DEPTH}), pods=frozenset({"y-model.2"})),
+    ]
+    MetricsSource("http://unused", client=client).collect(services)
+    queue = next(q for q in client.calls if "shoal_server_queue_depth" in q)
+    pending = next(q for q in client.calls if "shoal_router_pending_requests" in q)
+    assert queue.count('pod=~"x-model-1|y-model\\\\.2"') >= 3  # value, freshness and count selectors
+    assert "pod=~" not in pending  # the router's own series are not the model-server pods'

@@ -7,7 +7,8 @@ import copy
 from typing import Any
 
 import pytest
-from shoal_operator.kube import ApiError, Credentials, Kube
+from kubernetes_asyncio.client import Configuration
+from shoal_operator.kube import ApiError, Connection, Kube
 from shoal_operator.leader import LeaseElector, run_while_leader
 
 pytestmark = pytest.mark.unit
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.unit
 
 class LeaseStore(Kube):
     def __init__(self) -> None:
-        super().__init__(Credentials(server="http://127.0.0.1:9"))
+        super().__init__(Connection(Configuration(host="http://127.0.0.1:9"), None))
         self.obj: dict[str, Any] | None = None
         self.rv = 0
 

@@ -7,8 +7,9 @@ import copy
 from typing import Any
 
 import pytest
+from kubernetes_asyncio.client import Configuration
 from shoal_operator.builders import BuildOptions
-from shoal_operator.kube import ApiError, Credentials, Kube
+from shoal_operator.kube import ApiError, Connection, Kube
 from shoal_operator.metrics import OperatorMetrics
 from shoal_operator.reconcile import Reconciler, ReconcilerConfig, TransientError
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.unit
 
 class FakeKube(Kube):
     def __init__(self) -> None:
-        super().__init__(Credentials(server="http://127.0.0.1:9"))
+        super().__init__(Connection(Configuration(host="http://127.0.0.1:9"), None))
         self.objects: dict[str, dict[str, Any]] = {}
         self.calls: list[tuple[str, str]] = []
         self.fail: ApiError | None = None
@@ -144,3 +145,27 @@ def test_rejected_child_is_degraded_not_raised() -> None:
     assert out.result == "degraded"
     conds = {c["type"]: c for c in out.status["conditions"]}
     assert conds["Degraded"]["reason"] == "ChildRejected" and "tolerations" in conds["Degraded"]["message"]
+
+
+def test_stale_pdb_is_removed_after_a_failed_status_write() -> None:
+    """#14: children applied, status write failed (the object still looks fresh), replicas 2 -> 1: the
+    PodDisruptionBudget must not be remembered as absent; the next non-fresh reconcile deletes it."""
+    kube, rec, _ = make()
+    pdb = "/apis/policy/v1/namespaces/ns/poddisruptionbudgets/chat-model"
+    original = kube.request
+
+    async def status_fails(method: str, path: str, **kw: Any) -> dict[str, Any]:
+        if method == "PATCH" and path.endswith("/status"):
+            raise ApiError(503, "ServiceUnavailable", "etcd")
+        return await original(method, path, **kw)
+
+    kube.request = status_fails  # type: ignore[method-assign]
+    with pytest.raises(TransientError):
+        asyncio.run(rec.reconcile(body({"replicas": 2}), fresh=True))
+    assert pdb in kube.objects
+    kube.request = original  # type: ignore[method-assign]
+    one = body({"replicas": 1})
+    asyncio.run(rec.reconcile(one, fresh=True))  # still no status: looks fresh
+    kube.objects["/apis/shoal.dev/v1alpha1/namespaces/ns/inferenceservices/chat"] = one
+    asyncio.run(rec.refresh("ns", "chat", apply_children=True))  # retry or drift
+    assert pdb not in kube.objects
