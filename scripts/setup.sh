@@ -18,9 +18,12 @@ need_apt=()
 command -v prometheus >/dev/null || need_apt+=(prometheus)
 command -v unzip >/dev/null || need_apt+=(unzip)
 command -v go >/dev/null || need_apt+=(golang-go)
+# Container images without Docker (scripts/build-images.sh): build, base image, archives, runtime.
+for tool in buildah podman skopeo debootstrap runc; do command -v "$tool" >/dev/null || need_apt+=("$tool"); done
+command -v shellcheck >/dev/null || need_apt+=(shellcheck)   # actionlint checks workflow scripts with it
 if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 # Debian's package may start a system Prometheus on :9090; shoal's tests start their own.
 $SUDO pkill -x prometheus 2>/dev/null || true
@@ -46,4 +49,8 @@ phase_end
 
 phase "model: SmolLM2-135M-Instruct as a Hugging Face folder"
 .venv/bin/shoal model prepare smollm2
+phase_end
+
+phase "container images (buildah, cached by content hash)"
+bash scripts/build-images.sh
 phase_end

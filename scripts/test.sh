@@ -16,5 +16,6 @@ step "ruff check" ruff check .
 step "ruff format" ruff format --check .
 step "mypy" mypy
 step "import boundaries" lint-imports
+step "actionlint" actionlint
 step "pytest" python -m pytest "$@"
 exit $status

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Sequence
 
@@ -22,17 +23,33 @@ COMPONENT_CLIS: tuple[str, ...] = (
     "shoal_router.epp.cli",  # epp (the router's core behind Envoy ext_proc)
     "shoal_batch.cli",  # batch
     "shoal_sandbox.demo_cli",  # demo
+    "shoal_sandbox.images.cli",  # images
 )
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("shoal")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="shoal", description="Serve LLMs on Kubernetes, scaled on real load."
     )
+    parser.add_argument("--version", action="version", version=f"shoal {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for module_name in COMPONENT_CLIS:
-        importlib.import_module(module_name).register(subparsers)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            # An image installs only its own component (docker/*.Dockerfile): skip the others' commands.
+            if exc.name != module_name.split(".")[0]:
+                raise
+            continue
+        module.register(subparsers)
     return parser
 
 

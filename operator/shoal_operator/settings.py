@@ -11,7 +11,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from shoal_operator.builders.common import DEFAULT_IMAGE
+from shoal_operator.builders.common import DEFAULT_MODEL_SERVER_IMAGE, DEFAULT_ROUTER_IMAGE
 
 LEASE_NAME = "shoal-operator-leader"
 
@@ -40,8 +40,8 @@ class OperatorSettings(BaseSettings):
     peering_priority: int = Field(default=0, description="kopf peering priority of this replica")
     log_level: str = "INFO"
     json_logs: bool = True
-    model_server_image: str = DEFAULT_IMAGE
-    router_image: str = DEFAULT_IMAGE
+    model_server_image: str = DEFAULT_MODEL_SERVER_IMAGE
+    router_image: str = DEFAULT_ROUTER_IMAGE
     image_pull_policy: str = "IfNotPresent"
     cluster_domain: str = "cluster.local"
     autoscaler_enabled: bool = Field(default=True, description="run the autoscaler loop (leader only)")

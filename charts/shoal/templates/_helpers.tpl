@@ -56,9 +56,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: operator
 {{- end }}
 
-{{/* repository:tag, the tag defaulting to the chart's appVersion. */}}
+{{/* repository@digest when a digest is set (it wins), else repository:tag, the tag defaulting to the
+chart's appVersion. */}}
 {{- define "shoal.image" -}}
+{{- if .digest }}
+{{- printf "%s@%s" .repository .digest }}
+{{- else }}
 {{- printf "%s:%s" .repository (default .appVersion .tag) }}
+{{- end }}
 {{- end }}
 
 {{/*

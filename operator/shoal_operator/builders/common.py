@@ -9,15 +9,22 @@ from shoal_common import names
 
 from shoal_operator.api import InferenceService
 
-DEFAULT_IMAGE = "ghcr.io/shoal-dev/shoal:0.1.0"
+# The release's images (docker/*.Dockerfile, .github/workflows/release.yaml); the chart sets both.
+DEFAULT_MODEL_SERVER_IMAGE = "ghcr.io/shoal-dev/shoal-model-server:0.1.0"
+DEFAULT_ROUTER_IMAGE = "ghcr.io/shoal-dev/shoal-router:0.1.0"
+DEFAULT_IMAGE = DEFAULT_MODEL_SERVER_IMAGE  # kept for callers that predate the per-component defaults
+
+# The one uid/gid of every shoal image (USER 10001:10001 in docker/) and of every pod spec shoal renders
+# (these builders and the chart's operator Deployment); docs/images.md.
+SHOAL_UID = 10001
 
 
 @dataclass(frozen=True)
 class BuildOptions:
     """Operator-wide inputs of the builders (from the operator's settings and the cluster's APIs)."""
 
-    model_server_image: str = DEFAULT_IMAGE
-    router_image: str = DEFAULT_IMAGE
+    model_server_image: str = DEFAULT_MODEL_SERVER_IMAGE
+    router_image: str = DEFAULT_ROUTER_IMAGE
     image_pull_policy: str = "IfNotPresent"
     podmonitor_available: bool = False
     pre_stop_seconds: int = 5
@@ -75,17 +82,31 @@ def prometheus_annotations(port: int) -> dict[str, str]:
 
 
 def pod_security_context() -> dict[str, Any]:
+    """The `restricted` Pod Security Standard's pod-level fields, with the images' uid."""
     return {
         "runAsNonRoot": True,
-        "runAsUser": 1000,
-        "runAsGroup": 1000,
-        "fsGroup": 1000,
+        "runAsUser": SHOAL_UID,
+        "runAsGroup": SHOAL_UID,
+        "fsGroup": SHOAL_UID,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 
 def container_security_context() -> dict[str, Any]:
-    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    """The `restricted` container fields, plus a read-only root filesystem: what a shoal container
+    writes goes to emptyDirs (/tmp) or volumes the builders mount."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def tmp_volume(size: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The writable /tmp of a read-only container (an emptyDir): (volume, volumeMount)."""
+    return {"name": "tmp", "emptyDir": {"sizeLimit": size}}, {"name": "tmp", "mountPath": "/tmp"}
 
 
 def http_probe(path: str, period: int, failures: int, timeout: int = 3) -> dict[str, Any]:

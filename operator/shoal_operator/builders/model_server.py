@@ -17,6 +17,7 @@ from shoal_operator.builders.common import (
     pod_security_context,
     prometheus_annotations,
     selector,
+    tmp_volume,
 )
 
 COMPONENT = names.COMPONENT_MODEL_SERVER
@@ -26,6 +27,8 @@ CACHE_MOUNT = "/cache"
 STARTUP_PERIOD_S = 10
 STARTUP_FAILURES = 360
 TERMINATION_MARGIN_S = 15
+# /tmp holds HOME and the vLLM, torch and Triton caches (the root filesystem is read-only).
+TMP_SIZE = "2Gi"
 
 
 def format_arg_value(value: str | int | float | bool) -> str:
@@ -121,7 +124,9 @@ def _volumes(isvc: InferenceService) -> tuple[list[dict[str, Any]], list[dict[st
     volumes: list[dict[str, Any]] = [
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": str(spec.resources.shared_memory)}},
     ]
-    mounts: list[dict[str, Any]] = [{"name": "dshm", "mountPath": "/dev/shm"}]
+    tmp, tmp_mount = tmp_volume(TMP_SIZE)
+    volumes.append(tmp)
+    mounts: list[dict[str, Any]] = [{"name": "dshm", "mountPath": "/dev/shm"}, tmp_mount]
     claim = pvc_claim(isvc)
     if claim is not None:
         volumes.append({"name": "model", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})

@@ -110,7 +110,7 @@ def deployment(isvc: InferenceService, opts: BuildOptions) -> dict[str, Any]:
         "readinessProbe": http_probe("/readyz", 5, 2),
         "livenessProbe": http_probe("/healthz", 10, 6, timeout=5),
         "lifecycle": {"preStop": {"sleep": {"seconds": opts.pre_stop_seconds}}},
-        "securityContext": {**container_security_context(), "readOnlyRootFilesystem": True},
+        "securityContext": container_security_context(),
     }
     return {
         "apiVersion": "apps/v1",

@@ -164,6 +164,43 @@ def test_operator_deployment(render: Renderer) -> None:
     assert svc["spec"]["selector"]["app.kubernetes.io/component"] == "operator"
 
 
+def test_image_digest_wins_and_pull_policies(render: Renderer) -> None:
+    digest = "sha256:" + "ab" * 32
+    objs = render(
+        {
+            "images": {
+                "operator": {"repository": "reg.example/ops", "tag": "9.9", "digest": digest},
+                "modelServer": {"repository": "reg.example/ms", "tag": "1.2", "pullPolicy": "Always"},
+                "router": {"repository": "reg.example/rt", "digest": digest},
+                "pullPolicy": "Never",
+            }
+        }
+    )
+    (container,) = one(objs, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert container["image"] == f"reg.example/ops@{digest}"
+    assert container["imagePullPolicy"] == "Never"  # the default of every image
+    assert env["SHOAL_MODEL_SERVER_IMAGE"] == "reg.example/ms:1.2"
+    assert env["SHOAL_ROUTER_IMAGE"] == f"reg.example/rt@{digest}"
+    assert env["SHOAL_IMAGE_PULL_POLICY"] == "Always"
+
+
+def test_operator_pod_meets_restricted_with_the_images_uid(render: Renderer) -> None:
+    """The chart runs the operator as the uid every shoal image declares, read-only, restricted PSS."""
+    pod = one(render(), "Deployment", "-operator")["spec"]["template"]["spec"]
+    psc = pod["securityContext"]
+    assert (psc["runAsUser"], psc["runAsGroup"], psc["fsGroup"]) == (10001, 10001, 10001)
+    assert psc["runAsNonRoot"] is True and psc["seccompProfile"] == {"type": "RuntimeDefault"}
+    dockerfile = (REPO / "docker" / "operator.Dockerfile").read_text()
+    assert re.findall(r"^USER (\S+)", dockerfile, re.M)[-1] == "10001:10001"
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert [v["name"] for v in pod["volumes"]] == ["tmp"] and "emptyDir" in pod["volumes"][0]
+
+
 def test_operator_values_flow_into_env(render: Renderer) -> None:
     objs = render(
         {
@@ -316,6 +353,7 @@ def test_rbac_off(render: Renderer) -> None:
         (["operator.watchNamespaces[0]=Team_A"], "at '/operator/watchNamespaces/0': 'Team_A' does not match"),
         (["rbac.apiKeySecrets[0].namespace=team-a"], "at '/rbac/apiKeySecrets/0': missing property 'names'"),
         (["images.pullPolicy=Sometimes"], "at '/images/pullPolicy': value must be one of"),
+        (["images.router.digest=abc123"], "at '/images/router/digest': 'abc123' does not match"),
         (
             ["monitoring.prometheusRule.operatorDownFor=5 minutes"],
             "at '/monitoring/prometheusRule/operatorDownFor'",

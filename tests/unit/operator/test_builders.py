@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 from shoal_common import names
 from shoal_operator.builders import BuildOptions, desired_children, model_server, router
-from shoal_operator.builders.common import selector_string, url
+from shoal_operator.builders.common import SHOAL_UID, selector_string, url
 
 from tests.unit.operator.helpers import isvc
 
@@ -308,3 +310,63 @@ def test_selector_and_url() -> None:
 
 def test_builders_are_deterministic() -> None:
     assert desired_children(isvc(), OPTS) == desired_children(isvc(), OPTS)
+
+
+def _restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """What the `restricted` Pod Security Standard (plus shoal's read-only root) would refuse."""
+    out: list[str] = []
+    psc = pod.get("securityContext", {})
+    if psc.get("seccompProfile", {}).get("type") not in {"RuntimeDefault", "Localhost"}:
+        out.append("pod seccompProfile")
+    for c in pod["containers"]:
+        sc = c.get("securityContext", {})
+        if not (sc.get("runAsNonRoot") or psc.get("runAsNonRoot")):
+            out.append(f"{c['name']}: runAsNonRoot")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            out.append(f"{c['name']}: allowPrivilegeEscalation")
+        if sc.get("capabilities", {}).get("drop") != ["ALL"] or sc.get("capabilities", {}).get("add"):
+            out.append(f"{c['name']}: capabilities")
+        if sc.get("readOnlyRootFilesystem") is not True:
+            out.append(f"{c['name']}: readOnlyRootFilesystem")
+        if sc.get("privileged"):
+            out.append(f"{c['name']}: privileged")
+    allowed = {"emptyDir", "persistentVolumeClaim", "ephemeral", "configMap", "secret", "projected"}
+    for v in pod.get("volumes", []):
+        if not set(v) - {"name"} <= allowed:
+            out.append(f"volume {v['name']}: {sorted(set(v) - {'name'})}")
+    return out
+
+
+@pytest.mark.parametrize("component", ["model-server", "router"])
+def test_pods_meet_the_restricted_pod_security_standard(component: str) -> None:
+    build = model_server.deployment if component == "model-server" else router.deployment
+    pod = build(isvc({"model": {"name": "smollm2", "uri": "pvc://models/smollm2"}}), OPTS)["spec"][
+        "template"
+    ]["spec"]
+    assert _restricted_violations(pod) == []
+    assert pod["securityContext"]["runAsUser"] == SHOAL_UID
+    assert pod["securityContext"]["runAsGroup"] == SHOAL_UID
+    assert pod["securityContext"]["fsGroup"] == SHOAL_UID
+
+
+def test_model_server_writes_only_to_tmp_and_its_volumes() -> None:
+    """Read-only root: HOME and the vLLM/torch caches live in the /tmp emptyDir."""
+    dep = model_server.deployment(isvc(), OPTS)
+    c = _container(dep)
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["tmp"] == {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}}
+    assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+    assert {"name": "HOME", "value": "/tmp"} in c["env"]
+    router_pod = router.deployment(isvc(), OPTS)["spec"]["template"]["spec"]
+    assert "volumes" not in router_pod  # the router writes nothing
+
+
+def test_pod_uid_is_the_images_user() -> None:
+    """One uid: every Dockerfile's USER is the uid the operator's pods run as."""
+    docker = Path(__file__).resolve().parents[3] / "docker"
+    users = {
+        f.name: re.findall(r"^USER (\S+)", f.read_text(), re.M)[-1]
+        for f in sorted(docker.glob("*.Dockerfile"))
+    }
+    assert len(users) >= 4
+    assert set(users.values()) == {f"{SHOAL_UID}:{SHOAL_UID}"}, users
