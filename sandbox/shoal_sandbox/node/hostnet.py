@@ -54,16 +54,17 @@ def delete_bridge() -> None:
 
 def ensure_forward_guard() -> None:
     """Creates the chain and keeps its jump first in FORWARD (kube-proxy inserts its own at the top)."""
-    if run(["iptables", "-n", "-L", FORWARD_CHAIN], check=False).returncode != 0:
-        run(["iptables", "-N", FORWARD_CHAIN])
-    listed = run(["iptables", "-S", FORWARD_CHAIN]).stdout.splitlines()
+    if run(["iptables", "-w", "30", "-n", "-L", FORWARD_CHAIN], check=False).returncode != 0:
+        run(["iptables", "-w", "30", "-N", FORWARD_CHAIN])
+    listed = run(["iptables", "-w", "30", "-S", FORWARD_CHAIN]).stdout.splitlines()
     wanted = [f"-A {FORWARD_CHAIN} " + " ".join(r) for r in forward_rules()]
     if listed[1:] != wanted:
-        run(["iptables", "-F", FORWARD_CHAIN])
+        run(["iptables", "-w", "30", "-F", FORWARD_CHAIN])
         for rule in forward_rules():
-            run(["iptables", "-A", FORWARD_CHAIN, *rule])
-    first = run(["iptables", "-S", "FORWARD"]).stdout.splitlines()[1:2]
+            run(["iptables", "-w", "30", "-A", FORWARD_CHAIN, *rule])
+    first = run(["iptables", "-w", "30", "-S", "FORWARD"]).stdout.splitlines()[1:2]
     if first != [f"-A FORWARD -j {FORWARD_CHAIN}"]:
-        while run(["iptables", "-D", "FORWARD", "-j", FORWARD_CHAIN], check=False).returncode == 0:
-            pass
-        run(["iptables", "-I", "FORWARD", "1", "-j", FORWARD_CHAIN])
+        for _ in range(16):  # every older jump (there is normally at most one)
+            if run(["iptables", "-w", "30", "-D", "FORWARD", "-j", FORWARD_CHAIN], check=False).returncode:
+                break
+        run(["iptables", "-w", "30", "-I", "FORWARD", "1", "-j", FORWARD_CHAIN])
