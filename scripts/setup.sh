@@ -19,8 +19,15 @@ command -v prometheus >/dev/null || need_apt+=(prometheus)
 command -v unzip >/dev/null || need_apt+=(unzip)
 command -v go >/dev/null || need_apt+=(golang-go)
 # Container images without Docker (scripts/build-images.sh): build, base image, archives, runtime.
-for tool in buildah podman skopeo debootstrap runc; do command -v "$tool" >/dev/null || need_apt+=("$tool"); done
+for tool in buildah podman skopeo debootstrap; do command -v "$tool" >/dev/null || need_apt+=("$tool"); done
 command -v shellcheck >/dev/null || need_apt+=(shellcheck)   # actionlint checks workflow scripts with it
+# The sandbox's real node (docs/sandbox.md): container runtime, CNI plugins, iptables; gcc builds its pause image.
+command -v containerd >/dev/null || need_apt+=(containerd)
+command -v runc >/dev/null || need_apt+=(runc)
+[ -x /usr/lib/cni/bridge ] || need_apt+=(containernetworking-plugins)
+command -v iptables >/dev/null || need_apt+=(iptables)
+command -v conntrack >/dev/null || need_apt+=(conntrack)
+command -v gcc >/dev/null || need_apt+=(gcc libc6-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends "${need_apt[@]}"
@@ -39,8 +46,8 @@ phase "vLLM (CPU build) and PyPI's torch"
 bash model-server/install-vllm.sh .venv
 phase_end
 
-phase "control plane binaries (Go builds, cached by version)"
-.venv/bin/shoal sandbox build
+phase "control plane and node binaries (Go builds, cached by version)"
+.venv/bin/shoal sandbox build --node
 phase_end
 
 phase "helm and kubectl"

@@ -66,8 +66,21 @@ TOOLS: tuple[Tool, ...] = (
 )
 
 
+# The real node's binaries (`shoal sandbox build --node`, or `up --node real`); kept apart from TOOLS so
+# a kwok-only sandbox never waits for them.
+NODE_TOOLS: tuple[Tool, ...] = (
+    Tool(
+        "kubernetes",
+        "k8s.io/kubernetes",
+        {"kubelet": "k8s.io/kubernetes/cmd/kubelet", "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy"},
+        _K8S_VERSION_FLAGS,
+    ),
+    Tool("coredns", "github.com/coredns/coredns", {"coredns": "github.com/coredns/coredns"}),
+)
+
+
 def _tool_for(name: str) -> Tool:
-    for tool in TOOLS:
+    for tool in (*TOOLS, *NODE_TOOLS):
         if name in tool.commands:
             return tool
     raise KeyError(name)
@@ -79,8 +92,8 @@ def binary_path(name: str) -> Path:
     return bin_dir() / f"{name}-{tool.version()}"
 
 
-def missing_binaries() -> list[str]:
-    return [name for tool in TOOLS for name in tool.commands if not binary_path(name).is_file()]
+def missing_binaries(tools: tuple[Tool, ...] = TOOLS) -> list[str]:
+    return [name for tool in tools for name in tool.commands if not binary_path(name).is_file()]
 
 
 def _build_tool(tool: Tool, log: Callable[[str], None]) -> None:
@@ -116,13 +129,13 @@ def _build_tool(tool: Tool, log: Callable[[str], None]) -> None:
     log(f"  {tool.module} {version}: built in {time.monotonic() - t0:.0f}s")
 
 
-def build(log: Callable[[str], None] = print) -> float:
-    """Builds every missing binary; returns seconds taken. Safe to run concurrently (file lock)."""
+def build(log: Callable[[str], None] = print, tools: tuple[Tool, ...] = TOOLS) -> float:
+    """Builds every missing binary of `tools`; returns seconds taken. Safe to run concurrently (file lock)."""
     t0 = time.monotonic()
     cache_dir().mkdir(parents=True, exist_ok=True)
     with open(cache_dir() / ".sandbox-build.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        for tool in TOOLS:
+        for tool in tools:
             _build_tool(tool, log)
     return time.monotonic() - t0
 

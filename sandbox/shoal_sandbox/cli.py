@@ -12,19 +12,26 @@ def _sandbox(args: argparse.Namespace) -> Any:
     from shoal_sandbox.sandbox import Sandbox
 
     nodes = GpuNodeSpec(count=getattr(args, "nodes", 2), gpus=getattr(args, "gpus", 8))
-    return Sandbox(name=args.name, nodes=nodes, log=lambda line: print(line, flush=True))
+    mode = getattr(args, "node", None)
+    extra = {"node_mode": mode} if mode else {}  # else SHOAL_SANDBOX_NODE, else kwok
+    return Sandbox(name=args.name, nodes=nodes, log=lambda line: print(line, flush=True), **extra)
 
 
 def _build(args: argparse.Namespace) -> int:
-    from shoal_sandbox.build import BuildError, build
+    import os
 
-    print("building control-plane binaries (cached by version) ...", flush=True)
+    from shoal_sandbox.build import NODE_TOOLS, TOOLS, BuildError, build
+
+    real = getattr(args, "node", None) == "real" or os.environ.get("SHOAL_SANDBOX_NODE") == "real"
+    tools = (*TOOLS, *NODE_TOOLS) if real or getattr(args, "with_node", False) else TOOLS
+    what = "control-plane and node binaries" if tools != TOOLS else "control-plane binaries"
+    print(f"building {what} (cached by version) ...", flush=True)
     try:
-        took = build(log=lambda line: print(line, flush=True))
+        took = build(log=lambda line: print(line, flush=True), tools=tools)
     except BuildError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"control-plane binaries ready in {took:.1f}s", flush=True)
+    print(f"{what} ready in {took:.1f}s", flush=True)
     return 0
 
 
@@ -61,6 +68,27 @@ def _status(args: argparse.Namespace) -> int:
 
 def _kubeconfig(args: argparse.Namespace) -> int:
     print(_sandbox(args).kubeconfig_path)
+    return 0
+
+
+def _import_images(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from shoal_sandbox.node import NodeError
+
+    node = _sandbox(args).real_node()
+    if not node.owns_host():
+        print(
+            f"error: sandbox {args.name!r} runs no real node (`shoal sandbox up --node real`)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        done = node.import_images([Path(a) for a in args.archives])
+    except NodeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"imported {len(done)} archive(s); {len(args.archives) - len(done)} already there", flush=True)
     return 0
 
 
@@ -101,16 +129,37 @@ def register(subparsers: Any) -> None:
         sub.set_defaults(handler=handler)
         return sub
 
-    add("build", "build the pinned control-plane binaries into $SHOAL_CACHE/bin (no-op when cached)", _build)
+    build = add(
+        "build", "build the pinned control-plane binaries into $SHOAL_CACHE/bin (no-op when cached)", _build
+    )
+    build.add_argument(
+        "--node",
+        dest="with_node",
+        action="store_true",
+        help="also the real node's kubelet, kube-proxy, CoreDNS",
+    )
     up = add("up", "start the control plane and fake GPU nodes (no-op when already up)", _up)
+    up.add_argument(
+        "--node",
+        choices=("kwok", "real"),
+        help="kwok: fake nodes, pods run by the pod runner (default); real: a kubelet node with fake GPUs "
+        "(needs root; docs/sandbox.md). Default: $SHOAL_SANDBOX_NODE, else kwok",
+    )
     up.add_argument("--nodes", type=int, default=2, help="number of fake GPU nodes")
     up.add_argument("--gpus", type=int, default=8, help="nvidia.com/gpu per node")
     up.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for health")
     up.add_argument("--build", action="store_true", help="build missing binaries first")
     down = add("down", "stop every process of the sandbox", _down)
     down.add_argument("--purge", action="store_true", help="also delete its state (certificates, etcd data)")
-    add("status", "show each component (exit 1 when not up)", _status)
+    status = add("status", "show each component (exit 1 when not up)", _status)
+    status.add_argument("--node", choices=("kwok", "real"), help="as for `up`")
     add("kubeconfig", "print the kubeconfig path", _kubeconfig)
+    images = add(
+        "import-images",
+        "import OCI image archives into the real node's containerd (namespace k8s.io)",
+        _import_images,
+    )
+    images.add_argument("archives", nargs="+", help="OCI archives (e.g. from $SHOAL_CACHE/images/)")
     nodes = add(
         "nodes", "create the fake GPU nodes on a cluster (for kind/cloud clusters running kwok)", _nodes
     )

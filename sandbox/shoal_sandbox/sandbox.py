@@ -42,6 +42,7 @@ SERVICE_IP = "10.96.0.1"
 
 # pod-runner (shoal_sandbox.podrunner): runs the operator's pods as local processes on their pod IPs.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "pod-runner")
+NODE_MODES = ("kwok", "real")
 _PORT_NAMES = ("etcd", "etcd-peer", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 
 Log = Callable[[str], None]
@@ -71,6 +72,14 @@ class Sandbox:
     kwok_args: Sequence[str] = ()
     kwok_configs: Sequence[Path] = ()
     log: Log = print
+    # "kwok" (fake nodes, pods run by the pod runner) or "real" (a kubelet node: shoal_sandbox.node).
+    node_mode: str = field(default_factory=lambda: os.environ.get("SHOAL_SANDBOX_NODE") or "kwok")
+
+    def __post_init__(self) -> None:
+        if self.node_mode not in NODE_MODES:
+            raise SandboxError(
+                f"unknown node mode {self.node_mode!r}; expected one of {', '.join(NODE_MODES)}"
+            )
 
     # ---- paths -------------------------------------------------------------------------------------------
     @property
@@ -102,13 +111,19 @@ class Sandbox:
         with self.lock():
             deadline = time.monotonic() + timeout
             started: list[tuple[str, procs.ProcRecord]] = []
+            fresh_node = False
             try:
+                fresh_node = self._prepare_real_node()
                 self._up_locked(deadline, started)
             except BaseException:
                 # Stop what this call started so a failed `up` leaves no strays; logs stay for diagnosis.
+                if fresh_node:
+                    self.real_node().stop_processes()
                 for component, rec in reversed(started):
                     procs.stop(rec)
                     self._proc_file(component).unlink(missing_ok=True)
+                if fresh_node:
+                    self._restore_after_failed_up()
                 raise
         took = time.monotonic() - t0
         self.log(f"sandbox {self.name!r} is up in {took:.1f}s; kubeconfig: {self.kubeconfig_path}")
@@ -122,8 +137,14 @@ class Sandbox:
         if not self.state_dir.exists():
             return
         with contextlib.nullcontext() if locked else self.lock():
+            node = self.real_node()
+            owns_node = node.owns_host()
+            if owns_node:  # whatever the mode now: a node this sandbox started is always cleaned up
+                node.stop_processes()
             for component in reversed(COMPONENTS):
                 self._stop_component(component, announce=True)
+            if owns_node:
+                node.restore_host()
             if purge:
                 shutil.rmtree(self.state_dir, ignore_errors=True)
                 self.log(f"removed {self.state_dir}")
@@ -134,20 +155,66 @@ class Sandbox:
     def status(self) -> list[ComponentStatus]:
         ports = self._load_ports()
         result = []
-        for component in COMPONENTS:
+        for component in self._components():
             rec = procs.load(self._proc_file(component))
             running = rec is not None and procs.is_alive(rec)
             healthy, detail = (False, "not running")
             if running and ports:
                 healthy, detail = self._probe(component, ports)
             result.append(ComponentStatus(component, rec.pid if rec else None, running, healthy, detail))
+        if self.node_mode == "real":
+            result += [ComponentStatus(*row) for row in self.real_node().status()]
         return result
 
     def api_server_url(self) -> str:
         ports = self._load_ports()
         if not ports:
             raise SandboxError(f"sandbox {self.name!r} has never been started")
-        return f"https://127.0.0.1:{ports['kube-apiserver']}"
+        return f"https://{self._api_host()}:{ports['kube-apiserver']}"
+
+    # ---- the real node (shoal_sandbox.node) --------------------------------------------------------------
+    def _api_host(self) -> str:
+        """The real node's pods reach the API server on the bridge address, so it serves there instead."""
+        from shoal_sandbox.node.config import NODE_IP
+
+        return NODE_IP if self.node_mode == "real" else "127.0.0.1"
+
+    def _components(self) -> tuple[str, ...]:
+        # Under the real node the kubelet runs pods; the pod runner would fight it over them.
+        return tuple(c for c in COMPONENTS if not (self.node_mode == "real" and c == "pod-runner"))
+
+    def real_node(self) -> Any:
+        """This sandbox's real node (`shoal_sandbox.node.RealNode`), whether or not it is running."""
+        from shoal_sandbox.node import RealNode
+
+        return RealNode(self.state_dir, SERVICE_CIDR, SERVICE_IP, gpus=self.nodes.gpus, log=self.log)
+
+    def _restore_after_failed_up(self) -> None:
+        from shoal_sandbox.node import NodeError
+
+        try:
+            self.real_node().restore_host()
+        except NodeError as exc:  # the `up` error matters more; this one is only reported
+            self.log(f"warning: {exc}")
+
+    def _prepare_real_node(self) -> bool:
+        from shoal_sandbox.node import NodeError
+
+        if self.node_mode != "real":
+            if self.real_node().owns_host():
+                raise SandboxError(
+                    f"sandbox {self.name!r} runs the real node; start it with `--node real` "
+                    f"(or SHOAL_SANDBOX_NODE=real), or `shoal sandbox down --name {self.name}` first"
+                )
+            return False
+
+        if not pki_complete(self._pki):
+            self.log("generating certificates and service-account keys ...")
+            generate_pki(self._pki, SERVICE_IP)
+        try:
+            return bool(self.real_node().prepare_host())
+        except NodeError as exc:
+            raise SandboxError(str(exc)) from exc
 
     # ---- users (so one pytest session does not stop a sandbox another session is using) ---------------
     def add_user(self, pid: int | None = None) -> None:
@@ -207,6 +274,9 @@ class Sandbox:
         self._write_kubeconfigs(ports)
 
         for component in COMPONENTS:
+            if component not in self._components():  # left from a run in the other node mode
+                self._stop_component(component, announce=True)
+        for component in self._components():
             argv = self._argv(component, ports)
             rec = procs.load(self._proc_file(component))
             if rec is not None and procs.is_alive(rec):
@@ -222,9 +292,12 @@ class Sandbox:
             # etcd must serve before the API server starts, and the API server before its clients.
             if component in ("etcd", "kube-apiserver"):
                 self._wait_healthy(component, ports, deadline)
-        for component in COMPONENTS[2:]:
+        for component in self._components()[2:]:
             self._wait_healthy(component, ports, deadline)
-        self._ensure_nodes(deadline)
+        if self.node_mode == "real":
+            self._up_real_node(ports, deadline)
+        else:
+            self._ensure_nodes(deadline)
         self._ensure_gateway_crds(deadline)
 
     def _ensure_gateway_crds(self, deadline: float) -> None:
@@ -235,6 +308,14 @@ class Sandbox:
             gateway_crds.install(
                 api, gateway_crds.all_paths(), max(5.0, deadline - time.monotonic()), self.log
             )
+
+    def _up_real_node(self, ports: dict[str, int], deadline: float) -> None:
+        from shoal_sandbox.node import NodeError
+
+        try:
+            self.real_node().up(ports["kube-apiserver"], self.api, deadline)
+        except NodeError as exc:
+            raise SandboxError(str(exc)) from exc
 
     def _ensure_ports(self) -> dict[str, int]:
         """Ports are chosen once and kept, so kubeconfigs and etcd's peer URL stay stable across restarts."""
@@ -259,7 +340,7 @@ class Sandbox:
             return None
 
     def _write_kubeconfigs(self, ports: dict[str, int]) -> None:
-        server = f"https://127.0.0.1:{ports['kube-apiserver']}"
+        server = f"https://{self._api_host()}:{ports['kube-apiserver']}"
         pki = self._pki
         kdir = self.state_dir / "kubeconfigs"
         kdir.mkdir(exist_ok=True)
@@ -299,11 +380,12 @@ class Sandbox:
                 "--log-level=warn",
             ]
         if component == "kube-apiserver":
+            api_host = self._api_host()
             return [
                 str(binary_path("kube-apiserver")),
                 f"--etcd-servers=http://{loop}:{ports['etcd']}",
-                f"--bind-address={loop}",
-                f"--advertise-address={loop}",
+                f"--bind-address={api_host}",
+                f"--advertise-address={api_host}",
                 f"--secure-port={ports['kube-apiserver']}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -316,10 +398,11 @@ class Sandbox:
                 "--enable-admission-plugins=NodeRestriction",
                 "--allow-privileged=true",
                 # Endpoints may not hold loopback IPs, so the `kubernetes` Service gets no endpoints here;
-                # clients use the kubeconfig instead.
-                "--endpoint-reconciler-type=none",
+                # clients use the kubeconfig instead. The real node's API server is on 198.18.0.1: it has.
+                f"--endpoint-reconciler-type={'lease' if self.node_mode == 'real' else 'none'}",
                 "--profiling=false",
                 "--event-ttl=1h",
+                *(self._apiserver_node_flags() if self.node_mode == "real" else []),
             ]
         if component == "kube-controller-manager":
             return [
@@ -392,7 +475,7 @@ class Sandbox:
         if component == "etcd":
             url, ctx = f"http://127.0.0.1:{port}/health", None
         elif component == "kube-apiserver":
-            url, ctx = f"https://127.0.0.1:{port}/readyz", self._admin_ssl()
+            url, ctx = f"https://{self._api_host()}:{port}/readyz", self._admin_ssl()
         elif component == "kwok":
             url, ctx = f"http://127.0.0.1:{port}/healthz", None
         else:
@@ -405,6 +488,15 @@ class Sandbox:
             return False, f"{url}: {type(exc).__name__}"
         ok = resp.status_code == 200 and (component != "etcd" or '"health":"true"' in resp.text)
         return ok, f"{url}: {resp.status_code}"
+
+    def _apiserver_node_flags(self) -> list[str]:
+        pki = self._pki
+        return [
+            # Otherwise `kubectl logs`/`exec` resolve the node's hostname through the host's resolver.
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+        ]
 
     def _admin_ssl(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self._pki / "ca.crt"))

@@ -1,0 +1,92 @@
+"""Imports OCI image archives into the node's containerd (namespace k8s.io, where the kubelet looks).
+
+The node has no registry and cannot pull, so pods use these images with `imagePullPolicy: IfNotPresent`
+under their real names. An archive already imported (same path, size and mtime) is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from shoal_sandbox.paths import cache_dir
+
+NAMESPACE = "k8s.io"
+
+
+class ImageImportError(RuntimeError):
+    pass
+
+
+def images_index() -> Path:
+    """Written by the image builds: image name -> archive (and tag)."""
+    return cache_dir() / "images" / "index.json"
+
+
+def archives_from_index(data: Any, base: Path) -> list[Path]:
+    """Archive paths from the index, tolerant of its two shapes: a mapping name -> entry, or a list of
+    entries (optionally under "images"); an entry is a path or an object with "archive" (or "path")."""
+    entries: Iterable[Any]
+    if isinstance(data, dict) and "images" in data:
+        data = data["images"]
+    entries = data.values() if isinstance(data, dict) else data
+    found = []
+    for entry in entries:
+        raw = entry if isinstance(entry, str) else (entry.get("archive") or entry.get("path"))
+        if not isinstance(raw, str) or not raw:
+            raise ImageImportError(f"{images_index()}: an entry names no archive: {entry!r}")
+        path = Path(raw)
+        found.append(path if path.is_absolute() else base / path)
+    return found
+
+
+def indexed_archives() -> list[Path]:
+    index = images_index()
+    if not index.is_file():
+        return []
+    try:
+        data = json.loads(index.read_text())
+    except ValueError as exc:
+        raise ImageImportError(f"{index} is not JSON: {exc}") from exc
+    return archives_from_index(data, index.parent)
+
+
+def _stamp(archive: Path) -> str:
+    st = archive.stat()
+    return f"{archive.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def import_images(
+    archives: Iterable[Path], socket: Path, record: Path | None = None, timeout: float = 300.0
+) -> list[Path]:
+    """Imports each archive with `ctr images import`; returns the ones imported (not skipped)."""
+    done: set[str] = set()
+    if record is not None and record.is_file():
+        done = set(record.read_text().splitlines())
+    imported = []
+    for archive in archives:
+        if not archive.is_file():
+            raise ImageImportError(f"image archive {archive} does not exist")
+        stamp = _stamp(archive)
+        if stamp in done:
+            continue
+        argv = ["ctr", "--address", str(socket), "--namespace", NAMESPACE, "images", "import", str(archive)]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        if proc.returncode != 0:
+            raise ImageImportError(f"importing {archive} failed: {proc.stderr.strip()[-1500:]}")
+        imported.append(archive)
+        done.add(stamp)
+        if record is not None:
+            record.write_text("\n".join(sorted(done)) + "\n")
+    return imported
+
+
+def list_images(socket: Path) -> list[str]:
+    argv = ["ctr", "--address", str(socket), "--namespace", NAMESPACE, "images", "ls", "-q"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    if proc.returncode != 0:
+        raise ImageImportError(f"listing images failed: {proc.stderr.strip()[-800:]}")
+    return proc.stdout.split()

@@ -1,0 +1,270 @@
+"""RealNode: starts and stops the node's processes and owns its host changes (one node per host)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shoal_sandbox import procs
+from shoal_sandbox.node import hostnet, hoststate, images, oci, pki, prereq, restore
+from shoal_sandbox.node.components import NODE_COMPONENTS, NodeFiles, health_url
+from shoal_sandbox.node.config import (
+    GPU_LABELS,
+    NODE_IP,
+    NODE_NAME,
+    PAUSE_IMAGE,
+    RUN_DIR,
+    NodePaths,
+    coredns_rbac,
+)
+
+Log = Callable[[str], None]
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+class NodeError(RuntimeError):
+    """The node could not start or stop; the message says why and what to do."""
+
+
+@dataclass
+class RealNode:
+    state_dir: Path  # the sandbox's state folder
+    service_cidr: str
+    service_ip: str
+    gpus: int = 8
+    log: Log = print
+
+    @property
+    def paths(self) -> NodePaths:
+        return NodePaths(self.state_dir / "node")
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.state_dir / "pki"
+
+    def files(self, api_port: int) -> NodeFiles:
+        return NodeFiles(self.paths, self.pki_dir, f"https://{NODE_IP}:{api_port}", self.service_cidr)
+
+    def _proc_file(self, component: str) -> Path:
+        return self.state_dir / "procs" / f"node-{component}.json"
+
+    def _log_file(self, component: str) -> Path:
+        return self.state_dir / "logs" / f"{component}.log"
+
+    # ---- ownership: the bridge and 198.18.0.1 are host-wide --------------------------------------------
+    def owner(self) -> str | None:
+        try:
+            return self.paths.owner_file.read_text().strip() or None
+        except OSError:
+            return None
+
+    def owns_host(self) -> bool:
+        return self.owner() == str(self.state_dir)
+
+    # ---- up ----------------------------------------------------------------------------------------------
+    def prepare_host(self) -> bool:
+        """Checks prerequisites, records the host, then adds the bridge (the API server binds to it).
+
+        Returns True when this call recorded the host (a fresh node), so a failed `up` can undo it."""
+        owner = self.owner()
+        if owner is not None and owner != str(self.state_dir):
+            raise NodeError(
+                f"the real node already belongs to the sandbox in {owner}; "
+                f"run `shoal sandbox down --name {Path(owner).name}` first (one real node per host)"
+            )
+        addresses = hostnet.run(["ip", "-o", "-4", "addr", "show"]).stdout.splitlines()
+        found = prereq.check_host([" ".join(line.split()[1:4:2]) for line in addresses])
+        if found:
+            raise NodeError("the real node cannot start:\n  - " + "\n  - ".join(found))
+        fresh = not self.paths.host_record.is_file()
+        if fresh:
+            RUN_DIR.mkdir(parents=True, exist_ok=True)
+            record = hoststate.snapshot().dump()  # before the first change
+            self.paths.host_record.write_text(record)
+            self.paths.owner_file.write_text(str(self.state_dir))
+            self.log("recorded the host's state (sysctls, iptables, mounts, netns, cgroups) for `down`")
+        hostnet.ensure_bridge(self.service_cidr)
+        hostnet.ensure_forward_guard()
+        pki.ensure_node_clients(self.pki_dir)
+        if pki.ensure_apiserver_ip(self.pki_dir, ["127.0.0.1", self.service_ip, NODE_IP]):
+            self.log(f"  reissued the API server's certificate for {NODE_IP}")
+        return fresh
+
+    def up(self, api_port: int, api: Callable[[], Any], deadline: float) -> None:
+        """Starts containerd, imports images, starts the kubelet, kube-proxy and CoreDNS; waits for Ready."""
+        files = self.files(api_port)
+        files.write()
+        self._ensure_started("containerd", files, deadline)
+        self._wait_socket(deadline)
+        self.import_images([oci.pause_archive(PAUSE_IMAGE), *images.indexed_archives()])
+        with api() as client:
+            for obj in coredns_rbac(pki.NODE_CLIENTS["node-coredns"][0]):
+                _apply(client, obj)
+        for component in NODE_COMPONENTS[1:]:
+            self._ensure_started(component, files, deadline)
+        self._wait_node_ready(api, deadline)
+        hostnet.ensure_forward_guard()  # kube-proxy put its FORWARD jump first; ours goes back on top
+        self.log(f"  node {NODE_NAME} Ready ({self.gpus} x {GPU_RESOURCE}); pods get 198.18.x.y")
+
+    def import_images(self, archives: Iterable[Path]) -> list[Path]:
+        try:
+            done = images.import_images(archives, self.paths.containerd_socket, self.paths.root / "imported")
+        except images.ImageImportError as exc:
+            raise NodeError(str(exc)) from exc
+        for archive in done:
+            self.log(f"  imported {archive.name} into the node's containerd")
+        return done
+
+    def _ensure_started(self, component: str, files: NodeFiles, deadline: float) -> None:
+        argv = files.argv(component)
+        rec = procs.load(self._proc_file(component))
+        if rec is not None and procs.is_alive(rec):
+            if rec.argv == argv:
+                self._wait_healthy(component, deadline)
+                return
+            self.log(f"restarting {component}: its command line changed")
+            procs.stop(rec)
+        self.log(f"starting {component} ...")
+        rec = procs.spawn(argv, self._log_file(component), env=files.env(component))
+        procs.save(rec, self._proc_file(component))
+        self._wait_healthy(component, deadline)
+
+    def _wait_healthy(self, component: str, deadline: float) -> None:
+        url = health_url(component)
+        if url is None:
+            return
+        import httpx
+
+        detail = ""
+        while time.monotonic() < deadline:
+            self._check_alive(component)
+            try:
+                resp = httpx.get(url, timeout=2.0)
+                if resp.status_code == 200:
+                    return
+                detail = f"{resp.status_code}"
+            except httpx.HTTPError as exc:
+                detail = type(exc).__name__
+            time.sleep(0.3)
+        raise self._failure(component, f"not healthy in time ({url}: {detail})")
+
+    def _check_alive(self, component: str) -> None:
+        rec = procs.load(self._proc_file(component))
+        if rec is None or not procs.is_alive(rec):
+            raise self._failure(component, "exited")
+
+    def _failure(self, component: str, what: str) -> NodeError:
+        log = self._log_file(component)
+        return NodeError(f"{component} {what}; last lines of {log}:\n{procs.log_tail(log)}")
+
+    def _wait_socket(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            self._check_alive("containerd")
+            proc = hostnet.run(
+                ["ctr", "--address", str(self.paths.containerd_socket), "version"], check=False
+            )
+            if proc.returncode == 0:
+                return
+            time.sleep(0.3)
+        raise self._failure("containerd", "did not serve its socket in time")
+
+    def _wait_node_ready(self, api: Callable[[], Any], deadline: float) -> None:
+        labels = {**GPU_LABELS, "nvidia.com/gpu.count": str(self.gpus)}
+        status_patch = {"status": {"capacity": {GPU_RESOURCE: str(self.gpus)}}}
+        merge = {"Content-Type": "application/merge-patch+json"}
+        with api() as client:
+            while time.monotonic() < deadline:
+                self._check_alive("kubelet")
+                node = client.get(f"/api/v1/nodes/{NODE_NAME}")
+                if node.status_code == 200 and _ready(node.json()):
+                    break
+                time.sleep(0.5)
+            else:
+                raise self._failure("kubelet", f"did not register {NODE_NAME} as Ready in time")
+            # Fake GPUs: capacity on the node's status; the kubelet copies it into allocatable and keeps it.
+            client.patch(f"/api/v1/nodes/{NODE_NAME}", json={"metadata": {"labels": labels}}, headers=merge)
+            while time.monotonic() < deadline:
+                node = client.get(f"/api/v1/nodes/{NODE_NAME}").json()
+                if node["status"].get("allocatable", {}).get(GPU_RESOURCE) == str(self.gpus):
+                    return
+                if node["status"].get("capacity", {}).get(GPU_RESOURCE) != str(self.gpus):
+                    resp = client.patch(f"/api/v1/nodes/{NODE_NAME}/status", json=status_patch, headers=merge)
+                    if resp.status_code != 200:
+                        raise NodeError(f"adding {GPU_RESOURCE} to {NODE_NAME} failed: {resp.text[:300]}")
+                time.sleep(0.5)
+        raise self._failure("kubelet", f"did not make {GPU_RESOURCE} allocatable in time")
+
+    # ---- down --------------------------------------------------------------------------------------------
+    def stop_processes(self) -> None:
+        """Stops the node's components and every pod process (pods restart on the next `up`)."""
+        for component in reversed(NODE_COMPONENTS[1:]):
+            self._stop(component)
+        killed = restore.kill_cgroup_processes()
+        shims = restore.kill_processes_mentioning(str(self.paths.containerd_socket))
+        if killed or shims:
+            self.log(f"  stopped {killed} pod processes and {shims} containerd shims")
+        self._stop("containerd")
+
+    def _stop(self, component: str) -> None:
+        path = self._proc_file(component)
+        rec = procs.load(path)
+        if rec is not None and procs.is_alive(rec):
+            self.log(f"stopping {component} (pid {rec.pid}) ...")
+            procs.stop(rec)
+        path.unlink(missing_ok=True)
+
+    def restore_host(self) -> None:
+        """Puts back what `prepare_host` recorded and forgets the record; raises if something stayed."""
+        record = self.paths.host_record
+        if not record.is_file():
+            return
+        before = hoststate.HostState.load(record.read_text())
+        prefixes = [str(self.paths.root), str(RUN_DIR), "/run/netns", "/var/run/netns"]
+        problems = restore.restore(before, prefixes, self.log)
+        if problems:
+            raise NodeError("the host could not be fully restored:\n  - " + "\n  - ".join(problems))
+        shutil.rmtree(RUN_DIR, ignore_errors=True)
+        self.log("  host restored (sysctls, iptables, mounts, netns, cgroups, bridge)")
+
+    def status(self) -> list[tuple[str, int | None, bool, bool, str]]:
+        rows = []
+        for component in NODE_COMPONENTS:
+            rec = procs.load(self._proc_file(component))
+            running = rec is not None and procs.is_alive(rec)
+            healthy, detail = running, "not running" if not running else "alive"
+            url = health_url(component)
+            if running and url is not None:
+                healthy, detail = _probe(url)
+            rows.append((component, rec.pid if rec else None, running, healthy, detail))
+        return rows
+
+
+def _probe(url: str) -> tuple[bool, str]:
+    import httpx
+
+    try:
+        resp = httpx.get(url, timeout=2.0)
+    except httpx.HTTPError as exc:
+        return False, f"{url}: {type(exc).__name__}"
+    return resp.status_code == 200, f"{url}: {resp.status_code}"
+
+
+def _ready(node: dict[str, Any]) -> bool:
+    conditions = node.get("status", {}).get("conditions", [])
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _apply(client: Any, obj: dict[str, Any]) -> None:
+    """Create-or-replace for cluster-scoped RBAC objects."""
+    group, version = obj["apiVersion"].split("/")
+    plural = {"ClusterRole": "clusterroles", "ClusterRoleBinding": "clusterrolebindings"}[obj["kind"]]
+    base = f"/apis/{group}/{version}/{plural}"
+    resp = client.post(base, json=obj)
+    if resp.status_code == 409:
+        resp = client.put(f"{base}/{obj['metadata']['name']}", json=obj)
+    if resp.status_code not in (200, 201):
+        raise NodeError(f"applying {obj['kind']} {obj['metadata']['name']} failed: {resp.text[:300]}")
