@@ -70,6 +70,23 @@ class RouterMetrics:
             ["reason"],
             registry=r,
         )
+        self._flow_series(r)
+        self._code_children: dict[int, Counter] = {}
+
+    # PoolMetrics protocol
+    def set_inflight(self, endpoint: str, value: int) -> None:
+        self.endpoint_inflight.labels(endpoint).set(value)
+
+    def remove_endpoint(self, endpoint: str) -> None:
+        with contextlib.suppress(KeyError):
+            self.endpoint_inflight.remove(endpoint)
+
+    def ejected(self, endpoint: str) -> None:
+        self.ejections.inc()
+
+    def _flow_series(self, r: CollectorRegistry) -> None:
+        """Flow control, by priority band and tenant (the dispatcher's FlowMetrics)."""
+        self._tenants: set[str] = set()
         self.flow_queue = Gauge(
             "shoal_router_flow_queued_requests",
             "Requests waiting in the router's queue, by priority band and tenant.",
@@ -96,19 +113,6 @@ class RouterMetrics:
             buckets=(0.0, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
             registry=r,
         )
-        self._code_children: dict[int, Counter] = {}
-        self._tenants: set[str] = set()
-
-    # PoolMetrics protocol
-    def set_inflight(self, endpoint: str, value: int) -> None:
-        self.endpoint_inflight.labels(endpoint).set(value)
-
-    def remove_endpoint(self, endpoint: str) -> None:
-        with contextlib.suppress(KeyError):
-            self.endpoint_inflight.remove(endpoint)
-
-    def ejected(self, endpoint: str) -> None:
-        self.ejections.inc()
 
     # FlowMetrics protocol (the dispatcher's)
     def _tenant(self, tenant: str) -> str:
