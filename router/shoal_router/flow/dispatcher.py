@@ -231,7 +231,7 @@ class Dispatcher:
             deadline = min(deadline, req.deadline)
         self._pump()
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout(max(0.0, deadline - self.clock())):  # any clock, not only the loop's
                 return await asyncio.shield(waiter.fut)
         except TimeoutError:
             self._leave(waiter)
