@@ -54,7 +54,7 @@ def _ext_proc(epp_port: int, fail_open: bool, tls: bool, response_body: bool) ->
             "failure_mode_allow": fail_open,
             "processing_mode": {
                 "request_header_mode": "SEND",
-                "response_header_mode": "SEND",
+                "response_header_mode": "SEND" if response_body else "SKIP",
                 "request_body_mode": "FULL_DUPLEX_STREAMED",
                 "response_body_mode": "FULL_DUPLEX_STREAMED" if response_body else "NONE",
                 "request_trailer_mode": "SEND",
