@@ -16,6 +16,17 @@ def register(subparsers: Any) -> None:
         help="run one LLM-aware load balancer in front of model-server replicas",
         description="LLM-aware load balancer: OpenAI routes proxied to model-server replicas.",
     )
+    _listening(p)
+    _discovery(p)
+    _picking(p)
+    _proxying(p)
+    _flow_control(p)
+    _security(p)
+    _process(p)
+    p.set_defaults(handler=_run)
+
+
+def _listening(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("listening")
     g.add_argument("--host", default="0.0.0.0", help="address to listen on")
     g.add_argument(
@@ -25,6 +36,8 @@ def register(subparsers: Any) -> None:
     )
     g.add_argument("--port", type=int, default=8080)
 
+
+def _discovery(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("discovery")
     g.add_argument("--upstream", action="append", metavar="URL", help="static upstream (repeatable)")
     g.add_argument(
@@ -41,6 +54,8 @@ def register(subparsers: Any) -> None:
     g.add_argument("--selector", default=None, help="pods discovery: label selector (default: the Service's)")
     g.add_argument("--target-port", type=int, default=8000, help="pods discovery: port when none is named")
 
+
+def _picking(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("picking")
     g.add_argument("--strategy", choices=STRATEGIES, default="LeastLoad")
     g.add_argument("--prefix-chars", type=int, default=256, help="PrefixHash: prompt prefix length hashed")
@@ -51,6 +66,8 @@ def register(subparsers: Any) -> None:
         help="PrefixHash: no replica takes more than this x the mean load",
     )
 
+
+def _proxying(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("proxying and failures")
     g.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
     g.add_argument("--connect-timeout", type=float, default=2.0)
@@ -67,6 +84,8 @@ def register(subparsers: Any) -> None:
     g.add_argument("--eject-base-s", type=float, default=10.0)
     g.add_argument("--eject-max-s", type=float, default=300.0)
 
+
+def _flow_control(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("flow control (scale from zero and saturation)")
     g.add_argument(
         "--max-pending",
@@ -88,6 +107,12 @@ def register(subparsers: Any) -> None:
         "--load-poll-interval", type=float, default=0.1, help="GET /load on each replica every N s (0: off)"
     )
     g.add_argument(
+        "--fair-reserve",
+        type=float,
+        default=0.25,
+        help="share of replica slots kept for tenants below their fair share while several are active (0: off)",
+    )
+    g.add_argument(
         "--objective",
         action="append",
         metavar="NAME=PRIORITY",
@@ -95,17 +120,20 @@ def register(subparsers: Any) -> None:
         "critical/high/standard/low/sheddable); repeatable",
     )
 
+
+def _security(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("security and limits")
     g.add_argument("--api-keys-secret", default=None, help="Secret in --namespace whose values are API keys")
     g.add_argument("--api-keys-file", default=None, help="file with one key (or name:key) per line")
     g.add_argument("--rate-limit-rps", type=float, default=0.0, help="per-key requests/s (0: off)")
     g.add_argument("--rate-limit-burst", type=float, default=0.0, help="default: max(1, rps)")
 
+
+def _process(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("process")
     g.add_argument("--log-level", default="INFO")
     g.add_argument("--no-access-log", action="store_true")
     g.add_argument("--shutdown-timeout", type=float, default=30.0)
-    p.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:

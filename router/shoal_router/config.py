@@ -47,6 +47,7 @@ class RouterConfig:
     replica_queue: int = 0  # requests a replica may queue beyond its maxConcurrency (router holds the rest)
     load_poll_interval_s: float = 0.1  # GET /load on each replica (0: off; response headers still count)
     objectives: tuple[tuple[str, int], ...] = ()  # x-gateway-inference-objective name -> priority band
+    fair_reserve: float = 0.25  # share of slots kept for tenants below their fair share
     # security and limits
     api_keys_secret: str | None = None
     api_keys_file: str | None = None
@@ -78,6 +79,8 @@ class RouterConfig:
             raise ValueError("--max-pending, --max-queued-bytes and --replica-queue must be >= 0")
         if not (self.queue_timeout_s > 0 and self.pending_timeout_s > 0):
             raise ValueError("--queue-timeout and --pending-timeout must be > 0")
+        if not 0 <= self.fair_reserve < 1:
+            raise ValueError("--fair-reserve must be in [0, 1)")
         if not 0 <= self.load_poll_interval_s <= 10:
             raise ValueError("--load-poll-interval must be between 0 (off) and 10 seconds")
         return self
@@ -91,6 +94,7 @@ class RouterConfig:
             hold_timeout_s=self.pending_timeout_s,
             hold_retry_after_s=self.pending_retry_after_s,
             replica_queue=self.replica_queue,
+            fair_reserve=self.fair_reserve,
         )
 
     @property
@@ -139,6 +143,7 @@ def from_args(ns: argparse.Namespace) -> RouterConfig:
         replica_queue=ns.replica_queue,
         load_poll_interval_s=ns.load_poll_interval,
         objectives=tuple(parse_objectives(ns.objective or []).items()),
+        fair_reserve=ns.fair_reserve,
         api_keys_secret=ns.api_keys_secret,
         api_keys_file=ns.api_keys_file,
         rate_limit_rps=ns.rate_limit_rps,

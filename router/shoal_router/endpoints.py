@@ -28,6 +28,8 @@ from shoal_router.strategies.base import EndpointView
 
 log = logging.getLogger("shoal_router.endpoints")
 
+PROBE_HOLD_S = 1.0  # a failed load poll keeps a connect-ejected endpoint out at least this long
+
 
 @dataclass(frozen=True, slots=True)
 class DiscoveredEndpoint:
@@ -269,7 +271,11 @@ class EndpointPool:
         if ok and st.connect_ejected:
             self.report_success(url)
             self._notify()
-        elif not ok and not st.connect_ejected and self._routable(st):
+        elif not ok and st.connect_ejected:
+            # still unreachable: no request is sent to probe it while the poller keeps failing
+            st.ejected_until = max(st.ejected_until, self.clock() + PROBE_HOLD_S)
+            st.probing = False
+        elif not ok and self._routable(st):
             self.eject_now(url, "probe failed")
 
     def report_load(self, url: str, report: LoadReport) -> None:
@@ -280,11 +286,11 @@ class EndpointPool:
         st.load.report = report
         st.load.at = self.clock()
         st.load.own_at_report = st.inflight
-        st.load.busy_until = 0.0
         self._notify()
 
     def mark_busy(self, url: str, hold_s: float) -> None:
-        """It answered 429: alive but full. Nothing new goes there for `hold_s` or until a fresh report."""
+        """It answered 429: alive but full. Nothing new goes there for `hold_s` (a fresh report does not
+        lift it: a replica refusing for reasons its report does not show must not be hammered)."""
         st = self._states.get(url)
         if st is not None:
             st.load.busy_until = self.clock() + hold_s

@@ -59,6 +59,10 @@ _UPSTREAM_BROKEN = (
 )
 
 
+# rejection codes whose metric label predates the flow-control core (a public series: keep the names)
+_REASON = {"no_replica_ready": "hold_timeout", "no_replica_queue_full": "queue_full"}
+
+
 class _Retry(Exception):
     """This attempt failed before anything reached the client; try another replica."""
 
@@ -152,7 +156,7 @@ class Proxy:
             )
 
     def _refuse(self, rej: Rejected, entry: RequestLog, reason: str | None = None) -> web.Response:
-        self.metrics.rejected.labels(reason or rej.code).inc()
+        self.metrics.rejected.labels(reason or _REASON.get(rej.code, rej.code)).inc()
         entry.error = rej.code
         return web.Response(status=rej.status, body=rej.body(), headers=rej.headers())
 

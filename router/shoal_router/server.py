@@ -11,7 +11,7 @@ import contextlib
 import logging
 import random
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import aiohttp.abc
@@ -62,11 +62,20 @@ def build_app(
     """The aiohttp application. `sources` default to the config's (static upstreams / Kubernetes watches);
     tests pass their own or none and drive `router.pool.update` directly. `resolver` replaces DNS for
     upstream host names (tests)."""
-    config = router.config
-    app = web.Application(client_max_size=config.max_body_bytes)
+    app = web.Application(client_max_size=router.config.max_body_bytes)
     app[ROUTER_KEY] = router
-    if sources is None:
-        sources = default_sources(config)
+    app.cleanup_ctx.append(
+        _lifecycle(router, default_sources(router.config) if sources is None else sources, resolver)
+    )
+    _add_routes(app, router)
+    return app
+
+
+def _lifecycle(
+    router: Router, sources: list[Source], resolver: aiohttp.abc.AbstractResolver | None
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Startup and shutdown: the upstream session, the proxy, the sources and the load poller."""
+    config = router.config
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
@@ -105,8 +114,10 @@ def build_app(
                     await task
             await router.session.close()
 
-    app.cleanup_ctx.append(lifecycle)
+    return lifecycle
 
+
+def _add_routes(app: web.Application, router: Router) -> None:
     async def proxy_handler(request: web.Request) -> web.StreamResponse:
         assert router.proxy is not None
         return await router.proxy.handle(request)
@@ -139,7 +150,6 @@ def build_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_route("*", "/v1/{tail:.*}", proxy_handler)
-    return app
 
 
 def _update_endpoint_states(router: Router) -> None:

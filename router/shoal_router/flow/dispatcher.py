@@ -20,6 +20,7 @@ from typing import Protocol
 from shoal_router.endpoints import EndpointPool
 from shoal_router.flow import capacity
 from shoal_router.flow.fairqueue import Entry, FairQueue
+from shoal_router.flow.fairshare import Activity, may_take, reserve_slots
 from shoal_router.flow.lease import Lease
 from shoal_router.flow.model import FlowConfig, FlowRequest, Rejected
 from shoal_router.flow.quota import QuotaState, TokenQuotas
@@ -54,6 +55,7 @@ class _Waiter:
     fut: asyncio.Future[Lease]
     enqueued: float
     held: bool  # queued while no replica was ready (the scale-from-zero signal)
+    seq: int = 0  # the request's number (round-robin)
     entry: Entry[_Waiter] | None = None
 
 
@@ -94,6 +96,7 @@ class Dispatcher:
         self._queue: FairQueue[_Waiter] = FairQueue(self.config.max_queued, self.config.max_queued_bytes)
         self._seq = 0
         self._rate = _Rate()
+        self._activity = Activity(self.config.fair_window_s)
         self._pumping = False
         self._ticker: asyncio.TimerHandle | None = None
         pool.load_stale_s = self.config.load_stale_s
@@ -116,14 +119,18 @@ class Dispatcher:
         replica was busy, so it keeps its turn and is not charged against the quota again."""
         if not requeue and req.tokens_per_minute > 0:
             self._check_quota(req)
+        self._activity.seen(req.tenant, req.weight, self.clock())
         ex = frozenset(exclude)
+        if not ex and not requeue:
+            self._seq += 1  # one number per request, not per attempt (round-robin counts requests)
         if ex and self.pool.has_ready() and not self.pool.eligible(ex) and self.pool.eligible():
             raise Rejected(502, "exhausted", "Every live replica was tried.")
+        seq = self._seq
         if not self._queue:
-            lease = self._place(req, ex, 0.0)
+            lease = self._place(req, ex, 0.0, seq)
             if lease is not None:
                 return lease
-        return await self._wait(req, ex, requeue)
+        return await self._wait(req, ex, requeue, seq)
 
     def quota(self, req: FlowRequest) -> QuotaState | None:
         """The tenant's token quota now (for the x-ratelimit-* headers on answers), None without one."""
@@ -153,33 +160,48 @@ class Dispatcher:
                 state.headers(),
             )
 
-    def _place(self, req: FlowRequest, exclude: frozenset[str], waited_s: float) -> Lease | None:
-        """Pick among live endpoints with a free slot, or None."""
+    def _place(self, req: FlowRequest, exclude: frozenset[str], waited_s: float, seq: int) -> Lease | None:
+        """Pick among live endpoints with a free slot (and the tenant's fair share allowing), or None."""
         now = self.clock()
         usable: list[EndpointView] = []
+        free_total, cap_total, known = 0, 0, True
         for view in self.pool.eligible(exclude):
             if req.candidates is not None and view.id not in req.candidates:
                 continue
             st = self.pool.get(view.id)
             if st is None:
                 continue
-            free = capacity.free_slots(
-                st.load, st.inflight, now, self.config.load_stale_s, self.config.replica_queue
-            )
+            cfg = self.config
+            free = capacity.free_slots(st.load, st.inflight, now, cfg.load_stale_s, cfg.replica_queue)
+            cap = capacity.limit(st.load, cfg.replica_queue)
+            if free is None or cap is None:
+                known = False
+            else:
+                free_total, cap_total = free_total + free, cap_total + cap
             if free is None or free > 0:
                 usable.append(view)
-        if not usable:
+        if not usable or (known and not self._fair(req, now, cap_total, free_total)):
             return None
-        self._seq += 1
-        pick = self.strategy.pick(usable, PickContext(seq=self._seq, key=req.affinity_key, rng=self.rng))
+        pick = self.strategy.pick(usable, PickContext(seq=seq, key=req.affinity_key, rng=self.rng))
         self.pool.acquire(pick.endpoint)
+        self._activity.started(req.tenant)
         self.metrics.flow_dispatched(req.priority, req.tenant, waited_s)
         return Lease(self, req, pick.endpoint, pick.reason, waited_s)
 
-    def _enqueue(self, req: FlowRequest, exclude: frozenset[str], requeue: bool) -> _Waiter:
+    def _fair(self, req: FlowRequest, now: float, cap_total: int, free_total: int) -> bool:
+        return may_take(
+            self._activity.inflight.get(req.tenant, 0),
+            req.weight,
+            self._activity.active_weight(now),
+            cap_total,
+            free_total,
+            reserve_slots(cap_total, self.config.fair_reserve),
+        )
+
+    def _enqueue(self, req: FlowRequest, exclude: frozenset[str], requeue: bool, seq: int) -> _Waiter:
         ready = self.pool.has_ready()
         fut: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
-        waiter = _Waiter(req, exclude, fut, self.clock(), held=not ready)
+        waiter = _Waiter(req, exclude, fut, self.clock(), held=not ready, seq=seq)
         admit = self._queue.push(waiter, req.tenant, req.priority, req.weight, req.size_bytes, front=requeue)
         if admit.entry is None:
             self.metrics.flow_shed(req.priority, req.tenant, "queue_full")
@@ -201,8 +223,8 @@ class Dispatcher:
                 )
         return waiter
 
-    async def _wait(self, req: FlowRequest, exclude: frozenset[str], requeue: bool) -> Lease:
-        waiter = self._enqueue(req, exclude, requeue)
+    async def _wait(self, req: FlowRequest, exclude: frozenset[str], requeue: bool, seq: int) -> Lease:
+        waiter = self._enqueue(req, exclude, requeue, seq)
         limit_s = self.config.hold_timeout_s if waiter.held else self.config.queue_timeout_s
         deadline = waiter.enqueued + limit_s
         if req.deadline is not None:
@@ -260,9 +282,29 @@ class Dispatcher:
             return False
         if self._try(head):
             return True
-        if head.item.req.candidates is None and not head.item.exclude:
-            return False  # the head is unconstrained: nobody behind it fits either
-        return any(self._try(entry) for entry in list(self._queue.ordered())[1:])
+        if not self._any_free():
+            return False  # nobody can go: skip the scan
+        # The head cannot go (its tenant is over its share, or it is limited to some endpoints): the
+        # first waiter of each other tenant may. Within a tenant the order stays first come, first served.
+        tried = {(head.item.req.tenant, head.item.req.candidates, head.item.exclude)}
+        for entry in list(self._queue.ordered()):
+            key = (entry.item.req.tenant, entry.item.req.candidates, entry.item.exclude)
+            if key in tried:
+                continue
+            tried.add(key)
+            if self._try(entry):
+                return True
+        return False
+
+    def _any_free(self) -> bool:
+        now, cfg = self.clock(), self.config
+        for view in self.pool.eligible():
+            st = self.pool.get(view.id)
+            if st is not None:
+                free = capacity.free_slots(st.load, st.inflight, now, cfg.load_stale_s, cfg.replica_queue)
+                if free is None or free > 0:
+                    return True
+        return False
 
     def _try(self, entry: Entry[_Waiter]) -> bool:
         waiter = entry.item
@@ -270,7 +312,7 @@ class Dispatcher:
             self._leave(waiter)
             return True
         now = self.clock()
-        lease = self._place(waiter.req, waiter.exclude, now - waiter.enqueued)
+        lease = self._place(waiter.req, waiter.exclude, now - waiter.enqueued, waiter.seq)
         if lease is None:
             return False
         self._queue.remove(entry, served=True)
@@ -292,9 +334,10 @@ class Dispatcher:
         self._ticker = None
         self._pump()
 
-    def released(self) -> None:
+    def released(self, req: FlowRequest) -> None:
         """A lease ended (called by `Lease.release`)."""
         self._rate.add(self.clock())
+        self._activity.finished(req.tenant)
 
     def _retry_after(self) -> int:
         """Seconds for the queue to drain at the recent completion rate, clamped to [1, 60]."""

@@ -3,8 +3,10 @@ count and bytes. Pure data structure (no asyncio, no clock): the dispatcher owns
 
 Within a band each tenant's requests get virtual finish tags (start = max(band virtual time, the tenant's
 last tag), finish = start + 1/weight), and the smallest tag goes first: a tenant sending 10x the requests
-gets its weight's share, not 10x. Across bands, strict priority: a higher band always goes first, and when
-the queue is full the newest request of the lowest band is shed to make room for a higher one.
+gets its weight's share, not 10x. Across bands, strict priority: a higher band always goes first. When the
+queue is full, room is made by shedding the newest request of the lowest band below the newcomer's; failing
+that, within the newcomer's band, the newest request of the tenant holding the most places (longest queue
+drop), so a flood from one tenant cannot lock the others out of the queue either.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class _Band(Generic[T]):
     vtime: float = 0.0
     last_tag: dict[str, float] = field(default_factory=dict)
     live: int = 0
+    per_tenant: dict[str, int] = field(default_factory=dict)  # live entries by tenant
 
 
 @dataclass(slots=True)
@@ -67,7 +70,7 @@ class FairQueue(Generic[T]):
         `front`: a request that already waited once (it went out and the replica was busy) keeps its turn."""
         shed: Entry[T] | None = None
         if not self._fits(size):
-            victim = self._newest_below(priority)
+            victim = self._newest_below(priority) or self._newest_of_heaviest(priority, tenant)
             if victim is None or not self._fits_without(victim, size):
                 return Admit(None)
             self.remove(victim)
@@ -82,6 +85,7 @@ class FairQueue(Generic[T]):
         entry = Entry(item, tenant, priority, size, tag, next(self._seq))
         heapq.heappush(band.heap, (tag, entry.seq, entry))
         band.live += 1
+        band.per_tenant[tenant] = band.per_tenant.get(tenant, 0) + 1
         self.count += 1
         self.bytes += size
         return Admit(entry, shed)
@@ -97,6 +101,16 @@ class FairQueue(Generic[T]):
         live = [e for _, _, e in band.heap if e.alive]
         return max(live, key=lambda e: e.seq) if live else None
 
+    def _newest_of_heaviest(self, priority: int, tenant: str) -> Entry[T] | None:
+        band = self._bands.get(priority)
+        if band is None or not band.per_tenant:
+            return None
+        heavy, count = max(band.per_tenant.items(), key=lambda kv: kv[1])
+        if heavy == tenant or count <= band.per_tenant.get(tenant, 0) + 1:
+            return None  # the newcomer's tenant already holds (about) as many places: refuse it instead
+        live = [e for _, _, e in band.heap if e.alive and e.tenant == heavy]
+        return max(live, key=lambda e: e.seq) if live else None
+
     def remove(self, entry: Entry[T], served: bool = False) -> None:
         """Take an entry out (dispatched when `served`; else timed out, cancelled, shed). Idempotent."""
         if not entry.alive:
@@ -104,6 +118,11 @@ class FairQueue(Generic[T]):
         entry.alive = False
         band = self._bands[entry.priority]
         band.live -= 1
+        left = band.per_tenant[entry.tenant] - 1
+        if left:
+            band.per_tenant[entry.tenant] = left
+        else:
+            del band.per_tenant[entry.tenant]
         self.count -= 1
         self.bytes -= entry.size
         if served and band.vtime < entry.tag:

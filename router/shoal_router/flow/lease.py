@@ -48,7 +48,7 @@ class Lease:
         if self._released:
             return
         self._released = True
-        self._dispatcher.released()
+        self._dispatcher.released(self.request)
         self._dispatcher.pool.release(self.endpoint)
 
     def __enter__(self) -> Lease:

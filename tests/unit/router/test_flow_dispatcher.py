@@ -155,3 +155,39 @@ async def test_candidates_subset_is_honoured() -> None:
         lease = await d.acquire(FlowRequest(candidates=frozenset({"http://b"})))
         assert lease.endpoint == "http://b"
         lease.release()
+
+
+async def test_fair_share_reserve_keeps_a_slot_for_the_quiet_tenant() -> None:
+    _pool, d = make(["http://a"], LoadReport(0, 0, 8, 0), fair_reserve=0.125)
+    (await d.acquire(FlowRequest(tenant="quiet"))).release()  # the quiet tenant was here a moment ago
+    noisy = [asyncio.create_task(d.acquire(FlowRequest(tenant="noisy"))) for _ in range(10)]
+    await asyncio.sleep(0.05)
+    assert sum(t.done() for t in noisy) == 7  # one slot of eight is held back
+    quiet = await asyncio.wait_for(d.acquire(FlowRequest(tenant="quiet")), 0.5)  # no wait for a release
+    assert quiet.endpoint == "http://a" and quiet.waited_s < 0.01
+    quiet.release()
+    for t in noisy:
+        t.cancel()
+    await asyncio.gather(*noisy, return_exceptions=True)
+
+
+async def test_a_lone_tenant_uses_every_slot() -> None:
+    pool, d = make(["http://a"], LoadReport(0, 0, 8, 0), fair_reserve=0.125)
+    leases = [await asyncio.wait_for(d.acquire(FlowRequest(tenant="only")), 0.5) for _ in range(8)]
+    assert pool.get("http://a").inflight == 8  # type: ignore[union-attr]
+    for x in leases:
+        x.release()
+
+
+async def test_failing_polls_keep_a_dead_replica_out_and_a_good_one_restores_it() -> None:
+    clock = [100.0]
+    pool = EndpointPool(policy=EjectionPolicy(base_s=0.5), clock=lambda: clock[0])
+    pool.update([DiscoveredEndpoint("http://a"), DiscoveredEndpoint("http://b")])
+    pool.probe_result("http://b", False)  # refused: out at once, before any request fails on it
+    assert [v.id for v in pool.eligible()] == ["http://a"]
+    clock[0] += 0.6  # the back-off is over, but the poller still cannot reach it: no request probe
+    pool.probe_result("http://b", False)
+    clock[0] += 0.5
+    assert [v.id for v in pool.eligible()] == ["http://a"]
+    pool.probe_result("http://b", True)
+    assert sorted(v.id for v in pool.eligible()) == ["http://a", "http://b"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from pathlib import Path
 
 import httpx
 import pytest
@@ -114,3 +115,25 @@ def test_cli_host_alias_and_flow_flags() -> None:
         from_args(build_parser().parse_args([*up, "--objective", "chat"]))
     with pytest.raises(ValueError):
         from_args(build_parser().parse_args([*up, "--load-poll-interval", "-1"]))
+
+
+async def test_streamed_answers_count_against_the_token_quota(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("carol:sk-carol tokens-per-minute=20\n")
+    async with upstreams(1, chunks=30) as (up,):
+        from shoal_router.server import default_sources
+
+        async with running_router(upstream_urls=[up.url], api_keys_file=str(keys)) as r:
+            src = [s for s in default_sources(r.router.config) if s.__name__ == "keys_file"]
+            await src[0](r.router)
+            headers = {"Authorization": "Bearer sk-carol"}
+            async with httpx.AsyncClient(base_url=r.url) as c:
+                first = await c.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=headers)
+                assert first.status_code == 200 and first.text.rstrip().endswith("data: [DONE]")
+                assert first.headers["x-ratelimit-limit-tokens"] == "20"
+                # 30 content events (no usage chunk asked for) were counted on the fly: over the quota
+                over = await c.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=headers)
+                assert over.status_code == 429
+                assert over.json()["error"]["code"] == "tokens_quota"
+                assert over.headers["x-ratelimit-remaining-tokens"] == "0"
+                assert int(over.headers["retry-after"]) >= 30  # 10+ tokens short at 20 per minute

@@ -136,3 +136,27 @@ def test_classification() -> None:
         key_name="bob", policy=TenantPolicy(), objective="chat", fairness_id=None, objectives=objectives
     )
     assert (c.tenant, c.priority) == ("bob", 1)
+
+
+def test_full_queue_sheds_the_heaviest_tenant_of_the_same_band() -> None:
+    q: FairQueue[str] = FairQueue(4, 10**9)
+    for i in range(4):
+        assert q.push(f"a{i}", "A", 0, 1.0, 1).entry is not None
+    admit = q.push("b0", "B", 0, 1.0, 1)
+    assert admit.entry is not None and admit.shed is not None and admit.shed.item == "a3"
+    assert q.push("b1", "B", 0, 1.0, 1).shed.item == "a2"  # type: ignore[union-attr]
+    assert q.push("b2", "B", 0, 1.0, 1).entry is None  # B now holds as many places as A: refused
+    assert q.push("a9", "A", 0, 1.0, 1).entry is None  # and A cannot take them back
+    assert sorted(drain(q)) == ["a0", "a1", "b0", "b1"]
+
+
+def test_may_take_the_reserve_only_below_the_share() -> None:
+    from shoal_router.flow.fairshare import may_take, reserve_slots
+
+    assert reserve_slots(8, 0.125) == 1 and reserve_slots(8, 0) == 0 and reserve_slots(32, 0.125) == 4
+    # free beyond the reserve: anyone; within it: only a tenant below its share (8 * 1/2 = 4)
+    assert may_take(7, 1.0, 2.0, 8, 2, 1)
+    assert not may_take(7, 1.0, 2.0, 8, 1, 1)
+    assert may_take(0, 1.0, 2.0, 8, 1, 1)
+    assert may_take(7, 1.0, 1.0, 8, 1, 1)  # alone: the share is everything
+    assert not may_take(0, 1.0, 2.0, 8, 0, 1)

@@ -1,0 +1,221 @@
+"""Noisy neighbour through the router's flow control (issue 16), one run, real processes:
+one `shoal model-server --engine sim` replica behind one `shoal router`.
+
+Phases (open-loop Poisson arrivals, streamed chat requests, TTFT = first content event):
+  calibrate  closed loop at 2x the replica's concurrency: capacity C (requests/s)
+  alone      tenant B alone at r_B = 2C/11
+  mixed      tenant A at 10 r_B plus B at r_B, same band (total 2x capacity): fair queuing
+  priority   the same load, A in the low band (objective "batch"), B in the high band ("chat")
+  direct     the mixed load sent straight to the replica (no router): the baseline without flow control
+Reported: B's p95 TTFT against alone, Jain's index of served throughput normalised by each tenant's
+max-min fair share (Jain's definition for unequal demands: x_i = served_i / fair_i), and who was shed.
+
+    python bench/flow_fairness.py [--phase-s 15] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from router_common import free_port, percentile, process, wait_ready
+
+PROMPT = "You are a helpful assistant. " * 60  # ~360 sim tokens: prefill is part of TTFT
+MAX_TOKENS = 24
+
+
+@dataclass
+class Tenant:
+    name: str
+    rate: float
+    objective: str | None = None
+
+
+@dataclass
+class Stats:
+    ttft: list[float] = field(default_factory=list)
+    codes: dict[int, int] = field(default_factory=dict)
+
+    def served(self) -> int:
+        return self.codes.get(200, 0)
+
+
+async def one(session: aiohttp.ClientSession, url: str, t: Tenant, stats: Stats) -> None:
+    body = {
+        "model": "sim",
+        "messages": [{"role": "user", "content": PROMPT + t.name}],
+        "max_tokens": MAX_TOKENS,
+        "stream": True,
+    }
+    headers = {"x-gateway-inference-fairness-id": t.name}
+    if t.objective:
+        headers["x-gateway-inference-objective"] = t.objective
+    start = time.perf_counter()
+    try:
+        async with session.post(url + "/v1/chat/completions", json=body, headers=headers) as resp:
+            first = None
+            async for _ in resp.content.iter_any():
+                if first is None and resp.status == 200:
+                    first = time.perf_counter() - start
+            stats.codes[resp.status] = stats.codes.get(resp.status, 0) + 1
+            if first is not None:
+                stats.ttft.append(first)
+    except (aiohttp.ClientError, TimeoutError):
+        stats.codes[0] = stats.codes.get(0, 0) + 1
+
+
+async def open_loop(url: str, tenants: list[Tenant], duration_s: float, seed: int = 7) -> dict[str, Stats]:
+    rng = random.Random(seed)
+    stats = {t.name: Stats() for t in tenants}
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as s:
+        tasks: list[asyncio.Task[None]] = []
+
+        async def arrivals(t: Tenant) -> None:
+            end = time.perf_counter() + duration_s
+            while (now := time.perf_counter()) < end:
+                tasks.append(asyncio.create_task(one(s, url, t, stats[t.name])))
+                await asyncio.sleep(max(0.0, rng.expovariate(t.rate) - (time.perf_counter() - now)))
+
+        await asyncio.gather(*(arrivals(t) for t in tenants))
+        await asyncio.gather(*tasks)
+    return stats
+
+
+async def calibrate(url: str, workers: int, duration_s: float) -> float:
+    done = 0
+    end = time.perf_counter() + duration_s
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s:
+
+        async def worker() -> None:
+            nonlocal done
+            st = Stats()
+            while time.perf_counter() < end:
+                await one(s, url, Tenant("cal", 1.0), st)
+                done += 1
+
+        await asyncio.gather(*(worker() for _ in range(workers)))
+    return done / duration_s
+
+
+def maxmin_shares(demands: dict[str, float], capacity: float) -> dict[str, float]:
+    """Max-min fair allocation of `capacity` among `demands` (equal weights)."""
+    share: dict[str, float] = {}
+    left, todo = capacity, dict(demands)
+    while todo:
+        even = left / len(todo)
+        small = {k: v for k, v in todo.items() if v <= even}
+        if not small:
+            share.update({k: even for k in todo})
+            break
+        for k, v in small.items():
+            share[k] = v
+            left -= v
+            del todo[k]
+    return share
+
+
+def jain(xs: list[float]) -> float:
+    return sum(xs) ** 2 / (len(xs) * sum(x * x for x in xs)) if xs else float("nan")
+
+
+async def router_waits(router: str) -> dict[str, tuple[float, float]]:
+    """Per tenant: (sum, count) of `shoal_router_flow_wait_seconds` (the time queued in the router)."""
+    async with aiohttp.ClientSession() as s, s.get(router + "/metrics") as resp:
+        text = await resp.text()
+    out: dict[str, tuple[float, float]] = {}
+    for line in text.splitlines():
+        for suffix, idx in (("_sum{", 0), ("_count{", 1)):
+            if line.startswith("shoal_router_flow_wait_seconds" + suffix):
+                tenant = line.split('tenant="', 1)[1].split('"', 1)[0]
+                pair = list(out.get(tenant, (0.0, 0.0)))
+                pair[idx] += float(line.rsplit(" ", 1)[1])
+                out[tenant] = (pair[0], pair[1])
+    return out
+
+
+async def phase(router: str, url: str, tenants: list[Tenant], duration_s: float) -> dict[str, object]:
+    before = await router_waits(router)
+    stats = await open_loop(url, tenants, duration_s)
+    after = await router_waits(router)
+    out = summary(stats, tenants, duration_s)
+    waits = {}
+    for t in tenants:
+        s0, c0 = before.get(t.name, (0.0, 0.0))
+        s1, c1 = after.get(t.name, (0.0, 0.0))
+        waits[t.name] = round((s1 - s0) / (c1 - c0), 3) if c1 > c0 else None
+    out["mean_router_wait_s"] = waits
+    return out
+
+
+def summary(stats: dict[str, Stats], tenants: list[Tenant], duration_s: float) -> dict[str, object]:
+    served = {k: v.served() / duration_s for k, v in stats.items()}
+    shares = maxmin_shares({t.name: t.rate for t in tenants}, sum(served.values()))
+    return {
+        "p95_ttft_s": {k: round(percentile(v.ttft, 95), 3) for k, v in stats.items()},
+        "p50_ttft_s": {k: round(percentile(v.ttft, 50), 3) for k, v in stats.items()},
+        "codes": {k: v.codes for k, v in stats.items()},
+        "served_per_s": {k: round(v, 2) for k, v in served.items()},
+        "jain": round(jain([served[k] / shares[k] for k in served if shares[k] > 0]), 3),
+    }
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--phase-s", type=float, default=15.0)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--fair-reserve", default="0.25")
+    args = ap.parse_args()
+    py = sys.executable
+    mport, rport = free_port(), free_port()
+    replica = f"http://127.0.0.1:{mport}"
+    router = f"http://127.0.0.1:{rport}"
+    c = str(args.concurrency)
+    server_cmd = [py, "-m", "shoal_cli", "model-server", "--engine", "sim", "--model", "sim", "--host",
+                  "127.0.0.1", "--port", str(mport), "--max-concurrency", c, "--sim-max-batch", c,
+                  "--log-level", "WARNING"]  # fmt: skip
+    router_cmd = [py, "-m", "shoal_cli", "router", "--host", "127.0.0.1", "--port", str(rport),
+                  "--upstream", replica, "--objective", "chat=high", "--objective", "batch=low",
+                  "--max-pending", "64", "--queue-timeout", "10", "--fair-reserve", args.fair_reserve, "--no-access-log", "--log-level", "WARNING"]  # fmt: skip
+    with process(server_cmd, "flow-server"), process(router_cmd, "flow-router"):
+        await wait_ready(replica + "/readyz")
+        await wait_ready(router + "/readyz")
+        await asyncio.sleep(1.0)  # the first load reports
+        load_before = os.getloadavg()
+        cap = await calibrate(router, 2 * args.concurrency, 6.0)
+        r_b = 2 * cap / 11
+        b, a = Tenant("B", r_b), Tenant("A", 10 * r_b)
+        d = args.phase_s
+        out: dict[str, object] = {
+            "capacity_per_s": round(cap, 2),
+            "rate_B": round(r_b, 2),
+            "fair_reserve": float(args.fair_reserve),
+        }
+        out["alone"] = await phase(router, router, [b], d)
+        out["mixed"] = await phase(router, router, [a, b], d)
+        ap_, bp = Tenant("A", 10 * r_b, "batch"), Tenant("B", r_b, "chat")
+        out["priority"] = await phase(router, router, [ap_, bp], d)
+        out["direct"] = await phase(router, replica, [a, b], d)
+        out["loadavg_before"] = [round(x, 2) for x in load_before]
+        out["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+    alone = out["alone"]["p95_ttft_s"]["B"]  # type: ignore[index]
+    for name in ("mixed", "priority", "direct"):
+        out[f"{name}_B_p95_over_alone"] = round(out[name]["p95_ttft_s"]["B"] / alone, 2)  # type: ignore[index]
+    print(json.dumps(out, indent=1))
+    if args.json:
+        await asyncio.to_thread(Path(args.json).write_text, json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
