@@ -90,7 +90,8 @@ class RouterMetrics:
         self._dispatch_children: dict[tuple[int, str], tuple[Counter, Histogram]] = {}
         self.flow_queue = Gauge(
             "shoal_router_flow_queued_requests",
-            "Requests waiting in the router's queue, by priority band and tenant.",
+            "Requests waiting in the router for a free replica slot (replicas ready but full), by band and tenant; "
+            "requests held while no replica is ready are in shoal_router_pending_requests instead.",
             ["priority", "tenant"],
             registry=r,
         )

@@ -57,7 +57,10 @@ def _names(*names: str) -> str:
 
 _ENGINE_WAITING = _names("vllm:num_requests_waiting")
 _ADMISSION = _names("shoal_server_queue_depth")
-_WAITING = _names("vllm:num_requests_waiting", "shoal_server_queue_depth")
+# the router's flow-control queue too: it holds what no longer queues in the replicas (docs/metrics.md)
+_WAITING = _names(
+    "vllm:num_requests_waiting", "shoal_server_queue_depth", "shoal_router_flow_queued_requests"
+)
 _RUNNING = _names("vllm:num_requests_running")
 _PENDING = _names("shoal_router_pending_requests")
 _KV = _names("vllm:kv_cache_usage_perc")
@@ -65,7 +68,7 @@ _TTFT_BUCKET = _names("vllm:time_to_first_token_seconds_bucket")
 _TTFT_COUNT = _names("vllm:time_to_first_token_seconds_count")
 
 DEFAULT_TEMPLATES: dict[Signal, QueryTemplate] = {
-    # model-server admission queue + the engine's own waiting queue
+    # model-server admission queue + the engine's own waiting queue + the router's queue for capacity
     Signal.QUEUE_DEPTH: QueryTemplate(f"sum by ({GROUP}) ({_WAITING} {_UP})", (_ENGINE_WAITING, _ADMISSION)),
     Signal.RUNNING_REQUESTS: QueryTemplate(f"sum by ({GROUP}) ({_RUNNING} {_UP})", (_RUNNING,)),
     Signal.ROUTER_PENDING: QueryTemplate(f"sum by ({GROUP}) ({_PENDING} {_UP})", (_PENDING,)),

@@ -231,7 +231,7 @@ class Dispatcher:
             deadline = min(deadline, req.deadline)
         self._pump()
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout(max(0.0, deadline - self.clock())):  # any clock, not only the loop's
                 return await asyncio.shield(waiter.fut)
         except TimeoutError:
             self._leave(waiter)
@@ -251,17 +251,21 @@ class Dispatcher:
             self._count_out(waiter)
 
     def _count_in(self, waiter: _Waiter) -> None:
-        self.metrics.flow_queued(waiter.req.priority, waiter.req.tenant, 1)
+        """Held at zero (no replica ready: `pending`, the scale-from-zero signal) or queued for capacity
+        (replicas ready but full: `flow_queued`, part of the autoscaler's queue depth); never both."""
         if waiter.held:
             self.pending += 1
             self.metrics.set_pending(self.pending)
+        else:
+            self.metrics.flow_queued(waiter.req.priority, waiter.req.tenant, 1)
 
     def _count_out(self, waiter: _Waiter) -> None:
-        self.metrics.flow_queued(waiter.req.priority, waiter.req.tenant, -1)
         if waiter.held:
             waiter.held = False
             self.pending -= 1
             self.metrics.set_pending(self.pending)
+        else:
+            self.metrics.flow_queued(waiter.req.priority, waiter.req.tenant, -1)
 
     def _pump(self) -> None:
         """Hand leases to waiters in dispatch order while endpoints have free slots."""

@@ -113,3 +113,32 @@ async def test_token_quota_per_tenant(tmp_path: Path) -> None:
             # bob has no quota and is unaffected
             for _ in range(5):
                 assert (await c.post("/v1/chat/completions", json=chat(16), headers=bob)).status_code == 200
+
+
+async def test_high_band_overtakes_a_low_band_backlog(tmp_path: Path) -> None:
+    """Under saturation the high band is dispatched first and only the low band is shed."""
+    with (
+        model_servers(tmp_path, 1, "--max-concurrency", "2", "--max-queue", "2") as (a,),
+        router(
+            tmp_path, [a], "--objective", "chat=high", "--objective", "batch=low", "--max-pending", "10"
+        ) as r,
+    ):
+        limits = httpx.Limits(max_connections=40)
+        async with httpx.AsyncClient(base_url=r.url, timeout=120, limits=limits) as c:
+
+            async def send(objective: str) -> tuple[str, int, float]:
+                headers = {"x-gateway-inference-objective": objective}
+                resp = await c.post("/v1/chat/completions", json=chat(12), headers=headers)
+                return objective, resp.status_code, time.monotonic()
+
+            low = [asyncio.create_task(send("batch")) for _ in range(20)]
+            await asyncio.sleep(0.5)  # the low band fills the replica and the router's queue
+            high = [asyncio.create_task(send("chat")) for _ in range(4)]
+            results = await asyncio.wait_for(asyncio.gather(*low, *high), 120)
+        high_done = [t for o, s, t in results if o == "chat" and s == 200]
+        low_done = sorted(t for o, s, t in results if o == "batch" and s == 200)
+        assert len(high_done) == 4, results  # never shed: the low band makes room
+        assert all(s in (200, 429) for _, s, _ in results)
+        assert any(o == "batch" and s == 429 for o, s, _ in results)  # the low band absorbed the shedding
+        # the high requests overtook the low backlog: done before most of the low requests still queued
+        assert max(high_done) < low_done[-3], (high_done, low_done)
