@@ -106,7 +106,8 @@ def main() -> None:
         "--response-body",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="responses through the EPP too (FULL_DUPLEX_STREAMED, as GAIE's gateways configure it)",
+        help="responses through the EPP too (FULL_DUPLEX_STREAMED, as GAIE's gateways configure it); "
+        "--no-response-body: the EPP sees the request only (response headers and body skipped)",
     )
     args = p.parse_args()
     print(json.dumps(asyncio.run(main_async(args)), indent=2))

@@ -54,7 +54,7 @@ def _ext_proc(epp_port: int, fail_open: bool, tls: bool, response_body: bool) ->
             "failure_mode_allow": fail_open,
             "processing_mode": {
                 "request_header_mode": "SEND",
-                "response_header_mode": "SEND",
+                "response_header_mode": "SEND" if response_body else "SKIP",
                 "request_body_mode": "FULL_DUPLEX_STREAMED",
                 "response_body_mode": "FULL_DUPLEX_STREAMED" if response_body else "NONE",
                 "request_trailer_mode": "SEND",
@@ -177,6 +177,7 @@ def render_config(
     epp_tls: bool = True,
     response_body: bool = True,
     retries: int = 2,
+    subset: list[str] | None = None,
 ) -> dict[str, Any]:
     """The bootstrap. mode: original_dst | pool | direct (see the module docstring)."""
     if mode not in ("original_dst", "pool", "direct"):
@@ -186,6 +187,21 @@ def render_config(
     if retries and mode == "pool":
         route["retry_policy"] = {"retry_on": "connect-failure,reset,refused-stream", "num_retries": retries}
     filters: list[dict[str, Any]] = []
+    if subset is not None:  # what a gateway does to restrict the EPP to some endpoints (proposal 004)
+        filters.append(
+            {
+                "name": "envoy.filters.http.set_metadata",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.set_metadata.v3.Config",
+                    "metadata": [
+                        {
+                            "metadata_namespace": "envoy.lb.subset_hint",
+                            "value": {"x-gateway-destination-endpoint-subset": subset},
+                        }
+                    ],
+                },
+            }
+        )
     if mode != "direct":
         filters.append(_ext_proc(epp_port, fail_open, epp_tls, response_body))
     filters.append(

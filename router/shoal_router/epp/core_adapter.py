@@ -79,8 +79,9 @@ class DispatcherPicker:
         self.objectives = dict(objectives)
 
     async def pick(self, req: PickRequest) -> Picked:
-        if req.subset is not None and not req.subset:
-            raise Refused(503, "The gateway's endpoint subset is empty.", "no_endpoint")
+        if req.subset is not None and not req.subset & self._routable():
+            # proposal 004: nothing in the gateway's subset is eligible -> 503 now, never another endpoint
+            raise Refused(503, "No endpoint of the gateway's subset is ready.", "no_endpoint")
         freq = flow_request(req, self.objectives)
         try:
             lease = await self.dispatcher.acquire(freq)
@@ -88,6 +89,11 @@ class DispatcherPicker:
             raise Refused(rej.status, rej.message, rej.code, rej.retry_after_s) from rej
         endpoints = [to_hostport(lease.endpoint), *self._fallbacks(lease.endpoint, freq.candidates)]
         return Picked(tuple(endpoints), lease.reason, lease.waited_s, _Ticket(lease))
+
+    def _routable(self) -> set[str]:
+        return {
+            to_hostport(s.url) for s in self.pool.states() if s.ready and not s.terminating and not s.removed
+        }
 
     def _fallbacks(self, primary: str, candidates: frozenset[str] | None) -> list[str]:
         """Least-loaded others, for the gateway to retry on (not counted in flight: they may never serve)."""

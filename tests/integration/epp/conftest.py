@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from integration.epp.procs import Proc, start_epp, start_replica
+from integration.epp.procs import Proc, start_epp, start_model_server, start_replica
 
 
 class Started:
@@ -17,6 +17,11 @@ class Started:
 
     def replica(self, *extra: str, **kw: Any) -> Proc:
         p = start_replica(self.tmp, *extra, **kw)
+        self.procs.append(p)
+        return p
+
+    def replica_with(self, engine_args: list[str], **kw: Any) -> Proc:
+        p = start_model_server(self.tmp, engine_args, **kw)
         self.procs.append(p)
         return p
 

@@ -82,23 +82,22 @@ def _http_ok(url: str) -> bool:
 
 
 def start_replica(tmp: Path, *extra: str, port: int | None = None, wait: bool = True) -> Proc:
+    return start_model_server(tmp, ["--engine", "sim", "--model", "sim", *extra], port=port, wait=wait)
+
+
+def start_model_server(
+    tmp: Path, engine_args: list[str], port: int | None = None, wait: bool = True, ready_within: float = 30.0
+) -> Proc:
     port = port or free_port()
-    args = [
-        "model-server",
-        "--engine",
-        "sim",
-        "--model",
-        "sim",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        *extra,
-    ]
+    args = ["model-server", "--host", "127.0.0.1", "--port", str(port), *engine_args]
     p = spawn(tmp, "replica", args, port)
     if wait:
         try:
-            wait_for(lambda: _alive_or_raise(p) and _http_ok(p.url + "/readyz"), 30, f"replica {port} ready")
+            wait_for(
+                lambda: _alive_or_raise(p) and _http_ok(p.url + "/readyz"),
+                ready_within,
+                f"replica {port} ready",
+            )
         except BaseException:
             p.stop()
             raise

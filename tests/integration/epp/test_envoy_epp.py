@@ -102,27 +102,43 @@ def test_fail_open_falls_back_to_the_pool_when_the_epp_is_gone(started):
         assert r.status_code == 200, r.text
 
 
-def test_subset_of_one_endpoint_is_honoured_and_picks_follow_the_header(started):
-    """`pool` mode: the EPP's header decides the host (override_host); here only one replica is alive, the
-    EPP knows both, and every request lands on the one the EPP named."""
+def _served(reps) -> list[float]:
+    out = []
+    for r in reps:
+        text = httpx.get(r.url + "/metrics").text
+        out.append(
+            sum(
+                float(x.rsplit(" ", 1)[1])
+                for x in text.splitlines()
+                if x.startswith("shoal_server_requests_total")
+            )
+        )
+    return out
+
+
+def test_picks_follow_the_epp_header(started):
+    """`pool` mode: the EPP's header decides the host (override_host), not Envoy's own balancing."""
     reps = [started.replica(*SIM) for _ in range(2)]
     epp = started.epp([r.hostport for r in reps], "--strategy", "RoundRobin")
     envoy = started.envoy(pool=[r.hostport for r in reps], mode="pool", epp_port=epp.port)
     for i in range(6):
-        assert (
-            httpx.post(envoy.url + "/v1/chat/completions", json=chat(f"rr {i}"), timeout=30).status_code
-            == 200
-        )
-    per = [httpx.get(r.url + "/metrics").text for r in reps]
-    totals = [
-        sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in t.splitlines()
-            if line.startswith("shoal_server_requests_total")
-        )
-        for t in per
-    ]
-    assert totals == [3.0, 3.0]  # round-robin as the EPP decided, not Envoy's own balancing
+        r = httpx.post(envoy.url + "/v1/chat/completions", json=chat(f"rr {i}"), timeout=30)
+        assert r.status_code == 200
+    assert _served(reps) == [3.0, 3.0]  # round-robin as the EPP decided
+
+
+def test_the_gateways_subset_hint_is_honoured(started):
+    reps = [started.replica(*SIM) for _ in range(3)]
+    epp = started.epp([r.hostport for r in reps], "--strategy", "RoundRobin")
+    subset = [reps[2].hostport]
+    envoy = started.envoy(pool=[r.hostport for r in reps], mode="pool", epp_port=epp.port, subset=subset)
+    for i in range(6):
+        r = httpx.post(envoy.url + "/v1/chat/completions", json=chat(f"subset {i}"), timeout=30)
+        assert r.status_code == 200, r.text
+    assert _served(reps) == [0.0, 0.0, 6.0]
+    empty = started.envoy(pool=[r.hostport for r in reps], mode="pool", epp_port=epp.port, subset=[])
+    r = httpx.post(empty.url + "/v1/chat/completions", json=chat("none"), timeout=30)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "no_endpoint"
 
 
 async def test_replica_killed_under_load_loses_no_plain_request(started):
