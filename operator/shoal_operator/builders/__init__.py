@@ -12,7 +12,7 @@ from typing import Any
 from shoal_common import names
 
 from shoal_operator.api import InferenceService
-from shoal_operator.builders import model_server, router
+from shoal_operator.builders import model_server, network_policy, router
 from shoal_operator.builders.common import BuildOptions, labels, owner_reference, selector_string, url
 
 __all__ = [
@@ -58,4 +58,8 @@ def desired_children(isvc: InferenceService, opts: BuildOptions) -> Children:
         out.absent.append(("PodDisruptionBudget", names.model_server_name(name)))
     if opts.podmonitor_available:
         out.apply.append(model_server.pod_monitor(isvc))
+    if isvc.spec.network_policy.enabled:
+        out.apply.append(network_policy.network_policy(isvc))
+    else:
+        out.absent.append(("NetworkPolicy", names.model_server_name(name)))
     return out

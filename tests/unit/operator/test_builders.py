@@ -278,6 +278,7 @@ def test_desired_children_router_mode_one_replica() -> None:
         ("Service", "chat"),
         ("Deployment", "chat-model"),
         ("Deployment", "chat-router"),
+        ("NetworkPolicy", "chat-model"),  # spec.networkPolicy.enabled defaults on
     }
     assert children.absent == [("PodDisruptionBudget", "chat-model")]
     for obj in children.apply:
@@ -294,6 +295,7 @@ def test_desired_children_service_mode_replicas_podmonitor() -> None:
         ("Deployment", "chat-model"),
         ("PodDisruptionBudget", "chat-model"),
         ("PodMonitor", "chat-model"),
+        ("NetworkPolicy", "chat-model"),
     }
     assert ("Deployment", "chat-router") in children.absent
 
