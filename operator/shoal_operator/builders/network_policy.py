@@ -35,7 +35,10 @@ def allowed_peers(isvc: InferenceService) -> list[dict[str, Any]]:
                 ],
             }
         },
-        {**_namespace(np.prometheus.namespace), "podSelector": {"matchLabels": dict(np.prometheus.pod_labels)}},
+        {
+            **_namespace(np.prometheus.namespace),
+            "podSelector": {"matchLabels": dict(np.prometheus.pod_labels)},
+        },
     ]
     if isvc.spec.routing.mode == "Service":
         # No router in front: clients reach the pods through the Service, from their own namespace.
