@@ -58,8 +58,6 @@ def desired_children(isvc: InferenceService, opts: BuildOptions) -> Children:
         out.absent.append(("PodDisruptionBudget", names.model_server_name(name)))
     if opts.podmonitor_available:
         out.apply.append(model_server.pod_monitor(isvc))
-    if isvc.spec.network_policy.enabled:
-        out.apply.append(network_policy.network_policy(isvc))
-    else:
-        out.absent.append(("NetworkPolicy", names.model_server_name(name)))
+    out.apply += network_policy.policies(isvc)
+    out.absent += [("NetworkPolicy", n) for n in network_policy.absent_policies(isvc)]
     return out

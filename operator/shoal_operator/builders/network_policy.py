@@ -63,3 +63,33 @@ def network_policy(isvc: InferenceService) -> dict[str, Any]:
             ],
         },
     }
+
+
+def router_network_policy(isvc: InferenceService) -> dict[str, Any]:
+    """The router is the entry point (API keys and rate limits apply there): any source, its port only."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(isvc, names.router_name(isvc.name), names.COMPONENT_ROUTER),
+        "spec": {
+            "podSelector": {"matchLabels": selector(isvc, names.COMPONENT_ROUTER)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"ports": [{"protocol": "TCP", "port": names.ROUTER_PORT}]}],
+        },
+    }
+
+
+def policies(isvc: InferenceService) -> list[dict[str, Any]]:
+    if not isvc.spec.network_policy.enabled:
+        return []
+    out = [network_policy(isvc)]
+    if isvc.spec.routing.mode == "Router":
+        out.append(router_network_policy(isvc))
+    return out
+
+
+def absent_policies(isvc: InferenceService) -> list[str]:
+    """Names of the policies this spec must not have (removed if the operator made them earlier)."""
+    wanted = {p["metadata"]["name"] for p in policies(isvc)}
+    every = (names.model_server_name(isvc.name), names.router_name(isvc.name))
+    return [n for n in every if n not in wanted]

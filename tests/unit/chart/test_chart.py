@@ -118,6 +118,7 @@ def test_default_render_objects(render: Renderer) -> None:
             "RoleBinding",
             "Service",
             "Deployment",
+            "NetworkPolicy",  # the operator pod: its metrics and health ports only
         ]
     )
     # Monitoring objects need the Prometheus Operator CRDs: off unless asked for.

@@ -279,6 +279,7 @@ def test_desired_children_router_mode_one_replica() -> None:
         ("Deployment", "chat-model"),
         ("Deployment", "chat-router"),
         ("NetworkPolicy", "chat-model"),  # spec.networkPolicy.enabled defaults on
+        ("NetworkPolicy", "chat-router"),
     }
     assert children.absent == [("PodDisruptionBudget", "chat-model")]
     for obj in children.apply:

@@ -51,7 +51,19 @@ def test_listed_namespaces_and_service_mode() -> None:
     ]
 
 
-def test_disabled_policy_is_removed() -> None:
+def test_disabled_policies_are_removed() -> None:
     children = desired_children(isvc({"networkPolicy": {"enabled": False}}), BuildOptions())
     assert all(o["kind"] != "NetworkPolicy" for o in children.apply)
-    assert ("NetworkPolicy", "chat-model") in children.absent
+    assert {("NetworkPolicy", "chat-model"), ("NetworkPolicy", "chat-router")} <= set(children.absent)
+
+
+def test_router_policy_only_in_router_mode() -> None:
+    router_mode = desired_children(isvc(), BuildOptions())
+    pol = next(
+        o
+        for o in router_mode.apply
+        if o["metadata"]["name"] == "chat-router" and o["kind"] == "NetworkPolicy"
+    )
+    assert pol["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": names.ROUTER_PORT}]}]
+    service_mode = desired_children(isvc({"routing": {"mode": "Service"}}), BuildOptions())
+    assert ("NetworkPolicy", "chat-router") in service_mode.absent
