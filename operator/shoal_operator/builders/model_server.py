@@ -216,7 +216,7 @@ def deployment(isvc: InferenceService, opts: BuildOptions) -> dict[str, Any]:
         "kind": "Deployment",
         "metadata": {
             **metadata(isvc, name, COMPONENT),
-            "annotations": waivers.annotations(waivers.MODEL_SERVER),
+            "annotations": waivers.as_annotations(waivers.MODEL_SERVER),
         },
         "spec": {
             # Follows the InferenceService's scale subresource (users, kubectl scale, the autoscaler).

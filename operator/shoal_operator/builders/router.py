@@ -116,7 +116,10 @@ def deployment(isvc: InferenceService, opts: BuildOptions) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {**metadata(isvc, name, COMPONENT), "annotations": waivers.annotations(waivers.ROUTER)},
+        "metadata": {
+            **metadata(isvc, name, COMPONENT),
+            "annotations": waivers.as_annotations(waivers.ROUTER),
+        },
         "spec": {
             "replicas": isvc.spec.routing.replicas,
             "selector": {"matchLabels": selector(isvc, COMPONENT)},

@@ -25,5 +25,5 @@ MODEL_SERVER = (
 ROUTER = (*_COMMON, ("CKV_K8S_38", "the router watches EndpointSlices with its ServiceAccount token"))
 
 
-def annotations(waivers: tuple[tuple[str, str], ...]) -> dict[str, str]:
+def as_annotations(waivers: tuple[tuple[str, str], ...]) -> dict[str, str]:
     return {f"checkov.io/skip{i}": f"{check}={reason}" for i, (check, reason) in enumerate(waivers, 1)}
