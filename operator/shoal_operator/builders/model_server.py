@@ -214,10 +214,7 @@ def deployment(isvc: InferenceService, opts: BuildOptions) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {
-            **metadata(isvc, name, COMPONENT),
-            "annotations": waivers.as_annotations(waivers.MODEL_SERVER),
-        },
+        "metadata": waivers.annotated(metadata(isvc, name, COMPONENT), waivers.MODEL_SERVER),
         "spec": {
             # Follows the InferenceService's scale subresource (users, kubectl scale, the autoscaler).
             "replicas": spec.replicas,

@@ -116,10 +116,7 @@ def deployment(isvc: InferenceService, opts: BuildOptions) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {
-            **metadata(isvc, name, COMPONENT),
-            "annotations": waivers.as_annotations(waivers.ROUTER),
-        },
+        "metadata": waivers.annotated(metadata(isvc, name, COMPONENT), waivers.ROUTER),
         "spec": {
             "replicas": isvc.spec.routing.replicas,
             "selector": {"matchLabels": selector(isvc, COMPONENT)},

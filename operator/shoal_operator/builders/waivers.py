@@ -6,6 +6,8 @@ runs checkov on the children of a sample of specs and fails on any finding not w
 
 from __future__ import annotations
 
+from typing import Any
+
 _COMMON = (
     ("CKV_K8S_43", "images are pinned by release tag; spec.engine.image may name a digest"),
     ("CKV_K8S_15", "IfNotPresent with immutable release tags; Always ties every pod start to the registry"),
@@ -27,3 +29,8 @@ ROUTER = (*_COMMON, ("CKV_K8S_38", "the router watches EndpointSlices with its S
 
 def as_annotations(waivers: tuple[tuple[str, str], ...]) -> dict[str, str]:
     return {f"checkov.io/skip{i}": f"{check}={reason}" for i, (check, reason) in enumerate(waivers, 1)}
+
+
+def annotated(meta: dict[str, Any], waivers: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """`meta` with the waivers as annotations (a new dict)."""
+    return {**meta, "annotations": {**meta.get("annotations", {}), **as_annotations(waivers)}}
