@@ -54,6 +54,15 @@ phase "helm and kubectl"
 bash scripts/install-tools.sh
 phase_end
 
+phase "checkov (security scan of the chart and the operator's children; its own virtualenv)"
+# Its own environment: checkov pins many libraries that would fight vLLM's pins in .venv.
+checkov_venv="$SHOAL_CACHE/tools/checkov-venv"
+if ! "$checkov_venv/bin/checkov" --version 2>/dev/null | grep -qx "3.3.30"; then
+  python3 -m venv "$checkov_venv"
+  "$checkov_venv/bin/pip" install -q "checkov==3.3.30"
+fi
+phase_end
+
 phase "model: SmolLM2-135M-Instruct as a Hugging Face folder"
 .venv/bin/shoal model prepare smollm2
 phase_end

@@ -67,10 +67,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="endpoint choice (default round-robin)",
     )
     p.add_argument(
-        "--api-key",
-        default=None,
-        help="bearer token; prefer $SHOAL_API_KEY or $OPENAI_API_KEY (they win): argv is visible to every "
-        "user of the machine",
+        "--api-key", default=None, help="bearer token; use $SHOAL_API_KEY (argv is visible to all)"
     )
     p.add_argument(
         "--param",

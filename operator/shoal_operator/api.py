@@ -13,7 +13,7 @@ operator so a unit test can check a spec without a cluster.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -188,6 +188,31 @@ class RoutingSpec(_Model):
     )
 
 
+class MetricsScraper(_Model):
+    namespace: str = Field(
+        default="monitoring", pattern=DNS1123_LABEL, max_length=63, description="Namespace of Prometheus."
+    )
+    pod_labels: dict[str, str] = Field(
+        default_factory=lambda: {"app.kubernetes.io/name": "prometheus"},
+        description="Labels of the Prometheus pods (they scrape /metrics on the model-server port).",
+    )
+
+
+class NetworkPolicySpec(_Model):
+    enabled: bool = Field(
+        default=True,
+        description="Render a NetworkPolicy: model-server pods accept traffic only from this service's "
+        "router or endpoint-picker pods, Prometheus, and the namespaces listed here (in Service mode also "
+        "their own namespace).",
+    )
+    allowed_namespaces: list[Annotated[str, Field(pattern=DNS1123_LABEL, max_length=63)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Namespaces whose pods may call the model-server pods directly (e.g. a gateway's).",
+    )
+    prometheus: MetricsScraper = Field(default_factory=MetricsScraper, json_schema_extra=obj_default())
+
+
 class InferenceServiceSpec(_Model):
     model: ModelSpec
     engine: EngineSpec = Field(default_factory=EngineSpec, json_schema_extra=obj_default())
@@ -203,6 +228,9 @@ class InferenceServiceSpec(_Model):
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec, json_schema_extra=obj_default())
     serving: ServingSpec = Field(default_factory=ServingSpec, json_schema_extra=obj_default())
     routing: RoutingSpec = Field(default_factory=RoutingSpec, json_schema_extra=obj_default())
+    network_policy: NetworkPolicySpec = Field(
+        default_factory=NetworkPolicySpec, json_schema_extra=obj_default()
+    )
 
     model_config = ConfigDict(
         json_schema_extra=cel(

@@ -35,6 +35,7 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "RoleBinding": ("rbac.authorization.k8s.io/v1", "rolebindings", True),
     "PodDisruptionBudget": ("policy/v1", "poddisruptionbudgets", True),
     "PodMonitor": ("monitoring.coreos.com/v1", "podmonitors", True),
+    "NetworkPolicy": ("networking.k8s.io/v1", "networkpolicies", True),
     "InferenceService": ("shoal.dev/v1alpha1", "inferenceservices", True),
     "KopfPeering": ("kopf.dev/v1", "kopfpeerings", True),
     "ClusterKopfPeering": ("kopf.dev/v1", "clusterkopfpeerings", False),

@@ -83,29 +83,34 @@ Children are written by server-side apply (verbs create + patch), removed with d
 - apiGroups: ["shoal.dev"]
   resources: ["inferenceservices/scale"]
   verbs: ["get", "patch", "update"]
-# Children: model-server and router Deployments, Services, the router's ServiceAccount, PDBs.
+# Children. Deployments are watched (kopf follows rollouts); every other child is only read by name,
+# applied (server-side apply: create + patch) and deleted, so list/watch are not granted on them.
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services", "serviceaccounts"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
+# The model-server pods' NetworkPolicy (spec.networkPolicy).
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "create", "patch", "delete"]
 # The router's Role and RoleBinding. Kubernetes only lets the operator grant what it holds itself
 # (no escalate/bind verbs), so the router can never get more than the reads below.
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 # Gateway mode: the InferencePool each InferenceService renders (when the CRD is installed).
 - apiGroups: ["inference.networking.k8s.io"]
   resources: ["inferencepools"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 {{- if .Values.rbac.podMonitors }}
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["podmonitors"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 {{- end }}
 # Read-only: pods (cold-start-aware autoscaling) and EndpointSlices (what the router's Role grants).
 - apiGroups: [""]

@@ -12,7 +12,7 @@ from typing import Any
 from shoal_common import names
 
 from shoal_operator.api import InferenceService
-from shoal_operator.builders import gateway, model_server, router
+from shoal_operator.builders import gateway, model_server, network_policy, router
 from shoal_operator.builders.common import BuildOptions, labels, owner_reference, selector_string, url
 
 __all__ = [
@@ -61,4 +61,6 @@ def desired_children(isvc: InferenceService, opts: BuildOptions) -> Children:
     gw_apply, gw_absent = gateway.children(isvc, opts)
     out.apply += gw_apply
     out.absent += gw_absent
+    out.apply += network_policy.policies(isvc)
+    out.absent += [("NetworkPolicy", n) for n in network_policy.absent_policies(isvc)]
     return out

@@ -7,6 +7,7 @@ from typing import Any
 from shoal_common import names
 
 from shoal_operator.api import InferenceService
+from shoal_operator.builders import waivers
 from shoal_operator.builders.common import (
     BuildOptions,
     container_security_context,
@@ -115,7 +116,7 @@ def deployment(isvc: InferenceService, opts: BuildOptions) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": metadata(isvc, name, COMPONENT),
+        "metadata": waivers.annotated(metadata(isvc, name, COMPONENT), waivers.ROUTER),
         "spec": {
             "replicas": isvc.spec.routing.replicas,
             "selector": {"matchLabels": selector(isvc, COMPONENT)},

@@ -86,7 +86,8 @@ def run_schemathesis(schema: Path, base_url: str, tmp: Path) -> tuple[dict[str, 
         "--report-json-path",
         str(summary),
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
+    # cwd: schemathesis keeps a .schemathesis/ cache folder in its working directory.
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False, cwd=tmp)
     assert done.returncode == 0, done.stdout[-8000:] + done.stderr[-4000:]
     return json.loads(summary.read_text()), count_cases(events)
 

@@ -22,6 +22,7 @@ from .conftest import REPO, ServerProc, eventually, metric, start_server
 pytestmark = [pytest.mark.integration, pytest.mark.vllm]
 
 MODEL = "smollm2"
+HF_TOKEN = "hf_shoalTestTokenNotARealOne12345"
 DOCUMENTED_SERIES = (
     "vllm:num_requests_waiting",
     "vllm:num_requests_running",
@@ -55,7 +56,11 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
     assert Path(prepared.stdout.strip().splitlines()[-1], "config.json").exists()
     server = start_server(
         tmp_path_factory.mktemp("vllm"),
-        ["--engine", "vllm", "--model", MODEL, "--served-model-name", MODEL, "--max-concurrency", "8"],
+        [
+            *("--engine", "vllm", "--model", MODEL, "--served-model-name", MODEL, "--max-concurrency", "8"),
+            # A secret passed as an engine arg must not reach the log (unused: the hub is offline).
+            *("--engine-arg", f"hf-token={HF_TOKEN}"),
+        ],
         ready_within=300,
     )
     yield server
@@ -124,6 +129,31 @@ def test_bad_requests_are_4xx(client: openai.OpenAI) -> None:
         client.chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "hi"}], temperature=9
         )
+
+
+def test_token_id_prompts_are_bounded_by_the_vocabulary(vllm_server: ServerProc) -> None:
+    vocab = 49152  # SmolLM2's vocabulary
+    for bad in ([-1], [1, vocab], [10**12]):
+        r = httpx.post(
+            vllm_server.url + "/v1/completions",
+            json={"model": MODEL, "prompt": bad, "max_tokens": 2},
+            timeout=60,
+        )
+        assert r.status_code == 400, (bad, r.text)
+        assert "token id" in r.json()["error"]["message"]
+    r = httpx.post(
+        vllm_server.url + "/v1/completions",
+        json={"model": MODEL, "prompt": [1, 2, vocab - 1], "max_tokens": 2},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["prompt_tokens"] == 3
+
+
+def test_engine_args_are_logged_without_secrets(vllm_server: ServerProc) -> None:
+    log = vllm_server.log_path.read_text(errors="replace")
+    assert "starting vLLM" in log and "<redacted>" in log
+    assert HF_TOKEN not in log
 
 
 def test_metrics_have_documented_series(vllm_server: ServerProc) -> None:

@@ -24,6 +24,7 @@ Rule = tuple[str, str, str, tuple[str, ...]]  # (apiGroup, resource, verb, resou
 
 CRUD = ("get", "list", "watch", "create", "patch", "delete")
 READ = ("get", "list", "watch")
+APPLY = ("get", "create", "patch", "delete")
 
 
 def expand(rules: list[dict[str, Any]]) -> set[Rule]:
@@ -47,12 +48,14 @@ def grant(group: str, resources: tuple[str, ...] | str, verbs: tuple[str, ...]) 
 NAMESPACED_RULES: set[Rule] = (
     grant("shoal.dev", "inferenceservices", ("get", "list", "watch", "patch"))
     | grant("shoal.dev", ("inferenceservices/status", "inferenceservices/scale"), ("get", "patch", "update"))
-    | grant("apps", "deployments", CRUD)
-    | grant("", ("services", "serviceaccounts"), CRUD)
-    | grant("policy", "poddisruptionbudgets", CRUD)
-    | grant("rbac.authorization.k8s.io", ("roles", "rolebindings"), CRUD)
-    | grant("monitoring.coreos.com", "podmonitors", CRUD)
-    | grant("inference.networking.k8s.io", "inferencepools", CRUD)
+    | grant("apps", "deployments", CRUD)  # watched: kopf follows the rollouts
+    # Read by name, applied and deleted; never listed or watched.
+    | grant("", ("services", "serviceaccounts"), APPLY)
+    | grant("policy", "poddisruptionbudgets", APPLY)
+    | grant("networking.k8s.io", "networkpolicies", APPLY)
+    | grant("rbac.authorization.k8s.io", ("roles", "rolebindings"), APPLY)
+    | grant("monitoring.coreos.com", "podmonitors", APPLY)
+    | grant("inference.networking.k8s.io", "inferencepools", APPLY)
     | grant("", "pods", READ)
     | grant("discovery.k8s.io", "endpointslices", READ)
     | grant("", "events", ("create", "patch"))
@@ -116,6 +119,7 @@ def test_default_render_objects(render: Renderer) -> None:
             "RoleBinding",
             "Service",
             "Deployment",
+            "NetworkPolicy",  # the operator pod: its metrics and health ports only
         ]
     )
     # Monitoring objects need the Prometheus Operator CRDs: off unless asked for.

@@ -280,6 +280,8 @@ def test_desired_children_router_mode_one_replica() -> None:
         ("Service", "chat"),
         ("Deployment", "chat-model"),
         ("Deployment", "chat-router"),
+        ("NetworkPolicy", "chat-model"),  # spec.networkPolicy.enabled defaults on
+        ("NetworkPolicy", "chat-router"),
     }
     assert [a for a in children.absent if not a[1].endswith("-epp") and a[0] != "InferencePool"] == [
         ("PodDisruptionBudget", "chat-model")
@@ -298,6 +300,7 @@ def test_desired_children_service_mode_replicas_podmonitor() -> None:
         ("Deployment", "chat-model"),
         ("PodDisruptionBudget", "chat-model"),
         ("PodMonitor", "chat-model"),
+        ("NetworkPolicy", "chat-model"),
     }
     assert ("Deployment", "chat-router") in children.absent
 
