@@ -49,7 +49,13 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    _sandbox(args).down(purge=args.purge)
+    from shoal_sandbox.node import NodeError
+
+    try:
+        _sandbox(args).down(purge=args.purge)
+    except NodeError as exc:  # the real node's host changes; the record stays for another `down`
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"sandbox {args.name!r} is down", flush=True)
     return 0
 

@@ -33,7 +33,7 @@ SYSCTLS = (
 # Chains the node's components create: the kubelet and kube-proxy (KUBE-), CNI portmap (CNI-), us (SHOAL-).
 CHAIN_PREFIXES = ("KUBE-", "CNI-", "SHOAL-")
 # Directories the components create on the host outside the node's own folders.
-HOST_PATHS = ("/var/lib/cni", "/run/netns", "/var/run/netns", "/var/log/containers", "/var/log/pods")
+HOST_PATHS = ("/var/lib/cni", "/run/containerd", "/var/log/containers", "/var/log/pods")
 IPTABLES = ("iptables", "ip6tables")
 
 
