@@ -105,8 +105,10 @@ def restore(before: hoststate.HostState, mount_prefixes: list[str], pod_logs: Pa
 def _remove_host_files(before: hoststate.HostState, pod_logs: Path) -> None:
     """Removes the node's files in host-wide folders, then those folders if the node made them and they are
     empty. Other tools share these folders (podman keeps its CNI state in /var/lib/cni), so never rmtree."""
-    for found in Path("/var/lib/cni/results").glob("shoal-*"):
-        found.unlink(missing_ok=True)
+    # libcni's cache of the pods' networks: "shoal" (ours) and containerd's own "cni-loopback".
+    for pattern in ("shoal-*", "cni-loopback-*"):
+        for found in Path("/var/lib/cni/results").glob(pattern):
+            found.unlink(missing_ok=True)
     for link in Path("/var/log/containers").glob("*.log"):
         with contextlib.suppress(OSError):
             if link.is_symlink() and os.readlink(link).startswith(str(pod_logs)):
