@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -14,11 +15,13 @@ def _sandbox(args: argparse.Namespace) -> Any:
     nodes = GpuNodeSpec(count=getattr(args, "nodes", 2), gpus=getattr(args, "gpus", 8))
     mode = getattr(args, "node", None)
     extra = {"node_mode": mode} if mode else {}  # else SHOAL_SANDBOX_NODE, else kwok
-    return Sandbox(name=args.name, nodes=nodes, log=lambda line: print(line, flush=True), **extra)
+    sandbox = Sandbox(name=args.name, nodes=nodes, log=lambda line: print(line, flush=True), **extra)
+    if not mode and not os.environ.get("SHOAL_SANDBOX_NODE") and sandbox.real_node().owns_host():
+        sandbox.node_mode = "real"  # `status` and `import-images` follow the node this sandbox runs
+    return sandbox
 
 
 def _build(args: argparse.Namespace) -> int:
-    import os
 
     from shoal_sandbox.build import NODE_TOOLS, TOOLS, BuildError, build
 
@@ -49,7 +52,13 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    _sandbox(args).down(purge=args.purge)
+    from shoal_sandbox.node import NodeError
+
+    try:
+        _sandbox(args).down(purge=args.purge)
+    except NodeError as exc:  # the real node's host changes; the record stays for another `down`
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"sandbox {args.name!r} is down", flush=True)
     return 0
 

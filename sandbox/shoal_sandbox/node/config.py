@@ -105,6 +105,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 [{cri}]
   sandbox_image = "{pause_image}"
   restrict_oom_score_adj = true
+  # Pod netns mounts in containerd's own state dir, not the host-wide /run/netns: other tools (podman,
+  # `ip netns`) bind-mount /run/netns over itself, which hides mounts made beneath and makes them
+  # impossible to remove (pods then hang in Terminating).
+  netns_mounts_under_state_dir = true
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
 

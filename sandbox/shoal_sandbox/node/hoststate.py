@@ -16,8 +16,9 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-# The kubelet writes the first five (kernel defaults it "protects"); the bridge CNI plugin turns on
-# forwarding; kube-proxy would touch the others with other settings than ours, so they are watched too.
+# The kubelet sets the first six (kernel defaults it expects); the bridge CNI plugin turns on forwarding;
+# kube-proxy could set route_localnet (its localhost NodePorts are off here); pod-to-Service traffic over
+# the bridge depends on bridge-nf-call-iptables. kube-proxy's conntrack sysctls are left alone by its config.
 SYSCTLS = (
     "vm.overcommit_memory",
     "vm.panic_on_oom",
@@ -28,12 +29,11 @@ SYSCTLS = (
     "net.ipv4.ip_forward",
     "net.ipv4.conf.all.route_localnet",
     "net.bridge.bridge-nf-call-iptables",
-    "net.netfilter.nf_conntrack_max",
 )
 # Chains the node's components create: the kubelet and kube-proxy (KUBE-), CNI portmap (CNI-), us (SHOAL-).
 CHAIN_PREFIXES = ("KUBE-", "CNI-", "SHOAL-")
 # Directories the components create on the host outside the node's own folders.
-HOST_PATHS = ("/var/lib/cni", "/run/netns", "/var/run/netns", "/var/log/containers", "/var/log/pods")
+HOST_PATHS = ("/var/lib/cni", "/run/containerd", "/var/log/containers", "/var/log/pods")
 IPTABLES = ("iptables", "ip6tables")
 
 

@@ -223,8 +223,8 @@ class RealNode:
         if not record.is_file():
             return
         before = hoststate.HostState.load(record.read_text())
-        prefixes = [str(self.paths.root), str(RUN_DIR), "/run/netns", "/var/run/netns"]
-        problems = restore.restore(before, prefixes, self.log)
+        prefixes = [str(self.paths.root), str(RUN_DIR)]
+        problems = restore.restore(before, prefixes, self.paths.pod_logs, self.log)
         if problems:
             raise NodeError("the host could not be fully restored:\n  - " + "\n  - ".join(problems))
         shutil.rmtree(RUN_DIR, ignore_errors=True)

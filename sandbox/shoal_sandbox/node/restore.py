@@ -71,14 +71,15 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def restore(before: hoststate.HostState, mount_prefixes: list[str], log: Log) -> list[str]:
+def restore(before: hoststate.HostState, mount_prefixes: list[str], pod_logs: Path, log: Log) -> list[str]:
     """Undoes every recorded change; returns what could not be undone (empty when the host is clean)."""
     problems: list[str] = []
     for point in hoststate.mounts_to_remove(before.mounts, hoststate.read_mounts(), mount_prefixes):
         proc = hostnet.run(["umount", "-l", point], check=False)
         if proc.returncode != 0 and point in hoststate.read_mounts():
             problems.append(f"umount {point}: {proc.stderr.strip()}")
-    for name in hoststate.new_entries(before.netns, hoststate.read_netns()):
+    # Older containerd placed pod netns in /run/netns as cni-*; never touch other tools' entries there.
+    for name in hoststate.new_entries(before.netns, hoststate.read_netns(), "cni-"):
         proc = hostnet.run(["ip", "netns", "delete", name], check=False)
         if proc.returncode != 0:
             problems.append(f"ip netns delete {name}: {proc.stderr.strip()}")
@@ -97,11 +98,32 @@ def restore(before: hoststate.HostState, mount_prefixes: list[str], log: Log) ->
             Path("/proc/sys", name.replace(".", "/")).write_text(value)
         except OSError as exc:
             problems.append(f"sysctl {name}={value}: {exc}")
-    for path in hoststate.HOST_PATHS:
-        if path not in before.paths and os.path.lexists(path) and not os.path.islink(path):
-            # Only what the node's components made, now empty of anything live (netns were unmounted).
-            shutil.rmtree(path, ignore_errors=True)
+    _remove_host_files(before, pod_logs)
     return problems
+
+
+def _remove_host_files(before: hoststate.HostState, pod_logs: Path) -> None:
+    """Removes the node's files in host-wide folders, then those folders if the node made them and they are
+    empty. Other tools share these folders (podman keeps its CNI state in /var/lib/cni), so never rmtree."""
+    # libcni's cache of the pods' networks: "shoal" (ours) and containerd's own "cni-loopback".
+    for pattern in ("shoal-*", "cni-loopback-*"):
+        for found in Path("/var/lib/cni/results").glob(pattern):
+            found.unlink(missing_ok=True)
+    for link in Path("/var/log/containers").glob("*.log"):
+        with contextlib.suppress(OSError):
+            if link.is_symlink() and os.readlink(link).startswith(str(pod_logs)):
+                link.unlink()
+    if "/run/containerd" not in before.paths:
+        # Only the node's containerd has run here (shim sockets, runc state): it is all the node's.
+        shutil.rmtree("/run/containerd", ignore_errors=True)
+    for top in hoststate.HOST_PATHS:
+        if top in before.paths or not os.path.isdir(top) or os.path.islink(top):
+            continue
+        for d in sorted((p for p in Path(top).rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        with contextlib.suppress(OSError):
+            Path(top).rmdir()
 
 
 def _remove_cgroups(before: list[str]) -> list[str]:
