@@ -150,7 +150,7 @@ def _add_routes(app: web.Application, router: Router) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/openapi.json", openapi_handler(config.max_body_bytes))
+    app.router.add_get("/openapi.json", openapi_handler(router.config.max_body_bytes))
     app.router.add_route("*", "/v1/{tail:.*}", proxy_handler)
 
 
