@@ -114,7 +114,7 @@ def install(api: Any, paths: list[Path], timeout: float = 60.0, log: Callable[[s
     while pending and time.monotonic() < deadline:
         for name in sorted(pending):
             crd = api.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}").json()
-            conds = crd.get("status", {}).get("conditions", [])
+            conds = (crd.get("status") or {}).get("conditions") or []
             if any(c.get("type") == "Established" and c.get("status") == "True" for c in conds):
                 pending.discard(name)
         if pending:
