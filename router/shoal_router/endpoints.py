@@ -81,6 +81,7 @@ class EndpointState:
     removed: bool = False  # discovery dropped it; in-flight requests finish
     total_requests: int = 0
     connect_ejected: bool = False  # ejected for a refused/reset connection: a good probe restores it
+    polled: bool = False  # the load poller has tried it once (its capacity is known, or known unknown)
     load: LoadView = field(default_factory=LoadView)
 
 
@@ -93,6 +94,8 @@ class EndpointPool:
     _ready_event: asyncio.Event | None = None
     synced: bool = False  # discovery delivered at least one full view
     listeners: list[Callable[[], None]] = field(default_factory=list)  # called after any change
+    await_first_poll: bool = False  # a load poller runs: a new endpoint gets nothing before its first poll
+    _new_endpoint: asyncio.Event | None = None
     load_stale_s: float = 2.0
 
     # -- discovery side ------------------------------------------------------------------------------
@@ -109,6 +112,7 @@ class EndpointPool:
                 continue
             seen.add(d.url)
             st = self._states.get(d.url)
+            new = st is None
             if st is None:
                 st = self._states[d.url] = EndpointState(url=d.url)
                 self.metrics.set_inflight(d.url, 0)
@@ -120,6 +124,12 @@ class EndpointPool:
                 d.name,
                 False,
             )
+            if (
+                (new or was != (st.ready, st.terminating, st.removed))
+                and self._routable(st)
+                and not st.polled
+            ):
+                self.new_endpoint_event().set()  # new or newly ready: the poller looks at it now
             if was != (st.ready, st.terminating, st.removed):
                 log.info(
                     "endpoint changed",
@@ -261,6 +271,23 @@ class EndpointPool:
         st.consecutive_failures = self.policy.consecutive_failures
         self.report_failure(url, reason)
         self._notify()
+
+    def new_endpoint_event(self) -> asyncio.Event:
+        """Set when discovery adds an endpoint (the poller polls it at once and clears this)."""
+        if self._new_endpoint is None:
+            self._new_endpoint = asyncio.Event()
+        return self._new_endpoint
+
+    def usable_before_poll(self, st: EndpointState) -> bool:
+        """A burst must not land on a replica whose limits are not known yet: with a poller running, an
+        endpoint takes requests only once its first poll has finished (a few ms after discovery)."""
+        return st.polled or not self.await_first_poll
+
+    def polled(self, url: str) -> None:
+        st = self._states.get(url)
+        if st is not None and not st.polled:
+            st.polled = True
+            self._notify()
 
     def probe_result(self, url: str, ok: bool) -> None:
         """The load poller reached the replica (ok) or not. A good probe restores a connect-ejected

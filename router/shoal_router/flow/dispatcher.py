@@ -169,7 +169,7 @@ class Dispatcher:
             if req.candidates is not None and view.id not in req.candidates:
                 continue
             st = self.pool.get(view.id)
-            if st is None:
+            if st is None or not self.pool.usable_before_poll(st):
                 continue
             cfg = self.config
             free = capacity.free_slots(st.load, st.inflight, now, cfg.load_stale_s, cfg.replica_queue)
@@ -304,7 +304,7 @@ class Dispatcher:
         now, cfg = self.clock(), self.config
         for view in self.pool.eligible():
             st = self.pool.get(view.id)
-            if st is not None:
+            if st is not None and self.pool.usable_before_poll(st):
                 free = capacity.free_slots(st.load, st.inflight, now, cfg.load_stale_s, cfg.replica_queue)
                 if free is None or free > 0:
                     return True

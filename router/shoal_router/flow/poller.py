@@ -24,6 +24,13 @@ LOAD_PATH = "/load"
 
 async def poll_once(session: aiohttp.ClientSession, pool: EndpointPool, url: str, timeout_s: float) -> None:
     try:
+        await _poll(session, pool, url, timeout_s)
+    finally:
+        pool.polled(url)  # whatever the answer: the endpoint is no longer "never polled"
+
+
+async def _poll(session: aiohttp.ClientSession, pool: EndpointPool, url: str, timeout_s: float) -> None:
+    try:
         async with session.get(url + LOAD_PATH, timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
             doc = await resp.json(content_type=None) if resp.status == 200 else None
     except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
@@ -40,14 +47,19 @@ async def poll_once(session: aiohttp.ClientSession, pool: EndpointPool, url: str
 async def poll_loads(
     session: aiohttp.ClientSession, pool: EndpointPool, interval_s: float, timeout_s: float | None = None
 ) -> None:
-    """Forever: poll every known endpoint (ready or ejected) concurrently, then sleep the rest of the
-    interval. Ends only by cancellation."""
+    """Forever: poll every ready endpoint (ejected ones too) concurrently, then sleep the rest of the
+    interval, or less when discovery adds one. Ends only by cancellation."""
     timeout = timeout_s if timeout_s is not None else max(0.05, min(1.0, interval_s * 5))
     loop = asyncio.get_running_loop()
+    new = pool.new_endpoint_event()
+    pool.await_first_poll = True
     while True:
         started = loop.time()
+        new.clear()
         urls = [s.url for s in pool.states() if s.ready and not s.terminating and not s.removed]
         if urls:
             with contextlib.suppress(Exception):
                 await asyncio.gather(*(poll_once(session, pool, u, timeout) for u in urls))
-        await asyncio.sleep(max(0.0, interval_s - (loop.time() - started)))
+        # sleep out the interval, but wake at once when discovery adds an endpoint
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(new.wait(), max(0.0, interval_s - (loop.time() - started)))

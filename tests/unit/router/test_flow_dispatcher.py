@@ -191,3 +191,18 @@ async def test_failing_polls_keep_a_dead_replica_out_and_a_good_one_restores_it(
     assert [v.id for v in pool.eligible()] == ["http://a"]
     pool.probe_result("http://b", True)
     assert sorted(v.id for v in pool.eligible()) == ["http://a", "http://b"]
+
+
+async def test_a_new_endpoint_takes_nothing_before_its_first_poll() -> None:
+    pool, d = make([])
+    pool.await_first_poll = True  # what poll_loads sets
+    pool.update([DiscoveredEndpoint("http://a")])
+    assert pool.new_endpoint_event().is_set()  # wakes the poller at once
+    task = asyncio.create_task(d.acquire(FlowRequest()))
+    await asyncio.sleep(0.03)
+    assert not task.done() and d.queued == 1  # a burst cannot land before the limits are known
+    pool.report_load("http://a", LoadReport(0, 0, 1, 0))
+    pool.polled("http://a")
+    lease = await asyncio.wait_for(task, 1)
+    assert lease.endpoint == "http://a"
+    lease.release()
