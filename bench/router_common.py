@@ -48,7 +48,7 @@ def process(
 
 
 def router_cmd(port: int, upstreams: Sequence[str], strategy: str = "LeastLoad", *extra: str) -> list[str]:
-    cmd = [sys.executable, "-m", "shoal_cli", "router", "--listen-host", "127.0.0.1", "--port", str(port)]
+    cmd = [sys.executable, "-m", "shoal_cli", "router", "--host", "127.0.0.1", "--port", str(port)]
     for u in upstreams:
         cmd += ["--upstream", u]
     return [*cmd, "--strategy", strategy, "--no-access-log", "--log-level", "WARNING", *extra]

@@ -28,7 +28,7 @@ def command(isvc: InferenceService) -> list[str]:
     cmd = [
         "shoal",
         "router",
-        "--listen-host",
+        "--host",
         "0.0.0.0",
         "--port",
         str(names.ROUTER_PORT),

@@ -89,5 +89,5 @@ def start_model_server(tmp: Path, model: str, extra: list[str] | None = None) ->
 
 
 def start_router(tmp: Path, upstream: str, extra: list[str] | None = None) -> Proc:
-    args = ["router", "--listen-host", "127.0.0.1", "--upstream", upstream, *(extra or [])]
+    args = ["router", "--host", "127.0.0.1", "--upstream", upstream, *(extra or [])]
     return start(tmp, "router", args)

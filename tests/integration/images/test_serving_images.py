@@ -65,7 +65,7 @@ def test_router_image_serves_healthz_and_routes(
     containers: Containers, router_image: str, sim_server: str
 ) -> None:
     port = free_port()
-    args = ["router", "--listen-host", "127.0.0.1", "--port", str(port)]
+    args = ["router", "--host", "127.0.0.1", "--port", str(port)]
     args += ["--discovery", "static", "--upstream", sim_server]
     name = containers.start(router_image, args, tmp=False)  # the router's pod has no writable path
     url = f"http://127.0.0.1:{port}"

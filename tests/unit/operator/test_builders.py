@@ -232,7 +232,7 @@ def test_router_deployment_and_rbac() -> None:
     c = _container(dep)
     assert c["command"][:2] == ["shoal", "router"]
     cmd = c["command"]
-    assert (_flag(cmd, "--listen-host"), _flag(cmd, "--port")) == ("0.0.0.0", "8080")
+    assert (_flag(cmd, "--host"), _flag(cmd, "--port")) == ("0.0.0.0", "8080")
     assert _flag(cmd, "--discovery") == "kubernetes" and _flag(cmd, "--namespace") == "team-a"
     assert _flag(cmd, "--service") == "chat-model" and _flag(cmd, "--strategy") == "PrefixHash"
     assert _flag(cmd, "--api-keys-secret") == "keys"
