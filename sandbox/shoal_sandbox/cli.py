@@ -133,7 +133,10 @@ def register(subparsers: Any) -> None:
     def add(name: str, help_text: str, handler: Any) -> argparse.ArgumentParser:
         sub: argparse.ArgumentParser = commands.add_parser(name, help=help_text)
         sub.add_argument(
-            "--name", default="default", help="sandbox name (state in $SHOAL_CACHE/sandbox/NAME)"
+            "--name",
+            default=os.environ.get("SHOAL_SANDBOX_NAME", "default"),
+            help="sandbox name (state in $SHOAL_CACHE/sandbox/NAME; default $SHOAL_SANDBOX_NAME or 'default', "
+            "the same rule as the tests)",
         )
         sub.set_defaults(handler=handler)
         return sub
