@@ -100,7 +100,10 @@ class RealNode:
         files.write()
         self._ensure_started("containerd", files, deadline)
         self._wait_socket(deadline)
+        t0 = time.monotonic()
         self.import_images([oci.pause_archive(PAUSE_IMAGE), *images.indexed_archives()])
+        self._prune_stale_images()
+        deadline += time.monotonic() - t0  # the wait budget is for starting, not for copying images
         with api() as client:
             for obj in coredns_rbac(pki.NODE_CLIENTS["node-coredns"][0]):
                 _apply(client, obj)
@@ -118,6 +121,17 @@ class RealNode:
         for archive in done:
             self.log(f"  imported {archive.name} into the node's containerd")
         return done
+
+    def _prune_stale_images(self) -> None:
+        socket = self.paths.containerd_socket
+        try:
+            stale = images.stale_images(images.list_images(socket), images.indexed_refs())
+        except (images.ImageImportError, ValueError, OSError) as exc:
+            self.log(f"  warning: could not list images to prune: {exc}")
+            return
+        if stale:
+            images.remove_images(socket, stale)
+            self.log(f"  removed {len(stale)} older build(s) of shoal's images from containerd")
 
     def _ensure_started(self, component: str, files: NodeFiles, deadline: float) -> None:
         argv = files.argv(component)
