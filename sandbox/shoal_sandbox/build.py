@@ -79,8 +79,18 @@ NODE_TOOLS: tuple[Tool, ...] = (
 )
 
 
+# Prometheus with Kubernetes service discovery (Debian's build has none), for the real node's pods.
+PROMETHEUS_TOOLS: tuple[Tool, ...] = (
+    Tool(
+        "prometheus",
+        "github.com/prometheus/prometheus",
+        {"prometheus": "github.com/prometheus/prometheus/cmd/prometheus"},
+    ),
+)
+
+
 def _tool_for(name: str) -> Tool:
-    for tool in (*TOOLS, *NODE_TOOLS):
+    for tool in (*TOOLS, *NODE_TOOLS, *PROMETHEUS_TOOLS):
         if name in tool.commands:
             return tool
     raise KeyError(name)

@@ -23,10 +23,11 @@ def _sandbox(args: argparse.Namespace) -> Any:
 
 def _build(args: argparse.Namespace) -> int:
 
-    from shoal_sandbox.build import NODE_TOOLS, TOOLS, BuildError, build
+    from shoal_sandbox.build import NODE_TOOLS, PROMETHEUS_TOOLS, TOOLS, BuildError, build
 
     real = getattr(args, "node", None) == "real" or os.environ.get("SHOAL_SANDBOX_NODE") == "real"
-    tools = (*TOOLS, *NODE_TOOLS) if real or getattr(args, "with_node", False) else TOOLS
+    with_node = real or getattr(args, "with_node", False)
+    tools = (*TOOLS, *NODE_TOOLS, *PROMETHEUS_TOOLS) if with_node else TOOLS
     what = "control-plane and node binaries" if tools != TOOLS else "control-plane binaries"
     print(f"building {what} (cached by version) ...", flush=True)
     try:
@@ -148,7 +149,7 @@ def register(subparsers: Any) -> None:
         "--node",
         dest="with_node",
         action="store_true",
-        help="also the real node's kubelet, kube-proxy, CoreDNS",
+        help="also the real node's kubelet, kube-proxy, CoreDNS, and Prometheus with kubernetes_sd",
     )
     up = add("up", "start the control plane and fake GPU nodes (no-op when already up)", _up)
     up.add_argument(

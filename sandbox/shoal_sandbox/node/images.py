@@ -74,7 +74,12 @@ def import_images(
         if stamp in done:
             continue
         argv = ["ctr", "--address", str(socket), "--namespace", NAMESPACE, "images", "import", str(archive)]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        # Unpacking is disk-bound: a multi-GB image (model-server-cpu) takes minutes on a busy machine.
+        limit = timeout + archive.stat().st_size / 5e6
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=limit, check=False)
+        except subprocess.TimeoutExpired as exc:
+            raise ImageImportError(f"importing {archive} took longer than {limit:.0f}s") from exc
         if proc.returncode != 0:
             raise ImageImportError(f"importing {archive} failed: {proc.stderr.strip()[-1500:]}")
         imported.append(archive)
@@ -82,6 +87,28 @@ def import_images(
         if record is not None:
             record.write_text("\n".join(sorted(done)) + "\n")
     return imported
+
+
+def stale_images(present: list[str], wanted: list[str]) -> list[str]:
+    """Older tags of the repositories in `wanted` (earlier builds of shoal's images): removing them keeps
+    containerd's disk use bounded as images are rebuilt (pure)."""
+    repos = {ref.rsplit(":", 1)[0] for ref in wanted if ":" in ref}
+    return [n for n in present if ":" in n and n.rsplit(":", 1)[0] in repos and n not in wanted]
+
+
+def indexed_refs() -> list[str]:
+    index = images_index()
+    if not index.is_file():
+        return []
+    data = json.loads(index.read_text())
+    entries = data.values() if isinstance(data, dict) else []
+    return [e["ref"] for e in entries if isinstance(e, dict) and isinstance(e.get("ref"), str)]
+
+
+def remove_images(socket: Path, refs: list[str]) -> None:
+    if refs:
+        argv = ["ctr", "--address", str(socket), "--namespace", NAMESPACE, "images", "rm", *refs]
+        subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
 
 
 def list_images(socket: Path) -> list[str]:

@@ -100,7 +100,11 @@ class RealNode:
         files.write()
         self._ensure_started("containerd", files, deadline)
         self._wait_socket(deadline)
-        self.import_images([oci.pause_archive(PAUSE_IMAGE), *images.indexed_archives()])
+        t0 = time.monotonic()
+        self.import_images([oci.pause_archive(PAUSE_IMAGE)])
+        self._import_indexed()
+        self._prune_stale_images()
+        deadline += time.monotonic() - t0  # the wait budget is for starting, not for copying images
         with api() as client:
             for obj in coredns_rbac(pki.NODE_CLIENTS["node-coredns"][0]):
                 _apply(client, obj)
@@ -118,6 +122,31 @@ class RealNode:
         for archive in done:
             self.log(f"  imported {archive.name} into the node's containerd")
         return done
+
+    def _import_indexed(self) -> None:
+        """shoal's images from the image builds' index. They may be mid-rebuild (an archive listed but
+        replaced): the node starts without such an image and says so; pods using it fail to start."""
+        try:
+            archives = images.indexed_archives()
+        except images.ImageImportError as exc:
+            self.log(f"  warning: {exc}")
+            return
+        for archive in archives:
+            try:
+                self.import_images([archive])
+            except NodeError as exc:
+                self.log(f"  warning: not imported: {exc}")
+
+    def _prune_stale_images(self) -> None:
+        socket = self.paths.containerd_socket
+        try:
+            stale = images.stale_images(images.list_images(socket), images.indexed_refs())
+        except (images.ImageImportError, ValueError, OSError) as exc:
+            self.log(f"  warning: could not list images to prune: {exc}")
+            return
+        if stale:
+            images.remove_images(socket, stale)
+            self.log(f"  removed {len(stale)} older build(s) of shoal's images from containerd")
 
     def _ensure_started(self, component: str, files: NodeFiles, deadline: float) -> None:
         argv = files.argv(component)

@@ -6,10 +6,11 @@ import ipaddress
 import time
 
 import httpx
+import pytest
 from integration.node.pods import pod, running_ip
 from shoal_sandbox.node.config import NODE_IP, NODE_NAME, POD_CIDR
 from support.eventually import eventually
-from support.kubectl import Kubectl
+from support.kubectl import Kubectl, KubectlError
 
 GPU = "nvidia.com/gpu"
 
@@ -31,6 +32,10 @@ def test_pod_requesting_a_gpu_runs(kube: Kubectl, test_image: str) -> None:
     assert kube.json("get", "pod", "gpu")["spec"]["nodeName"] == NODE_NAME
     # The host reaches the pod on its own IP.
     assert httpx.get(f"http://{ip}:8080/", timeout=5).text.strip() == f"hello from {ip}"
+    # `kubectl exec` reaches the container: a second server in it cannot bind the port the first holds.
+    with pytest.raises(KubectlError) as failed:
+        kube.run("exec", "gpu", "--", "/server")
+    assert "address already in use" in failed.value.stderr
 
 
 def test_service_answers_through_kube_proxy_and_coredns(kube: Kubectl, test_image: str) -> None:
@@ -91,6 +96,8 @@ def test_deleted_pod_gets_sigterm_and_its_grace_period(kube: Kubectl, test_image
 
     # SIGTERM arrived and the process keeps serving during its grace period.
     eventually(draining, timeout=15, interval=0.2, retry_on=(httpx.HTTPError,), desc="pod drains on SIGTERM")
+    # `kubectl logs` goes API server -> kubelet on the node's InternalIP; the server logged the signal.
+    assert "SIGTERM: draining" in kube.run("logs", "drain")
 
     def gone() -> bool:
         return kube.run("get", "pod", "drain", "--ignore-not-found", "-o", "name").strip() == ""

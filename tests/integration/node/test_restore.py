@@ -6,10 +6,12 @@ import os
 import subprocess
 import sys
 
+import httpx
 from integration.node.pods import pod, running_ip
 from shoal_sandbox import Sandbox
 from shoal_sandbox.node import hoststate
 from shoal_sandbox.node.config import BRIDGE, RUN_DIR
+from support.eventually import eventually
 from support.kubectl import Kubectl
 
 
@@ -23,8 +25,21 @@ def _our_chains(saved: dict[str, str]) -> dict[str, set[str]]:
 
 
 def test_down_restores_the_host(real_sandbox: Sandbox, kube: Kubectl, test_image: str) -> None:
-    kube.apply(pod("live", test_image))  # a running pod: its netns, mounts and cgroups must go too
-    running_ip(kube, "live")
+    # A pod still running at `down` (its netns, mounts and cgroups must go too). Its namespace is deleted
+    # first, so the next `up` finishes the deletion instead of restarting it; the pod drains for longer
+    # than this test takes, so it is still running when `down` comes.
+    live = pod("live", test_image, env=[{"name": "DRAIN_SECONDS", "value": "300"}])
+    live["spec"]["terminationGracePeriodSeconds"] = 300
+    kube.apply(live)
+    ip = running_ip(kube, "live")
+    assert kube.namespace is not None
+    kube.run("delete", "namespace", kube.namespace, "--wait=false")
+    eventually(
+        lambda: httpx.get(f"http://{ip}:8080/state", timeout=2).text.strip() == "draining",
+        timeout=30,
+        retry_on=(httpx.HTTPError,),
+        desc="the live pod is terminating but running",
+    )
     node = real_sandbox.real_node()
     before = hoststate.HostState.load(node.paths.host_record.read_text())
     # While up, the node really changed the host (so the comparison below is not vacuous).
@@ -46,7 +61,8 @@ def test_down_restores_the_host(real_sandbox: Sandbox, kube: Kubectl, test_image
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
     after = hoststate.snapshot()
-    assert after.sysctls == before.sysctls
+    assert hoststate.sysctls_to_restore(before.sysctls, after.sysctls) == {}
+    assert set(hoststate.SYSCTLS) & set(before.sysctls) <= set(after.sysctls)
     assert _our_chains(after.iptables) == _our_chains(before.iptables)
     prefixes = [str(node.paths.root), str(RUN_DIR)]
     assert hoststate.mounts_to_remove(before.mounts, after.mounts, prefixes) == []

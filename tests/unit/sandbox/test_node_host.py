@@ -148,3 +148,32 @@ def test_configs_keep_pods_on_cluster_dns_and_the_pod_range(tmp_path: Path) -> N
     assert "restrict_oom_score_adj = true" in config.containerd_config(paths)
     corefile = config.corefile(tmp_path / "k")
     assert "forward" not in corefile and f"bind {config.NODE_IP}" in corefile
+
+
+def test_prometheus_config_discovers_annotated_pods_through_the_api(tmp_path: Path) -> None:
+    from shoal_sandbox.node import prometheus
+
+    config = yaml.safe_load(prometheus.render_config(tmp_path / "kubeconfig"))
+    job = config["scrape_configs"][0]
+    assert job["kubernetes_sd_configs"] == [{"role": "pod", "kubeconfig_file": str(tmp_path / "kubeconfig")}]
+    relabel = job["relabel_configs"]
+    assert relabel[0] == {
+        "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
+        "regex": "true",
+        "action": "keep",
+    }
+    targets = {r.get("target_label") for r in relabel}
+    assert {"__address__", "__metrics_path__", "namespace", "pod", "inferenceservice", "component"} <= targets
+    isvc = next(r for r in relabel if r.get("target_label") == "inferenceservice")
+    assert isvc["source_labels"] == ["__meta_kubernetes_pod_label_shoal_dev_inferenceservice"]
+
+
+def test_stale_images_are_older_tags_of_indexed_repositories() -> None:
+    present = [
+        "ghcr.io/shoal-dev/shoal-router:0.1.0-aaa",
+        "ghcr.io/shoal-dev/shoal-router:0.1.0-bbb",
+        "localhost/shoal/pause:1.0",
+        "sha256:1234",
+    ]
+    wanted = ["ghcr.io/shoal-dev/shoal-router:0.1.0-bbb"]
+    assert images.stale_images(present, wanted) == ["ghcr.io/shoal-dev/shoal-router:0.1.0-aaa"]

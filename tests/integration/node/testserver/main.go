@@ -4,6 +4,7 @@
 //	GET /state  -> "serving", or "draining" once SIGTERM arrived
 //	GET /resolve?name=N -> the addresses N resolves to (through the pod's cluster DNS)
 //	GET /fetch?url=U    -> the body of U (pod-to-Service traffic)
+//	GET /metrics        -> node_test_requests_total in the Prometheus text format
 //
 // On SIGTERM it keeps serving for DRAIN_SECONDS (default 3), then exits 0: the kubelet's grace period
 // is visible from outside as the "draining" state.
@@ -26,13 +27,19 @@ import (
 
 func main() {
 	var draining atomic.Bool
+	var requests atomic.Int64
 	drain := 3
 	if v, err := strconv.Atoi(os.Getenv("DRAIN_SECONDS")); err == nil {
 		drain = v
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
 		fmt.Fprintf(w, "hello from %s\n", os.Getenv("POD_IP"))
+	})
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		fmt.Fprintf(w, "# TYPE node_test_requests_total counter\nnode_test_requests_total %d\n", requests.Load())
 	})
 	mux.HandleFunc("/state", func(w http.ResponseWriter, r *http.Request) {
 		if draining.Load() {
