@@ -1,0 +1,81 @@
+"""The multi-model entry point's pure parts: splits, the catalog, the config file, adapter affinity."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from shoal_router.multimodel import catalog
+from shoal_router.multimodel.config import GatewayConfig, dump, parse_text
+from shoal_router.split import choose, parse_split, parse_splits, resolve
+from shoal_router.strategies import EndpointView, PickContext, make_strategy
+
+pytestmark = pytest.mark.unit
+
+
+def test_split_choose_is_proportional_and_exact_at_edges() -> None:
+    split = parse_split("chat", {"v1": 90, "v2": 10})
+    assert choose(split, 0.0) == "v1" and choose(split, 0.8999) == "v1"
+    assert choose(split, 0.9) == "v2" and choose(split, 0.99999) == "v2"
+    draws = [choose(split, i / 10000) for i in range(10000)]
+    assert draws.count("v2") == 1000
+    assert resolve({"chat": split}, "other", 0.95) == "other"
+    assert choose(parse_split("c", {"a": 0, "b": 5}), 0.0) == "b"  # a zero weight is never chosen
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [{}, {"a": -1}, {"a": 1.5}, {"a": True}, {"a": 0}, {"": 1}, "v1", {f"t{i}": 1 for i in range(17)}],
+)
+def test_split_rejects_bad_input(doc: object) -> None:
+    with pytest.raises(ValueError):
+        parse_split("chat", doc)
+
+
+def test_catalog_routes_models_and_adapters() -> None:
+    answers = {
+        "chat-v1": {
+            "http://a": {"data": [{"id": "chat-v1", "parent": None}, {"id": "sql", "parent": "chat-v1"}]},
+            "http://b": {"data": [{"id": "chat-v1", "parent": None}]},  # adapter not (yet) loaded here
+        },
+        "chat-v2": {"http://c": {"data": [{"id": "chat-v2"}]}, "http://d": {"junk": 1}},
+    }
+    cat = catalog.build(answers)
+    v1 = cat.route("chat-v1")
+    assert (
+        v1 is not None
+        and v1.pool == "chat-v1"
+        and v1.endpoints == {"http://a", "http://b"}
+        and not v1.adapter
+    )
+    sql = cat.route("sql")
+    assert sql is not None and sql.endpoints == {"http://a"} and sql.adapter
+    assert cat.route("nope") is None
+    splits = parse_splits({"chat": {"chat-v1": 9, "chat-v2": 1}, "ghost": {"missing": 1}})
+    cards = {c["id"]: c for c in catalog.model_list(cat, splits)}
+    assert cards["sql"]["owned_by"] == "chat-v1" and cards["sql"]["parent"] == "chat-v1"
+    assert cards["chat"]["targets"] == [{"model": "chat-v1", "weight": 9}, {"model": "chat-v2", "weight": 1}]
+    assert catalog.missing_targets(cat, splits) == ["missing"]
+
+
+def test_config_round_trip_and_refusals() -> None:
+    cfg = GatewayConfig(pools={"p": ("http://127.0.0.1:1",)}, splits=parse_splits({"m": {"p": 1}}))
+    assert parse_text(dump(cfg)) == cfg
+    for bad in ("pools: [1]", "pools: {p: {upstreams: [ftp://x]}}", "extra: 1", "pools: {p: {}}", "[: bad"):
+        with pytest.raises(ValueError):
+            parse_text(bad)
+
+
+def test_adapter_affinity_keeps_an_adapter_home_and_spreads_adapters() -> None:
+    strategy = make_strategy("AdapterAffinity")
+    eps = [EndpointView(f"http://r{i}", 0) for i in range(2)]
+    homes = {strategy.pick(eps, PickContext(key=f"adapter-{i}")).endpoint for i in range(40)}
+    assert homes == {"http://r0", "http://r1"}  # adapters spread over both replicas
+    home = strategy.pick(eps, PickContext(key="adapter-7")).endpoint
+    assert all(strategy.pick(eps, PickContext(key="adapter-7")).endpoint == home for _ in range(10))
+    # over the load bound the overflow goes to the other replica
+    loaded = [EndpointView(e.id, 10 if e.id == home else 0) for e in eps]
+    assert strategy.pick(loaded, PickContext(key="adapter-7")).endpoint != home
+    # the base model (no key): least load
+    base = strategy.pick(loaded, PickContext(rng=random.Random(1)))
+    assert base.endpoint != home
