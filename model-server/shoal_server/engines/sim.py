@@ -245,6 +245,7 @@ class SimEngine:
         """Move waiting sequences into the batch while they fit; returns the newcomers and the seconds
         spent loading their adapters into slots (a sequence whose adapter finds no slot waits, as in vLLM)."""
         joined: list[_Seq] = []
+        skipped: list[_Seq] = []
         adapter_s = 0.0
         used = sum(s.kv_tokens + s.sampling.max_tokens - s.generated for s in self._running)
         while self._waiting and len(self._running) < self.timing.max_batch:
@@ -253,13 +254,15 @@ class SimEngine:
             if self._running and used + need > self.timing.kv_cache_tokens:
                 break
             cost = self._take_slot(seq)
-            if cost is None:
-                break
+            if cost is None:  # its adapter finds no slot: it waits, later ones may run (vLLM V1 skips it)
+                skipped.append(self._waiting.popleft())
+                continue
             adapter_s += cost
             self._waiting.popleft()
             self._running.append(seq)
             used += need
             joined.append(seq)
+        self._waiting.extendleft(reversed(skipped))  # back at the head, in their order
         return joined, adapter_s
 
     async def _run(self) -> None:

@@ -66,16 +66,20 @@ def test_config_round_trip_and_refusals() -> None:
             parse_text(bad)
 
 
-def test_adapter_affinity_keeps_an_adapter_home_and_spreads_adapters() -> None:
+def test_adapter_affinity_prefers_holders_within_bound_and_spreads_cold_adapters() -> None:
     strategy = make_strategy("AdapterAffinity")
-    eps = [EndpointView(f"http://r{i}", 0) for i in range(2)]
-    homes = {strategy.pick(eps, PickContext(key=f"adapter-{i}")).endpoint for i in range(40)}
-    assert homes == {"http://r0", "http://r1"}  # adapters spread over both replicas
-    home = strategy.pick(eps, PickContext(key="adapter-7")).endpoint
-    assert all(strategy.pick(eps, PickContext(key="adapter-7")).endpoint == home for _ in range(10))
-    # over the load bound the overflow goes to the other replica
-    loaded = [EndpointView(e.id, 10 if e.id == home else 0) for e in eps]
-    assert strategy.pick(loaded, PickContext(key="adapter-7")).endpoint != home
+    idle = [EndpointView(f"http://r{i}", 0) for i in range(2)]
+    homes = {f"a{i}": strategy.pick(idle, PickContext(key=f"a{i}")).endpoint for i in range(8)}
+    # cold adapters fill free slots on both replicas (4 each), not one replica cycling through all
+    assert sorted(list(homes.values()).count(e.id) for e in idle) == [4, 4]
+    for name, home in homes.items():  # resident: the same replica again
+        pick = strategy.pick(idle, PickContext(key=name))
+        assert pick.endpoint == home and pick.reason == "adapter resident"
+    # its holder over the load bound: the adapter goes to the other replica (which then holds it too)
+    home = homes["a0"]
+    loaded = [EndpointView(e.id, 10 if e.id == home else 0) for e in idle]
+    spill = strategy.pick(loaded, PickContext(key="a0"))
+    assert spill.endpoint != home and spill.reason.startswith("adapter cold")
+    assert strategy.pick(idle, PickContext(key="a0")).reason == "adapter resident"
     # the base model (no key): least load
-    base = strategy.pick(loaded, PickContext(rng=random.Random(1)))
-    assert base.endpoint != home
+    assert strategy.pick(loaded, PickContext(rng=random.Random(1))).endpoint != home
