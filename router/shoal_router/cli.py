@@ -115,6 +115,13 @@ def register(subparsers: Any) -> None:
         help="front several pools (InferenceServices) at one URL, routing by `model`, with weighted splits; "
         "FILE lists the pools and splits and is re-read when it changes (docs/models.md)",
     )
+    g.add_argument(
+        "--models-namespace",
+        default=None,
+        metavar="NS",
+        help="with --models-config: the pools are the InferenceServices of NS (their model-server pods, "
+        "narrowed by --selector); the file then only needs the splits",
+    )
 
     g = p.add_argument_group("process")
     g.add_argument("--log-level", default="INFO")
@@ -138,5 +145,5 @@ def _run(args: argparse.Namespace) -> int:
     if args.models_config:
         from shoal_router.multimodel.server import main as gateway_main
 
-        return gateway_main(config, args.models_config)
+        return gateway_main(config, args.models_config, args.models_namespace)
     return main(config)

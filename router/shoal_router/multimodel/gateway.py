@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,20 +69,30 @@ class ModelGateway:
             registry=self.metrics.registry,
         )
         self.configured = False
+        self.discovered = False  # pools from Kubernetes (kube_source), not from the models file
 
     # --- configuration ---------------------------------------------------------------------------
     def apply(self, gw: GatewayConfig) -> None:
-        """Pools added, removed or re-pointed, splits replaced. Runs in the event loop (needs `session`)."""
-        for name in list(self.pools):
-            if name not in gw.pools:
-                self._drop_pool(name)
-        for name, upstreams in gw.pools.items():
-            runtime = self.pools.get(name) or self._add_pool(name)
-            runtime.pool.update(DiscoveredEndpoint(url=u, name=u) for u in upstreams)
-            for gone in set(runtime.models) - set(upstreams):
-                del runtime.models[gone]
+        """The models file: its splits, and its pools unless pools come from Kubernetes (`discovered`)."""
+        if not self.discovered:
+            self.set_pools(
+                {n: [DiscoveredEndpoint(url=u, name=u) for u in ups] for n, ups in gw.pools.items()}
+            )
         self.splits = dict(gw.splits)
         self.configured = True
+        self.rebuild()
+
+    def set_pools(self, pools: Mapping[str, Sequence[DiscoveredEndpoint]]) -> None:
+        """Pools added, removed or re-pointed. Runs in the event loop (needs `session`)."""
+        for name in list(self.pools):
+            if name not in pools:
+                self._drop_pool(name)
+        for name, endpoints in pools.items():
+            runtime = self.pools.get(name) or self._add_pool(name)
+            runtime.pool.update(endpoints)
+            urls = {e.url for e in endpoints}
+            for gone in set(runtime.models) - urls:
+                del runtime.models[gone]
         self.rebuild()
 
     def _add_pool(self, name: str) -> PoolRuntime:

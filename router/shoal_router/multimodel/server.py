@@ -73,6 +73,7 @@ async def poll_models(gateway: ModelGateway, interval_s: float) -> None:
 def build_gateway_app(
     config: RouterConfig,
     models_config: str,
+    pools_namespace: str | None = None,
     *,
     reload_s: float = 1.0,
     models_poll_s: float = 1.0,
@@ -91,11 +92,18 @@ def build_gateway_app(
             skip_auto_headers=("Accept-Encoding", "User-Agent"),
             cookie_jar=aiohttp.DummyCookieJar(),
         )
+        gateway.discovered = pools_namespace is not None
         reload_if_changed(gateway, path, None)
         tasks = [
             asyncio.create_task(watch_file(gateway, path, reload_s)),
             asyncio.create_task(poll_models(gateway, models_poll_s)),
         ]
+        if pools_namespace is not None:
+            from shoal_router.multimodel.kube_source import watch_pods
+
+            tasks.append(
+                asyncio.create_task(watch_pods(gateway, pools_namespace, config.selector, config.kubeconfig))
+            )
         try:
             yield
         finally:
@@ -143,8 +151,13 @@ def build_gateway_app(
     return app
 
 
-async def serve(config: RouterConfig, models_config: str, stop: asyncio.Event | None = None) -> None:
-    app = build_gateway_app(config, models_config)
+async def serve(
+    config: RouterConfig,
+    models_config: str,
+    pools_namespace: str | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    app = build_gateway_app(config, models_config, pools_namespace)
     runner = web.AppRunner(
         app, handler_cancellation=True, access_log=None, shutdown_timeout=config.shutdown_timeout_s
     )
@@ -171,7 +184,7 @@ async def serve(config: RouterConfig, models_config: str, stop: asyncio.Event | 
         await runner.cleanup()
 
 
-def main(config: RouterConfig, models_config: str) -> int:
+def main(config: RouterConfig, models_config: str, pools_namespace: str | None = None) -> int:
     from shoal_common.logging import configure_logging
 
     configure_logging(config.log_level)
@@ -180,7 +193,7 @@ def main(config: RouterConfig, models_config: str) -> int:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(config, models_config))
+        asyncio.run(serve(config, models_config, pools_namespace))
     else:
-        uvloop.run(serve(config, models_config))
+        uvloop.run(serve(config, models_config, pools_namespace))
     return 0

@@ -83,3 +83,22 @@ def test_adapter_affinity_prefers_holders_within_bound_and_spreads_cold_adapters
     assert strategy.pick(idle, PickContext(key="a0")).reason == "adapter resident"
     # the base model (no key): least load
     assert strategy.pick(loaded, PickContext(rng=random.Random(1))).endpoint != home
+
+
+def test_group_pods_by_inference_service() -> None:
+    from shoal_router.multimodel.kube_source import group_pods, selector
+
+    def pod(name: str, isvc: str | None, ip: str, ready: bool = True) -> dict[str, object]:
+        labels = {"shoal.dev/inferenceservice": isvc} if isvc else {}
+        cond = [{"type": "Ready", "status": "True" if ready else "False"}]
+        return {"metadata": {"name": name, "labels": labels}, "status": {"podIP": ip, "conditions": cond}}
+
+    pools = group_pods([pod("a", "chat-v1", "10.0.0.1"), pod("b", "chat-v1", "10.0.0.2", False),
+                        pod("c", "chat-v2", "10.0.0.3"), pod("x", None, "10.0.0.9")])  # fmt: skip
+    assert sorted(pools) == ["chat-v1", "chat-v2"]
+    assert [(e.url, e.ready) for e in pools["chat-v1"]] == [
+        ("http://10.0.0.1:8000", True),
+        ("http://10.0.0.2:8000", False),
+    ]
+    assert selector("") == "app.kubernetes.io/component=model-server"
+    assert selector("team=a") == "app.kubernetes.io/component=model-server,team=a"
