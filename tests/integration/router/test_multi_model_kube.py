@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,16 +20,16 @@ pytestmark = pytest.mark.integration
 __all__ = ["router_kubeconfig"]  # the fixture, re-used
 
 
-async def _make_pod(core: object, ns: str, name: str, isvc: str, port: int) -> None:
+async def _make_pod(core: Any, ns: str, name: str, isvc: str, port: int) -> None:
     labels = {"app.kubernetes.io/component": "model-server", "shoal.dev/inferenceservice": isvc}
     spec = {"nodeName": "no-such-node", "containers": [{"name": "s", "image": "none",
                                                          "ports": [{"name": "http", "containerPort": port}]}]}  # fmt: skip
     await core.create_namespaced_pod(
         ns, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels}, "spec": spec}
-    )  # type: ignore[attr-defined]
+    )
     status = {"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
               "conditions": [{"type": "Ready", "status": "True"}]}  # fmt: skip
-    await core.patch_namespaced_pod_status(name, ns, {"status": status})  # type: ignore[attr-defined]
+    await core.patch_namespaced_pod_status(name, ns, {"status": status})
 
 
 def test_pools_from_namespace(router_kubeconfig: Path, tmp_path: Path) -> None:
