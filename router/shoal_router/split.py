@@ -8,6 +8,7 @@ with fixed numbers. A target is a model name (an InferenceService's served model
 from __future__ import annotations
 
 import bisect
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import accumulate
@@ -70,3 +71,8 @@ def resolve(splits: Mapping[str, Split], model: str, u: float) -> str:
     """The model a request for `model` goes to: a split's draw, else the name itself."""
     split = splits.get(model)
     return model if split is None else choose(split, u)
+
+
+def rewrite_model(doc: Mapping[str, Any], target: str) -> bytes:
+    """The request body with `model` set to the split's target (what the replica serves), compact JSON."""
+    return json.dumps({**doc, "model": target}, separators=(",", ":")).encode()

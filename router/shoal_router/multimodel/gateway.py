@@ -32,7 +32,7 @@ from shoal_router.metrics import RouterMetrics
 from shoal_router.multimodel import catalog as cat_mod
 from shoal_router.multimodel.config import GatewayConfig
 from shoal_router.proxy import Override, Proxy
-from shoal_router.split import Split, resolve
+from shoal_router.split import Split, resolve, rewrite_model
 from shoal_router.strategies import make_strategy
 from shoal_router.wire import error_response
 
@@ -186,7 +186,7 @@ class ModelGateway:
         self.routed.labels(model, target).inc()
         if target != model:
             assert doc is not None
-            body = json.dumps({**doc, "model": target}, separators=(",", ":")).encode()
+            body = rewrite_model(doc, target)
         override = Override(
             body=body,
             model=target,

@@ -102,3 +102,12 @@ def test_group_pods_by_inference_service() -> None:
     ]
     assert selector("") == "app.kubernetes.io/component=model-server"
     assert selector("team=a") == "app.kubernetes.io/component=model-server,team=a"
+
+
+def test_rewrite_model_keeps_the_rest_of_the_body() -> None:
+    import json
+
+    from shoal_router.split import rewrite_model
+
+    doc = {"model": "chat", "messages": [{"role": "user", "content": "é"}], "max_tokens": 3}
+    assert json.loads(rewrite_model(doc, "chat-v2")) == {**doc, "model": "chat-v2"}
