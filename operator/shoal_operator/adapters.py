@@ -66,8 +66,17 @@ def ready_pod_urls(pods: list[dict[str, Any]]) -> list[str]:
             c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
         )
         if ready and status.get("podIP") and not (pod.get("metadata") or {}).get("deletionTimestamp"):
-            urls.append(f"http://{status['podIP']}:{names.MODEL_SERVER_PORT}")
+            urls.append(f"http://{status['podIP']}:{_http_port(pod)}")
     return urls
+
+
+def _http_port(pod: dict[str, Any]) -> int:
+    """The container port named `http` (the model-server's), else the model-server's default."""
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        for p in c.get("ports") or []:
+            if p.get("name") == "http" and p.get("containerPort"):
+                return int(p["containerPort"])
+    return names.MODEL_SERVER_PORT
 
 
 async def _post(session: aiohttp.ClientSession, url: str, body: dict[str, str]) -> None:

@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from .conftest import REPO, ServerProc, start_server
+from .conftest import ServerProc, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.vllm]
 
@@ -82,7 +82,7 @@ def lora_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serv
             "8",
             "--engine-arg",
             "max-model-len=512",
-        ],  # fmt: skip
+        ],
         ready_within=1200,  # vLLM import alone takes minutes on a loaded 2-core machine
     )
     try:
