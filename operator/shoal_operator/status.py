@@ -135,9 +135,7 @@ def compute(
     """The operator's part of `status` (conditions Ready/Progressing/Degraded and the counters)."""
     gen = isvc.generation
     model = rollout(observed.model)
-    router = (
-        rollout(observed.router) if isvc.spec.routing.mode != "Service" else None
-    )  # Gateway: the endpoint picker plays the router
+    router = rollout(observed.router) if isvc.spec.routing.mode != "Service" else None  # Gateway: the endpoint picker plays the router
     desired = isvc.spec.replicas
     endpoint = url(isvc, opts)
     conds = [c.dump() for c in isvc.status.conditions]
