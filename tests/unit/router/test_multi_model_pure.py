@@ -111,3 +111,20 @@ def test_rewrite_model_keeps_the_rest_of_the_body() -> None:
 
     doc = {"model": "chat", "messages": [{"role": "user", "content": "é"}], "max_tokens": 3}
     assert json.loads(rewrite_model(doc, "chat-v2")) == {**doc, "model": "chat-v2"}
+
+
+async def test_router_never_forwards_the_lora_admin_routes() -> None:
+    import httpx
+    from unit.router.fakes import running_router, upstreams
+
+    async with (
+        upstreams(1) as (up,),
+        running_router(upstream_urls=[up.url]) as r,
+        httpx.AsyncClient(base_url=r.url) as c,
+    ):
+        for path in ("/v1/load_lora_adapter", "/v1/unload_lora_adapter"):
+            resp = await c.post(path, json={"lora_name": "x", "lora_path": "/x"})
+            assert resp.status_code == 404 and resp.json()["error"]["code"] == "not_found"
+        assert up.requests == []
+        chat = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
+        assert (await c.post("/v1/chat/completions", json=chat)).status_code == 200
