@@ -76,3 +76,20 @@ def resolve(splits: Mapping[str, Split], model: str, u: float) -> str:
 def rewrite_model(doc: Mapping[str, Any], target: str) -> bytes:
     """The request body with `model` set to the split's target (what the replica serves), compact JSON."""
     return json.dumps({**doc, "model": target}, separators=(",", ":")).encode()
+
+
+class SplitTable:
+    """The splits in force, replaced whole on reload (a reader sees the old or the new table, never a
+    mix), with the uniform draw the front end uses."""
+
+    def __init__(self, splits: Mapping[str, Split] | None = None, rng: Any = None) -> None:
+        import random
+
+        self.splits: dict[str, Split] = dict(splits or {})
+        self.rng = rng or random.Random()
+
+    def replace(self, splits: Mapping[str, Split]) -> None:
+        self.splits = dict(splits)
+
+    def target(self, model: str) -> str:
+        return resolve(self.splits, model, self.rng.random())

@@ -15,14 +15,19 @@ previous configuration stays in force.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from shoal_router.split import Split, parse_splits
+from shoal_router.split import Split, SplitTable, parse_splits
+
+log = logging.getLogger("shoal_router.multimodel")
 
 MAX_POOLS = 256
 MAX_UPSTREAMS = 1024
@@ -74,3 +79,33 @@ def dump(config: GatewayConfig) -> str:
         },
     }
     return json.dumps(doc, indent=2)
+
+
+def reload_splits(table: SplitTable, path: Path, last: tuple[float, int] | None) -> tuple[float, int] | None:
+    """Apply the file's `splits:` when the file changed; a bad file keeps the old ones (logged once)."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        log.warning("splits file unreadable", extra={"path": str(path), "error": str(exc)})
+        return last
+    stamp = (st.st_mtime, st.st_size)
+    if stamp == last:
+        return last
+    try:
+        table.replace(parse_text(path.read_text(encoding="utf-8")).splits)
+    except (OSError, ValueError) as exc:
+        log.error(
+            "splits file refused; keeping the previous splits", extra={"path": str(path), "error": str(exc)}
+        )
+        return stamp
+    log.info("splits applied", extra={"path": str(path), "splits": sorted(table.splits)})
+    return stamp
+
+
+async def watch_splits(table: SplitTable, path: str, interval_s: float = 1.0) -> None:
+    """Forever: keep `table` equal to the file's splits (the endpoint picker's use: it fronts one pool, so
+    a split there rewrites model names among what that pool serves)."""
+    last: tuple[float, int] | None = None
+    while True:
+        last = reload_splits(table, Path(path), last)
+        await asyncio.sleep(interval_s)
