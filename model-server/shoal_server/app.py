@@ -13,6 +13,7 @@ from prometheus_client import generate_latest
 
 from shoal_server.asgi import ASGIApp, RequestIdMiddleware
 from shoal_server.completion import Completions
+from shoal_server.lora_api import add_lora_routes, model_cards
 from shoal_server.openapi import openapi_document
 from shoal_server.state import ServerState
 
@@ -50,15 +51,7 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.get("/v1/models")
     async def models() -> Response:
-        card = {
-            "id": cfg.served_model_name,
-            "object": "model",
-            "created": 0,
-            "owned_by": "shoal",
-            "root": cfg.model,
-            "max_model_len": state.engine.max_model_len,
-        }
-        return JSONResponse({"object": "list", "data": [card]})
+        return JSONResponse({"object": "list", "data": model_cards(state)})
 
     @app.post("/v1/completions", response_model=None)
     async def completion(request: Request) -> Response:
@@ -68,6 +61,8 @@ def create_app(state: ServerState) -> FastAPI:
     async def chat_completion(request: Request) -> Response:
         return await completions.handle(request, chat=True)
 
+    if cfg.lora_enabled:
+        add_lora_routes(app, state)
     return app
 
 

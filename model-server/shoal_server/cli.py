@@ -49,6 +49,25 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--default-max-tokens", type=int, default=256, help="max_tokens for chat when unset")
     p.add_argument("--log-level", default=os.environ.get("SHOAL_LOG_LEVEL", "INFO"))
+    lora = p.add_argument_group("LoRA adapters")
+    lora.add_argument(
+        "--lora",
+        action="append",
+        type=_key_value,
+        default=[],
+        metavar="NAME=PATH",
+        help="a LoRA adapter served as model NAME, loaded at start (repeatable; enables LoRA)",
+    )
+    lora.add_argument(
+        "--enable-lora",
+        action="store_true",
+        help="serve LoRA adapters (added live via /v1/load_lora_adapter)",
+    )
+    lora.add_argument("--max-loras", type=int, default=4, help="adapters in one batch (vLLM max_loras)")
+    lora.add_argument(
+        "--max-lora-rank", type=int, default=16, help="largest adapter rank (vLLM max_lora_rank)"
+    )
+    lora.add_argument("--max-adapters", type=int, default=256, help="adapters registered at once")
     sim = p.add_argument_group("simulated engine (--engine sim)")
     sim.add_argument("--sim-prefill-tokens-per-s", type=_positive_float, default=2000.0)
     sim.add_argument(
@@ -65,6 +84,9 @@ def register(subparsers: Any) -> None:
         default=0,
         help="simulated automatic prefix cache capacity in tokens, LRU (0: off); prefill skips cached blocks",
     )
+    sim.add_argument(
+        "--sim-lora-load-s", type=float, default=0.05, help="time to bring an adapter into a batch slot"
+    )
     p.set_defaults(handler=_main)
 
 
@@ -78,6 +100,13 @@ def _main(args: argparse.Namespace) -> int:
         raise SystemExit(
             "--max-concurrency and --max-body-bytes must be >= 1, --max-queue and --drain-timeout >= 0"
         )
+    if min(args.max_loras, args.max_lora_rank, args.max_adapters) < 1 or args.sim_lora_load_s < 0:
+        raise SystemExit(
+            "--max-loras, --max-lora-rank and --max-adapters must be >= 1, --sim-lora-load-s >= 0"
+        )
+    names = [name for name, _ in args.lora]
+    if len(set(names)) != len(names):
+        raise SystemExit("--lora names must be unique")
     configure_logging(args.log_level)
     cfg = ServerConfig(
         engine=args.engine,
@@ -99,5 +128,11 @@ def _main(args: argparse.Namespace) -> int:
         sim_startup_s=args.sim_startup_s,
         sim_batch_overhead=args.sim_batch_overhead,
         sim_prefix_cache_tokens=args.sim_prefix_cache_tokens,
+        adapters=tuple(args.lora),
+        enable_lora=args.enable_lora,
+        max_loras=args.max_loras,
+        max_lora_rank=args.max_lora_rank,
+        max_adapters=args.max_adapters,
+        sim_lora_load_s=args.sim_lora_load_s,
     )
     return run(cfg)

@@ -117,9 +117,13 @@ class Completions:
             self.state.metrics.requests.labels("499").inc()
             return Response(status_code=499)
         engine = self.state.engine
-        stream = engine.generate(rid, prompt, sampling_from(req, max_tokens), stream=req.stream)
+        adapter = None if req.model == self.state.config.served_model_name else req.model
+        self.state.metrics.model_requests.labels(req.model).inc()
+        stream = engine.generate(
+            rid, prompt, sampling_from(req, max_tokens), stream=req.stream, adapter=adapter
+        )
         gen = Generation(self.state, rid, prompt, stream, arrival, deadline)
-        builder = ResponseBuilder(chat, rid, self.state.config.served_model_name)
+        builder = ResponseBuilder(chat, rid, req.model)
         if req.stream:
             return await stream_response(request, gen, builder, req.include_usage())
         return await full_response(request, gen, builder)
@@ -134,7 +138,7 @@ class Completions:
         body = await read_body(request, cfg.max_body_bytes)
         req: Request_
         req = parse_request(body, ChatCompletionRequest) if chat else parse_request(body, CompletionRequest)
-        if req.model != cfg.served_model_name:
+        if req.model != cfg.served_model_name and req.model not in state.engine.adapters:
             raise model_not_found(req.model, cfg.served_model_name)
         prompt = self.tokenize(req)
         default = cfg.default_max_tokens if chat else COMPLETIONS_DEFAULT_MAX_TOKENS

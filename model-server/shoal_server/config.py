@@ -28,6 +28,17 @@ class ServerConfig:
     sim_startup_s: float = 0.0
     sim_batch_overhead: float = 0.1
     sim_prefix_cache_tokens: int = 0
+    # LoRA adapters: (name, path) loaded at start; more can be added live (POST /v1/load_lora_adapter)
+    adapters: tuple[tuple[str, str], ...] = ()
+    enable_lora: bool = False
+    max_loras: int = 4
+    max_lora_rank: int = 16
+    max_adapters: int = 256
+    sim_lora_load_s: float = 0.05
+
+    @property
+    def lora_enabled(self) -> bool:
+        return self.enable_lora or bool(self.adapters)
 
     def max_model_len(self, default: int) -> int:
         value = self.engine_args.get("max-model-len") or self.engine_args.get("max_model_len")

@@ -60,6 +60,18 @@ class ServerMetrics:
         )
         self.ready = Gauge("shoal_server_ready", "1 when the model is loaded and not draining.", registry=r)
         self.draining = Gauge("shoal_server_draining", "1 once a drain (SIGTERM) has started.", registry=r)
+        self.model_requests = Counter(
+            "shoal_server_model_requests",
+            "Requests accepted for generation, by requested model (the base model or a LoRA adapter).",
+            ["model"],
+            registry=r,
+        )
+        self.adapters_loaded = Gauge(
+            "shoal_server_lora_adapters_loaded", "LoRA adapters registered and servable.", registry=r
+        )
+        self.adapter_info = Gauge(
+            "shoal_server_lora_adapter_info", "1 for each loaded LoRA adapter.", ["adapter"], registry=r
+        )
         for reason in ("queue_full", "draining", "not_ready", "timeout", "invalid"):
             self.rejected.labels(reason)
         for kind in ("prompt", "completion"):

@@ -18,8 +18,10 @@ import uvicorn
 from shoal_server.admission import Admission
 from shoal_server.app import ServerState, build_asgi
 from shoal_server.config import ServerConfig
+from shoal_server.engines.adapters import LoraSettings
 from shoal_server.engines.base import Engine
 from shoal_server.engines.sim import SimEngine, SimTiming
+from shoal_server.lora_api import load_configured_adapters
 
 log = logging.getLogger("shoal.server")
 
@@ -34,7 +36,13 @@ def build_engine(cfg: ServerConfig) -> Engine:
             prefix_cache_tokens=cfg.sim_prefix_cache_tokens,
             startup_s=cfg.sim_startup_s,
         )
-        return SimEngine(cfg.served_model_name, timing, max_model_len=cfg.max_model_len(2048))
+        lora = LoraSettings(
+            max_loras=cfg.max_loras,
+            max_lora_rank=cfg.max_lora_rank,
+            max_adapters=cfg.max_adapters,
+            load_s=cfg.sim_lora_load_s,
+        )
+        return SimEngine(cfg.served_model_name, timing, max_model_len=cfg.max_model_len(2048), lora=lora)
     from shoal_server.engines.vllm_engine import VllmEngine  # heavy: imports torch and vllm
 
     return VllmEngine(cfg)
@@ -111,6 +119,14 @@ async def serve(cfg: ServerConfig) -> int:
             await engine.start()
         except Exception as exc:
             log.exception("engine failed to start")
+            state.load_error = f"{type(exc).__name__}: {exc}"
+            server.exit_code = 1
+            server.should_exit = True
+            return
+        try:
+            await load_configured_adapters(state)
+        except Exception as exc:
+            log.exception("configured LoRA adapters failed to load")
             state.load_error = f"{type(exc).__name__}: {exc}"
             server.exit_code = 1
             server.should_exit = True

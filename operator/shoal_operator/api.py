@@ -46,6 +46,23 @@ class ModelCache(_Model):
     )
 
 
+def _uri_rules(what: str) -> dict[str, Any]:
+    return cel(
+        (
+            "self.matches('^(pvc|hf|s3|file)://.+$')",
+            f"{what} must start with pvc://, hf://, s3:// or file:// and name something",
+        ),
+        (
+            "!self.startsWith('pvc://') || self.matches('^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?$')",
+            "pvc:// URIs look like pvc://CLAIM/PATH where CLAIM is a valid PersistentVolumeClaim name",
+        ),
+        (
+            "!self.startsWith('file://') || self.startsWith('file:///')",
+            "file:// URIs need an absolute path: file:///PATH",
+        ),
+    )
+
+
 class ModelSpec(_Model):
     name: str = Field(
         min_length=1,
@@ -56,20 +73,7 @@ class ModelSpec(_Model):
         min_length=1,
         max_length=2048,
         description="Where the weights are: pvc://CLAIM/PATH, hf://ORG/NAME, s3://BUCKET/PATH or file:///PATH.",
-        json_schema_extra=cel(
-            (
-                "self.matches('^(pvc|hf|s3|file)://.+$')",
-                "model.uri must start with pvc://, hf://, s3:// or file:// and name something",
-            ),
-            (
-                "!self.startsWith('pvc://') || self.matches('^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?$')",
-                "pvc:// URIs look like pvc://CLAIM/PATH where CLAIM is a valid PersistentVolumeClaim name",
-            ),
-            (
-                "!self.startsWith('file://') || self.startsWith('file:///')",
-                "file:// URIs need an absolute path: file:///PATH",
-            ),
-        ),
+        json_schema_extra=_uri_rules("model.uri"),
     )
     cache: ModelCache = Field(default_factory=ModelCache, json_schema_extra=obj_default())
 
@@ -81,6 +85,39 @@ class ModelSpec(_Model):
     def location(self) -> str:
         """The URI without its scheme (for file:// the absolute path)."""
         return self.uri.split("://", 1)[1]
+
+
+class AdapterSpec(_Model):
+    """A LoRA adapter of the base model, served as its own model name."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9]([A-Za-z0-9._:/-]*[A-Za-z0-9])?$",
+        description="Model name clients send (`model` field) to use this adapter.",
+    )
+    uri: str = Field(
+        min_length=1,
+        max_length=1024,
+        description="Where the adapter is: pvc://CLAIM/PATH, hf://ORG/NAME, s3://BUCKET/PATH or file:///PATH.",
+        json_schema_extra=_uri_rules("adapters[].uri"),
+    )
+
+    @property
+    def scheme(self) -> str:
+        return self.uri.split("://", 1)[0]
+
+    @property
+    def location(self) -> str:
+        """The URI without its scheme (for file:// the absolute path)."""
+        return self.uri.split("://", 1)[1]
+
+
+class LoraSpec(_Model):
+    """LoRA serving limits (vLLM's max_loras and max_lora_rank)."""
+
+    max_loras: int = Field(default=4, ge=1, le=256, description="Adapters used in one batch at once.")
+    max_lora_rank: int = Field(default=16, ge=1, le=512, description="Largest adapter rank served.")
 
 
 class EnvVar(_Model):
@@ -231,6 +268,23 @@ class InferenceServiceSpec(_Model):
     network_policy: NetworkPolicySpec = Field(
         default_factory=NetworkPolicySpec, json_schema_extra=obj_default()
     )
+    adapters: list[AdapterSpec] = Field(
+        default_factory=list,
+        description="LoRA adapters served besides the base model; changes are applied to running replicas "
+        "without a restart.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+            "maxItems": 64,  # bounds the CEL cost of the URI rules (evaluated per item)
+        },
+    )
+    lora: LoraSpec | None = Field(
+        default=None, description="LoRA limits; LoRA is enabled when this or `adapters` is set."
+    )
+
+    @property
+    def lora_enabled(self) -> bool:
+        return self.lora is not None or bool(self.adapters)
 
     model_config = ConfigDict(
         json_schema_extra=cel(
@@ -270,6 +324,13 @@ class RoutingStatus(_Model):
     )
 
 
+class AdapterStatus(_Model):
+    name: str
+    ready_replicas: int = Field(default=0, description="Ready replicas that serve this adapter.")
+    ready: bool = Field(default=False, description="Every ready replica serves it.")
+    message: str = ""
+
+
 class InferenceServiceStatus(_Model):
     conditions: list[Condition] = Field(
         default_factory=list,
@@ -284,6 +345,7 @@ class InferenceServiceStatus(_Model):
     observed_generation: int | None = None
     autoscaler: AutoscalerStatus | None = None
     routing: RoutingStatus | None = None
+    adapters: list[AdapterStatus] | None = Field(default=None, description="LoRA adapters' readiness.")
 
 
 class InferenceService(_Model):

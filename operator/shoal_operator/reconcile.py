@@ -17,6 +17,7 @@ from typing import Any
 import pydantic
 from shoal_common import names
 
+from shoal_operator import adapters as adapter_sync
 from shoal_operator import apply as ssa
 from shoal_operator import conditions as cond
 from shoal_operator import status as status_mod
@@ -193,6 +194,9 @@ class Reconciler:
                         path_for("Deployment", namespace, gateway.front_end_name(isvc))
                     )
             new_status = status_mod.compute(isvc, observed, opts)
+            adapters = await adapter_sync.sync(self.kube, isvc)  # live LoRA changes, no rollout
+            if adapters is not None:
+                new_status["adapters"] = adapters
             await self._write_status(body, isvc, new_status)
         except ApiError as exc:
             if exc.status == 404 and "inferenceservices" in exc.message:

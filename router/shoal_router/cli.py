@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any
 
-STRATEGIES = ("LeastLoad", "PrefixHash", "PrefixLoad", "RoundRobin")
+STRATEGIES = ("LeastLoad", "PrefixHash", "PrefixLoad", "RoundRobin", "AdapterAffinity")
 
 
 def register(subparsers: Any) -> None:
@@ -128,6 +128,22 @@ def _security(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rate-limit-rps", type=float, default=0.0, help="per-key requests/s (0: off)")
     g.add_argument("--rate-limit-burst", type=float, default=0.0, help="default: max(1, rps)")
 
+    g = p.add_argument_group("multi-model entry point")
+    g.add_argument(
+        "--models-config",
+        default=None,
+        metavar="FILE",
+        help="front several pools (InferenceServices) at one URL, routing by `model`, with weighted splits; "
+        "FILE lists the pools and splits and is re-read when it changes (docs/models.md)",
+    )
+    g.add_argument(
+        "--models-namespace",
+        default=None,
+        metavar="NS",
+        help="with --models-config: the pools are the InferenceServices of NS (their model-server pods, "
+        "narrowed by --selector); the file then only needs the splits",
+    )
+
 
 def _process(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("process")
@@ -142,8 +158,14 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.listen_host is not None:
         print("shoal router: --listen-host is deprecated; use --host", file=sys.stderr)
+    if args.models_config and args.discovery is None:
+        args.discovery = "models"  # the pools' replicas come from the models config
     try:
         config = from_args(args)
     except ValueError as exc:
         raise SystemExit(f"shoal router: {exc}") from exc
+    if args.models_config:
+        from shoal_router.multimodel.server import main as gateway_main
+
+        return gateway_main(config, args.models_config, args.models_namespace)
     return main(config)

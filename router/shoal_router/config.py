@@ -59,7 +59,7 @@ class RouterConfig:
     shutdown_timeout_s: float = 30.0
 
     def validate(self) -> RouterConfig:
-        if self.discovery not in ("static", "kubernetes", "pods"):
+        if self.discovery not in ("static", "kubernetes", "pods", "models"):  # models: --models-config
             raise ValueError("--discovery must be static, kubernetes or pods")
         if self.discovery == "static" and not self.upstreams:
             raise ValueError("static discovery needs at least one --upstream URL")

@@ -20,7 +20,7 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -77,6 +77,18 @@ class _Busy(Exception):
     """The replica answered 429 (alive, full): the request waits in the queue and goes out again."""
 
 
+@dataclass(frozen=True)
+class Override:
+    """Set by a front end that has already read and routed the request (the multi-model entry point):
+    the body to forward (its `model` possibly rewritten by a split), the affinity key, and the replicas
+    that serve the requested model."""
+
+    body: bytes
+    model: str = ""
+    affinity_key: str | None = None
+    candidates: frozenset[str] | None = None
+
+
 class Proxy:
     def __init__(
         self,
@@ -110,13 +122,13 @@ class Proxy:
         return self.dispatcher.pending
 
     # ------------------------------------------------------------------------------------------------
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request, override: Override | None = None) -> web.StreamResponse:
         start = time.perf_counter()  # not loop.time(): uvloop's clock has millisecond resolution
         rid = frontdoor.request_id(request.headers, uuid.uuid4().hex)
         entry = RequestLog(rid, request.method, request.path)
         response: web.StreamResponse | None = None
         try:
-            response = await self._handle(request, entry, start)
+            response = await self._handle(request, entry, start, override)
             entry.status = entry.status or response.status
         except asyncio.CancelledError:
             entry.status = CLIENT_CLOSED
@@ -160,7 +172,9 @@ class Proxy:
         entry.error = rej.code
         return web.Response(status=rej.status, body=rej.body(), headers=rej.headers())
 
-    async def _handle(self, request: web.Request, entry: RequestLog, start: float) -> web.StreamResponse:
+    async def _handle(
+        self, request: web.Request, entry: RequestLog, start: float, override: Override | None = None
+    ) -> web.StreamResponse:
         caller = frontdoor.authenticate(self.keys, request.headers, request.remote)
         if isinstance(caller, Rejected):
             entry.error = "missing or invalid API key"
@@ -171,7 +185,8 @@ class Proxy:
         if limited is not None:
             return self._refuse(limited, entry, "rate_limited")
         try:
-            body = await request.read()  # bounded by the application's client_max_size
+            # bounded by the application's client_max_size
+            body = override.body if override is not None else await request.read()
         except web.HTTPRequestEntityTooLarge:
             self.metrics.rejected.labels("too_large").inc()
             entry.error = "body too large"
@@ -187,6 +202,8 @@ class Proxy:
             )
         except RecursionError:
             key = None  # absurdly nested JSON: no affinity (the replica answers it with a 400)
+        if override is not None and override.affinity_key is not None:
+            key = override.affinity_key
         req = frontdoor.flow_request(
             caller,
             request.headers,
@@ -195,6 +212,8 @@ class Proxy:
             affinity_key=key,
             request_id=entry.request_id,
         )
+        if override is not None:
+            req = replace(req, model=override.model, candidates=override.candidates)
         self.budget.deposit()
         return await self._dispatch(request, req, body, entry, start)
 

@@ -28,6 +28,7 @@ from shoal_router.openapi import openapi_handler
 from shoal_router.proxy import Proxy
 from shoal_router.router import Router, Source
 from shoal_router.strategies import make_strategy
+from shoal_router.wire import error_response
 
 log = logging.getLogger("shoal_router")
 
@@ -151,7 +152,18 @@ def _add_routes(app: web.Application, router: Router) -> None:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi_handler(router.config.max_body_bytes))
+    for admin in ADMIN_PATHS:  # the replicas' LoRA admin routes are the operator's, never proxied
+        app.router.add_route("*", admin, _no_route)
     app.router.add_route("*", "/v1/{tail:.*}", proxy_handler)
+
+
+ADMIN_PATHS = ("/v1/load_lora_adapter", "/v1/unload_lora_adapter")
+
+
+async def _no_route(request: web.Request) -> web.Response:
+    return error_response(
+        404, f"No route {request.path} on the router.", "invalid_request_error", "not_found"
+    )
 
 
 def _update_endpoint_states(router: Router) -> None:

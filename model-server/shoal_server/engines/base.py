@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from shoal_server.engines.adapters import AdapterRegistry
+
 
 class EngineInputError(ValueError):
     """The request is well-formed JSON but the engine cannot serve it (maps to HTTP 400)."""
@@ -55,6 +57,7 @@ class Engine(Protocol):
     kind: str
     max_model_len: int
     vocab_size: int  # token-id prompts must stay in [0, vocab_size)
+    adapters: AdapterRegistry  # LoRA adapters served besides the base model (listed in /v1/models)
 
     async def start(self) -> None:
         """Load the model; the server is ready once this returns."""
@@ -68,10 +71,24 @@ class Engine(Protocol):
         ...
 
     def generate(
-        self, request_id: str, prompt: Prompt, sampling: Sampling, stream: bool = True
+        self,
+        request_id: str,
+        prompt: Prompt,
+        sampling: Sampling,
+        stream: bool = True,
+        adapter: str | None = None,
     ) -> AsyncIterator[Delta]:
         """Stream deltas; closing the iterator early (client gone, deadline) aborts the request.
-        With stream=False an engine may return one final delta (cheaper: no per-token wake-ups)."""
+        With stream=False an engine may return one final delta (cheaper: no per-token wake-ups).
+        `adapter`: a registered LoRA adapter's name, or None for the base model."""
+        ...
+
+    async def add_adapter(self, name: str, path: str) -> bool:
+        """Register a LoRA adapter (True if new); raises AdapterError when it cannot."""
+        ...
+
+    async def remove_adapter(self, name: str) -> None:
+        """Unregister a LoRA adapter; raises AdapterError(404) when unknown."""
         ...
 
     async def shutdown(self) -> None: ...

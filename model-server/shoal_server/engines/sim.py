@@ -21,7 +21,8 @@ from typing import Any
 
 from prometheus_client import Counter, generate_latest
 
-from shoal_server.engines.base import Delta, Prompt, Sampling
+from shoal_server.engines.adapters import AdapterError, AdapterRegistry, LoraSettings, SlotCache
+from shoal_server.engines.base import Delta, EngineInputError, Prompt, Sampling
 from shoal_server.engines.prefix_cache import PrefixCache
 from shoal_server.metrics import VllmCompatMetrics
 
@@ -74,8 +75,11 @@ def sim_tokenize(text: str) -> list[int]:
     return [zlib.crc32(piece.encode()) % SIM_VOCAB_SIZE for piece in _TOKEN_RE.findall(text)]
 
 
-def sim_token_text(prompt_token_ids: tuple[int, ...], index: int) -> str:
-    seed = zlib.crc32(repr(prompt_token_ids[-64:]).encode())
+def sim_token_text(prompt_token_ids: tuple[int, ...], index: int, adapter: str | None = None) -> str:
+    """Deterministic output; an adapter shifts it, so its answers differ from the base model's."""
+    seed = zlib.crc32(repr(prompt_token_ids[-64:]).encode()) + (
+        zlib.crc32(adapter.encode()) if adapter else 0
+    )
     return " " + _WORDS[(seed + index * 7) % len(_WORDS)]
 
 
@@ -91,6 +95,8 @@ class _Seq:
     scheduled_at: float | None = None
     first_token_at: float | None = None
     done: bool = False
+    adapter: str | None = None
+    slotted: bool = False  # holds a pin on its adapter's slot
 
     @property
     def kv_tokens(self) -> int:
@@ -101,8 +107,13 @@ class SimEngine:
     kind = "sim"
     vocab_size = SIM_VOCAB_SIZE
 
-    def __init__(self, model_name: str, timing: SimTiming, max_model_len: int = 2048) -> None:
+    def __init__(
+        self, model_name: str, timing: SimTiming, max_model_len: int = 2048, lora: LoraSettings | None = None
+    ) -> None:
         self.model_name = model_name
+        self.lora = lora or LoraSettings()
+        self.adapters = AdapterRegistry(model_name, self.lora.max_adapters)
+        self.slots = SlotCache(self.lora.max_loras)
         self.timing = timing
         self.max_model_len = max_model_len
         self.metrics = VllmCompatMetrics(model_name)
@@ -122,6 +133,25 @@ class SimEngine:
             "Prompt tokens found in the prefix cache.",
             registry=self.metrics.registry,
         )
+
+        self.lora_loads = Counter(
+            "shoal_sim_lora_loads",
+            "Adapters brought into a batch slot (simulated).",
+            registry=self.metrics.registry,
+        )
+        self.lora_evictions = Counter(
+            "shoal_sim_lora_evictions",
+            "Adapters evicted from a batch slot (simulated).",
+            registry=self.metrics.registry,
+        )
+
+    async def add_adapter(self, name: str, path: str) -> bool:
+        # The simulated engine reads no weights: registering is instant; the slot load is charged later.
+        return self.adapters.add(name, path)
+
+    async def remove_adapter(self, name: str) -> None:
+        self.adapters.remove(name)
+        self.slots.drop(name)
 
     async def start(self) -> None:
         if self.timing.startup_s:
@@ -153,9 +183,16 @@ class SimEngine:
         return len(self._running)
 
     async def generate(
-        self, request_id: str, prompt: Prompt, sampling: Sampling, stream: bool = True
+        self,
+        request_id: str,
+        prompt: Prompt,
+        sampling: Sampling,
+        stream: bool = True,
+        adapter: str | None = None,
     ) -> AsyncIterator[Delta]:
-        seq = _Seq(request_id, tuple(prompt.token_ids), sampling, time.monotonic())
+        if adapter is not None and adapter not in self.adapters:
+            raise EngineInputError(str(AdapterError(f"adapter {adapter!r} is not loaded")))
+        seq = _Seq(request_id, tuple(prompt.token_ids), sampling, time.monotonic(), adapter=adapter)
         self._waiting.append(seq)
         self._update_gauges()
         self._wake.set()
@@ -172,6 +209,7 @@ class SimEngine:
                     self._waiting.remove(seq)
                 if seq in self._running:
                     self._running.remove(seq)
+                self._release_slot(seq)
                 self._update_gauges()
 
     def _update_gauges(self) -> None:
@@ -180,20 +218,52 @@ class SimEngine:
         used = sum(s.kv_tokens for s in self._running)
         self.metrics.kv_usage.set(min(1.0, used / self.timing.kv_cache_tokens))
 
-    def _schedule(self) -> list[_Seq]:
-        """Move waiting sequences into the batch while they fit; returns the newcomers."""
+    def _take_slot(self, seq: _Seq) -> float | None:
+        """Pin the sequence's adapter in a slot: the seconds that costs, or None if no slot is free."""
+        if seq.adapter is None:
+            return 0.0
+        grant = self.slots.acquire(seq.adapter)
+        if grant is None:
+            return None
+        seq.slotted = True
+        if not grant.loaded:
+            return 0.0
+        self.lora_loads.inc()
+        if grant.evicted is not None:
+            self.lora_evictions.inc()
+            return self.lora.load_s + self.lora.evict_s
+        return self.lora.load_s
+
+    def _release_slot(self, seq: _Seq) -> None:
+        if seq.slotted and seq.adapter is not None:
+            seq.slotted = False
+            self.slots.release(seq.adapter)
+            if seq.adapter not in self.adapters:
+                self.slots.drop(seq.adapter)
+
+    def _schedule(self) -> tuple[list[_Seq], float]:
+        """Move waiting sequences into the batch while they fit; returns the newcomers and the seconds
+        spent loading their adapters into slots (a sequence whose adapter finds no slot waits, as in vLLM)."""
         joined: list[_Seq] = []
+        skipped: list[_Seq] = []
+        adapter_s = 0.0
         used = sum(s.kv_tokens + s.sampling.max_tokens - s.generated for s in self._running)
         while self._waiting and len(self._running) < self.timing.max_batch:
             seq = self._waiting[0]
             need = len(seq.prompt) + seq.sampling.max_tokens
             if self._running and used + need > self.timing.kv_cache_tokens:
                 break
+            cost = self._take_slot(seq)
+            if cost is None:  # its adapter finds no slot: it waits, later ones may run (vLLM V1 skips it)
+                skipped.append(self._waiting.popleft())
+                continue
+            adapter_s += cost
             self._waiting.popleft()
             self._running.append(seq)
             used += need
             joined.append(seq)
-        return joined
+        self._waiting.extendleft(reversed(skipped))  # back at the head, in their order
+        return joined, adapter_s
 
     async def _run(self) -> None:
         while True:
@@ -201,7 +271,7 @@ class SimEngine:
                 self._wake.clear()
                 await self._wake.wait()
             now = time.monotonic()
-            joined = self._schedule()
+            joined, adapter_s = self._schedule()
             prefill = 0
             for seq in joined:
                 seq.scheduled_at = now
@@ -210,7 +280,7 @@ class SimEngine:
                 prefill += self._prefill_tokens(seq.prompt)
             self._update_gauges()
             batch = list(self._running)
-            await asyncio.sleep(self.timing.step_s(len(batch), prefill))
+            await asyncio.sleep(self.timing.step_s(len(batch), prefill) + adapter_s)
             now = time.monotonic()
             for seq in batch:
                 if not seq.done:
@@ -228,7 +298,7 @@ class SimEngine:
         return len(prompt) - cached
 
     def _emit_token(self, seq: _Seq, now: float) -> None:
-        piece = sim_token_text(seq.prompt, seq.generated)
+        piece = sim_token_text(seq.prompt, seq.generated, seq.adapter)
         seq.generated += 1
         self.metrics.generation_tokens.inc()
         if seq.first_token_at is None:
@@ -251,5 +321,6 @@ class SimEngine:
         if finish is not None:
             seq.done = True
             self._running.remove(seq)
+            self._release_slot(seq)
             self.metrics.e2e.observe(now - seq.arrival)
         seq.out.put_nowait(Delta(text=piece, num_tokens=1, finish_reason=finish))

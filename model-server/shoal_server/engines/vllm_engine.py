@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal_server.config import ServerConfig
+from shoal_server.engines.adapters import AdapterError, AdapterRegistry
 from shoal_server.engines.base import Delta, EngineInputError, Prompt, Sampling
 from shoal_server.redact import redact_settings
 
@@ -92,6 +93,7 @@ class VllmEngine:
         self._stats_task: asyncio.Task[None] | None = None
         self._sampling_cls: Any = None
         self._kinds: tuple[Any, Any] = (None, None)
+        self.adapters = AdapterRegistry(cfg.served_model_name, cfg.max_adapters)
 
     def engine_args(self) -> Any:
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -103,6 +105,14 @@ class VllmEngine:
             "max_model_len": self.max_model_len,
             "disable_log_stats": False,
         }
+        if self.cfg.lora_enabled:
+            # Adapters are then added and removed at runtime through AsyncLLM.add_lora/remove_lora.
+            kwargs.update(
+                enable_lora=True,
+                max_loras=self.cfg.max_loras,
+                max_lora_rank=self.cfg.max_lora_rank,
+                max_cpu_loras=max(self.cfg.max_loras, self.cfg.max_adapters),
+            )
         if _is_cpu_build():
             kwargs.update(
                 dtype="float32", enforce_eager=True
@@ -189,16 +199,54 @@ class VllmEngine:
         except (ValueError, TypeError) as exc:
             raise EngineInputError(str(exc)) from None
 
+    def _lora_request(self, name: str) -> Any:
+        from vllm.lora.request import LoRARequest
+
+        return LoRARequest(name, self.adapters.int_id(name), self.adapters.path(name))
+
+    async def add_adapter(self, name: str, path: str) -> bool:
+        if not self.cfg.lora_enabled:
+            raise AdapterError("LoRA is not enabled on this server (--enable-lora)", code="lora_disabled")
+        if not self.adapters.add(name, path):
+            return False
+        try:  # vLLM loads the weights now (a bad path or a too-large rank fails here, not on a request)
+            ok = await self._llm.add_lora(self._lora_request(name))
+        except Exception as exc:
+            self.adapters.remove(name)
+            raise AdapterError(
+                f"vLLM could not load adapter {name!r}: {exc}", code="adapter_load_failed"
+            ) from None
+        if not ok:
+            self.adapters.remove(name)
+            raise AdapterError(f"vLLM refused adapter {name!r}", code="adapter_load_failed")
+        return True
+
+    async def remove_adapter(self, name: str) -> None:
+        if name not in self.adapters:
+            raise AdapterError(f"adapter {name!r} is not loaded", 404, "adapter_not_found")
+        int_id = self.adapters.int_id(name)
+        self.adapters.remove(name)
+        await self._llm.remove_lora(int_id)
+
     async def generate(
-        self, request_id: str, prompt: Prompt, sampling: Sampling, stream: bool = True
+        self,
+        request_id: str,
+        prompt: Prompt,
+        sampling: Sampling,
+        stream: bool = True,
+        adapter: str | None = None,
     ) -> AsyncIterator[Delta]:
         params = self._sampling_params(sampling, stream)
+        if adapter is not None and adapter not in self.adapters:
+            raise EngineInputError(f"adapter {adapter!r} is not loaded")
+        # Only with an adapter: base-model requests go exactly as before LoRA support.
+        extra = {} if adapter is None else {"lora_request": self._lora_request(adapter)}
         engine_input = {"prompt_token_ids": list(prompt.token_ids)}
         # vLLM requires unique ids; clients may reuse X-Request-ID.
         rid = f"{request_id}-{uuid.uuid4().hex[:8]}"
         # Closing this generator (client gone, deadline) closes vLLM's, which aborts the request.
         try:
-            async for out in self._llm.generate(engine_input, params, rid):
+            async for out in self._llm.generate(engine_input, params, rid, **extra):
                 yield _delta(out, stream)
         except ValueError as exc:  # vLLM's input checks (token ids, lengths): a 400, as in vLLM's server
             raise EngineInputError(str(exc)) from None

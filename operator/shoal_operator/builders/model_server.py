@@ -6,7 +6,7 @@ from typing import Any
 
 from shoal_common import names
 
-from shoal_operator.api import InferenceService
+from shoal_operator.api import AdapterSpec, InferenceService, LoraSpec
 from shoal_operator.builders import waivers
 from shoal_operator.builders.common import (
     BuildOptions,
@@ -24,6 +24,7 @@ from shoal_operator.builders.common import (
 COMPONENT = names.COMPONENT_MODEL_SERVER
 MODEL_MOUNT = "/mnt/models"
 CACHE_MOUNT = "/cache"
+ADAPTER_MOUNT = "/mnt/adapters"  # pvc:// adapters on claims other than the model's: one mount per claim
 # Startup probe: up to 60 minutes for a cold model load (weights download + engine warm-up).
 STARTUP_PERIOD_S = 10
 STARTUP_FAILURES = 360
@@ -49,6 +50,33 @@ def model_argument(isvc: InferenceService) -> str:
     if model.scheme == "hf":
         return model.location
     return model.uri  # s3://: handed to the engine as is
+
+
+def adapter_claims(isvc: InferenceService) -> list[str]:
+    """Claims of pvc:// adapters that need their own volume (the model's claim is mounted already)."""
+    model_claim = pvc_claim(isvc)
+    claims = {a.location.partition("/")[0] for a in isvc.spec.adapters if a.scheme == "pvc"}
+    return sorted(claims - {model_claim} if model_claim else claims)
+
+
+def adapter_path(isvc: InferenceService, adapter: AdapterSpec) -> str:
+    """What the model-server loads an adapter from: a path in the pod (pvc://, file://), else the URI."""
+    if adapter.scheme == "pvc":
+        claim, _, sub = adapter.location.partition("/")
+        root = MODEL_MOUNT if claim == pvc_claim(isvc) else f"{ADAPTER_MOUNT}/{claim}"
+        return f"{root}/{sub}".rstrip("/") if sub else root
+    if adapter.scheme in ("file", "hf"):
+        return adapter.location
+    return adapter.uri
+
+
+def lora_args(isvc: InferenceService) -> list[str]:
+    """LoRA limits only: the adapter list is applied live by the operator (shoal_operator.adapters), so
+    changing it never changes the pod template."""
+    if not isvc.spec.lora_enabled:
+        return []
+    lora = isvc.spec.lora or LoraSpec()
+    return ["--enable-lora", "--max-loras", str(lora.max_loras), "--max-lora-rank", str(lora.max_lora_rank)]
 
 
 def pvc_claim(isvc: InferenceService) -> str | None:
@@ -81,6 +109,7 @@ def command(isvc: InferenceService) -> list[str]:
         "--drain-timeout",
         str(spec.serving.drain_seconds),
     ]
+    cmd += lora_args(isvc)
     for key in sorted(spec.engine.args):
         cmd += ["--engine-arg", f"{key}={format_arg_value(spec.engine.args[key])}"]
     sim = spec.engine.sim
@@ -153,6 +182,11 @@ def _volumes(isvc: InferenceService) -> tuple[list[dict[str, Any]], list[dict[st
         else:
             volumes.append({"name": "model-cache", "emptyDir": {"sizeLimit": str(cache.size)}})
         mounts.append({"name": "model-cache", "mountPath": CACHE_MOUNT})
+    for i, claim in enumerate(adapter_claims(isvc)):
+        volumes.append(
+            {"name": f"adapters-{i}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        )
+        mounts.append({"name": f"adapters-{i}", "mountPath": f"{ADAPTER_MOUNT}/{claim}", "readOnly": True})
     return volumes, mounts
 
 

@@ -40,6 +40,13 @@ def register(subparsers: Any) -> None:
         default=0,
         help="extra endpoints after the pick in x-gateway-destination-endpoint, for the gateway's retries",
     )
+    g.add_argument(
+        "--splits",
+        default=None,
+        metavar="FILE",
+        help="weighted model splits (`splits:` of docs/models.md) applied to the `model` of each request; "
+        "re-read when the file changes",
+    )
     p.set_defaults(handler=_run, prefix_chars=4096)
 
 
@@ -59,6 +66,7 @@ def _run(args: argparse.Namespace) -> int:
             key_file=args.key_file,
             fallbacks=args.fallbacks,
             max_body_bytes=args.max_body_bytes,
+            splits_file=args.splits,
         ).validate()
     except ValueError as exc:
         raise SystemExit(f"shoal epp: {exc}") from exc

@@ -19,6 +19,7 @@ class EppConfig:
     key_file: str | None = None
     fallbacks: int = 0  # extra endpoints after the primary in x-gateway-destination-endpoint
     max_body_bytes: int = 16 * 1024 * 1024
+    splits_file: str | None = None  # weighted model splits (shoal_router.split), re-read on change
 
     def validate(self) -> EppConfig:
         if bool(self.cert_file) != bool(self.key_file):

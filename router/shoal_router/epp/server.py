@@ -24,8 +24,10 @@ from shoal_router.epp.service import ExternalProcessor
 from shoal_router.epp.stream import StreamLimits
 from shoal_router.epp.tls import server_credentials
 from shoal_router.flow.poller import poll_loads
+from shoal_router.multimodel.config import watch_splits
 from shoal_router.router import Router
 from shoal_router.server import build_router, default_sources
+from shoal_router.split import SplitTable
 
 log = logging.getLogger("shoal_router.epp")
 
@@ -83,7 +85,10 @@ async def serve(
     metrics = EppMetrics(router.metrics.registry)
 
     server = grpc.aio.server(options=GRPC_OPTIONS)
-    pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(picker, metrics, limits), server)
+    splits = SplitTable() if cfg.splits_file else None
+    pb_grpc.add_ExternalProcessorServicer_to_server(
+        ExternalProcessor(picker, metrics, limits, splits), server
+    )
     address = f"{cfg.core.listen_host}:{cfg.grpc_port}"
     if cfg.secure:
         server.add_secure_port(address, server_credentials(cfg.cert_file, cfg.key_file))
@@ -97,6 +102,8 @@ async def serve(
 
     tasks = _background(router, cfg)
     tasks.append(asyncio.create_task(_health_loop(health)))
+    if splits is not None and cfg.splits_file:
+        tasks.append(asyncio.create_task(watch_splits(splits, cfg.splits_file)))
     try:
         await server.start()
         await health_server.start()

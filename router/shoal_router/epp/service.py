@@ -11,17 +11,23 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from shoal_router.epp.metrics import EppMetrics
 from shoal_router.epp.picking import Picker
 from shoal_router.epp.stream import ExtProcStream, StreamLimits
+from shoal_router.split import SplitTable
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]
-    def __init__(self, picker: Picker, metrics: EppMetrics, limits: StreamLimits) -> None:
+    def __init__(
+        self, picker: Picker, metrics: EppMetrics, limits: StreamLimits, splits: SplitTable | None = None
+    ) -> None:
         self.picker = picker
         self.metrics = metrics
         self.limits = limits
+        self.splits = splits
 
     async def Process(
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: Any
     ) -> AsyncIterator[pb.ProcessingResponse]:
         self.metrics.streams.inc()
-        async for resp in ExtProcStream(self.picker, self.metrics, self.limits).run(request_iterator):
+        async for resp in ExtProcStream(self.picker, self.metrics, self.limits, self.splits).run(
+            request_iterator
+        ):
             yield resp

@@ -9,6 +9,7 @@ core when the exchange ends, however it ends (the `finally`).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -22,6 +23,7 @@ from shoal_router.epp.body import BodyError, echo_chunks, parse_body
 from shoal_router.epp.messages import header_map, response_status, served_endpoint, subset_hint
 from shoal_router.epp.metrics import EppMetrics
 from shoal_router.epp.picking import Picked, Picker, PickRequest, Refused
+from shoal_router.split import SplitTable, rewrite_model
 
 log = logging.getLogger("shoal_router.epp")
 
@@ -50,10 +52,13 @@ class _Exchange:
 class ExtProcStream:
     """Handles one `Process` call; `run` is an async generator of responses."""
 
-    def __init__(self, picker: Picker, metrics: EppMetrics, limits: StreamLimits) -> None:
+    def __init__(
+        self, picker: Picker, metrics: EppMetrics, limits: StreamLimits, splits: SplitTable | None = None
+    ) -> None:
         self.picker = picker
         self.metrics = metrics
         self.limits = limits
+        self.splits = splits
         self.x = _Exchange()
 
     async def run(
@@ -122,6 +127,14 @@ class ExtProcStream:
             self.metrics.refused.labels("bad_request").inc()
             yield r.immediate(400, str(exc), "invalid_request_error", "invalid_request_body", param=exc.param)
             return
+        extra = {r.REQUEST_ID_HEADER: rid}
+        target = (
+            self.splits.target(parsed.model) if self.splits is not None and parsed.model else parsed.model
+        )
+        if target != parsed.model:  # a weighted split: the replica gets the target's name (shared split.py)
+            body = rewrite_model(json.loads(body), target)
+            parsed = parse_body(body, self.limits.prefix_chars)
+            extra["content-length"] = str(len(body))
         t0 = time.perf_counter()
         try:
             picked = await self.picker.pick(
@@ -137,7 +150,7 @@ class ExtProcStream:
         x.picked = picked
         x.endpoint = picked.endpoints[0]
         self.metrics.picks.inc()
-        yield r.route_to(picked.endpoints, {r.REQUEST_ID_HEADER: rid})
+        yield r.route_to(picked.endpoints, extra)
         if send_body:
             chunks = echo_chunks(body)
             for i, chunk in enumerate(chunks):
