@@ -91,6 +91,7 @@ def _build_one(
         log(f"{spec.name} {entry.ref}: up to date")
         return BuildResult(spec.name, entry, False, time.monotonic() - t0)
     log(f"{spec.name} {entry.ref}: building")
+    remove_image(entry.ref)  # a forced rebuild would otherwise leave the old image untagged in the store
     with tempfile.TemporaryDirectory(prefix=f".ctx-{spec.name}-", dir=images_dir) as ctx:
         _stage_context(root, Path(ctx) / "src", spec)
         argv = [
