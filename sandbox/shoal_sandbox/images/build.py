@@ -25,6 +25,7 @@ from shoal_sandbox.images.tools import (
     host_trust_volumes,
     image_exists,
     load_archive,
+    remove_image,
     require,
     run,
     runtime_args,
@@ -90,6 +91,7 @@ def _build_one(
         log(f"{spec.name} {entry.ref}: up to date")
         return BuildResult(spec.name, entry, False, time.monotonic() - t0)
     log(f"{spec.name} {entry.ref}: building")
+    remove_image(entry.ref)  # a forced rebuild would otherwise leave the old image untagged in the store
     with tempfile.TemporaryDirectory(prefix=f".ctx-{spec.name}-", dir=images_dir) as ctx:
         _stage_context(root, Path(ctx) / "src", spec)
         argv = [
@@ -111,7 +113,7 @@ def _build_one(
         argv += ["-f", str(Path(ctx) / "src" / spec.dockerfile), "-t", entry.ref, f"{ctx}/src"]
         run(argv, log)
     save_archive(entry.ref, archive, log)
-    _prune_older(images_dir, spec.name, archive)
+    _prune_older(images_dir, spec, archive)
     log(f"{spec.name} {entry.ref}: built in {time.monotonic() - t0:.0f}s")
     return BuildResult(spec.name, entry, True, time.monotonic() - t0)
 
@@ -124,10 +126,13 @@ def _stage_context(root: Path, ctx: Path, spec: ImageSpec) -> None:
         shutil.copy2(path, dest)
 
 
-def _prune_older(images_dir: Path, name: str, keep: Path) -> None:
-    """Older archives of the same image go: the cache holds one archive per image (plus the base)."""
-    for old in images_dir.glob(f"{name}-*.oci.tar"):
-        if old != keep and old.name.removeprefix(f"{name}-")[:1].isdigit():
+def _prune_older(images_dir: Path, spec: ImageSpec, keep: Path) -> None:
+    """Older archives of the same image go, and their images in the local store: the cache holds one
+    archive per image (plus the base); a model-server image is several GB."""
+    for old in images_dir.glob(f"{spec.name}-*.oci.tar"):
+        tag = old.name.removeprefix(f"{spec.name}-").removesuffix(".oci.tar")
+        if old != keep and tag[:1].isdigit():
+            remove_image(f"{spec.repository}:{tag}")
             old.unlink()
 
 

@@ -60,6 +60,11 @@ def image_exists(ref: str) -> bool:
     return proc.returncode == 0
 
 
+def remove_image(ref: str) -> None:
+    """Removes `ref` from the local store if it is there (its layers go when no other image uses them)."""
+    subprocess.run([require("buildah"), "rmi", ref], capture_output=True, timeout=300, check=False)
+
+
 def load_archive(archive: Path, ref: str, log: Log) -> None:
     """Puts an OCI archive into the local image store under `ref` (layers already there are reused)."""
     run([require("skopeo"), "copy", "--quiet", f"oci-archive:{archive}", f"containers-storage:{ref}"], log)

@@ -66,8 +66,10 @@ class Containers:
 
     def run(self, ref: str, args: Sequence[str], timeout: float = 120, **kw: object) -> str:
         """Runs to completion; returns stdout+stderr, failing the test on a non-zero exit."""
+        argv = self.argv(ref, args, **kw)  # type: ignore[arg-type]
+        argv.insert(argv.index("run") + 1, "--rm")
         proc = subprocess.run(
-            self.argv(ref, args, **kw),  # type: ignore[arg-type]
+            argv,
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -13,7 +13,8 @@ from support.kubectl import Kubectl, KubectlError
 
 from .conftest import REPO, Containers, built_image, free_port
 
-pytestmark = pytest.mark.integration
+# The image fixtures build what changed first: minutes on 2 cores (model-server-cpu: about 17).
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(3600)]
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ from support.eventually import eventually
 
 from .conftest import Containers, built_image, free_port
 
-pytestmark = pytest.mark.integration
+# The image fixtures build what changed first: minutes on 2 cores (model-server-cpu: about 17).
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(3600)]
 
 CHAT = {"messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 30}
 
@@ -76,7 +77,6 @@ def test_router_image_serves_healthz_and_routes(
 
 
 @pytest.mark.vllm
-@pytest.mark.timeout(3600)  # a cold build of the image takes many minutes on 2 cores
 def test_vllm_model_server_image_loads_a_mounted_model(
     containers: Containers, model_server_image: str, tmp_path: Path
 ) -> None:

@@ -104,3 +104,18 @@ def test_index_round_trip_and_merge(tmp_path: Path) -> None:
     write_index(tmp_path, merged(old, new))
     got = read_index(tmp_path)
     assert got["router"].tag == "0.1.0-2" and got["operator"] == old["operator"]
+
+
+def test_cli_skips_components_an_image_does_not_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image installs one component; `shoal` must still start there (and say its version)."""
+    from shoal_cli import main
+
+    monkeypatch.setattr(main, "COMPONENT_CLIS", ("shoal_not_installed.cli", "shoal_sandbox.images.cli"))
+    parser = main.build_parser()
+    assert parser.parse_args(["images", "build", "router"]).names == ["router"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--version"])
+    # A missing dependency *inside* an installed component is a real error, not skipped.
+    monkeypatch.setattr(main, "COMPONENT_CLIS", ("shoal_sandbox.images.not_a_module",))
+    with pytest.raises(ModuleNotFoundError):
+        main.build_parser()
