@@ -11,7 +11,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from typing import TypeVar
 
 from fastapi import Request
 from fastapi.responses import Response
@@ -40,6 +41,8 @@ from shoal_server.generation import Generation
 from shoal_server.openai_api import ChatCompletionRequest, CompletionRequest, parse_request
 from shoal_server.responses import SSE_DONE, ResponseBuilder, sse
 from shoal_server.state import ServerState
+
+T = TypeVar("T")
 
 log = logging.getLogger("shoal.server")
 
@@ -183,15 +186,11 @@ class Completions:
         state.metrics.queue_time.observe(queued_s)
 
 
-async def full_response(request: Request, gen: Generation, builder: ResponseBuilder) -> Response:
-    async def collect() -> str:
-        parts: list[str] = []
-        while (delta := await gen.next_delta()) is not None:
-            parts.append(delta.text)
-        return "".join(parts)
-
+async def _until_first_answer(request: Request, gen: Generation, work: Awaitable[T]) -> T | Response:
+    """`work`'s result, or the answer to give instead (an error, or 499 when the client left); the
+    generation is closed with that status either way, and any other failure closes it as a 500."""
     try:
-        text = await run_watching_disconnect(request, collect())
+        return await run_watching_disconnect(request, work)
     except APIError as err:
         await gen.close(err.status)
         return error_response(err)
@@ -201,6 +200,18 @@ async def full_response(request: Request, gen: Generation, builder: ResponseBuil
     except BaseException:
         await gen.close(500)
         raise
+
+
+async def full_response(request: Request, gen: Generation, builder: ResponseBuilder) -> Response:
+    async def collect() -> str:
+        parts: list[str] = []
+        while (delta := await gen.next_delta()) is not None:
+            parts.append(delta.text)
+        return "".join(parts)
+
+    text = await _until_first_answer(request, gen, collect())
+    if isinstance(text, Response):
+        return text
     await gen.close(200)
     body = builder.full(text, gen.finish_reason, gen.prompt.num_tokens, gen.completion_tokens)
     return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
@@ -210,17 +221,9 @@ async def stream_response(
     request: Request, gen: Generation, builder: ResponseBuilder, include_usage: bool
 ) -> Response:
     # Wait for the first token before committing to 200, so early failures keep their status.
-    try:
-        first = await run_watching_disconnect(request, gen.next_delta())
-    except APIError as err:
-        await gen.close(err.status)
-        return error_response(err)
-    except ClientGone:
-        await gen.close(499)
-        return Response(status_code=499)
-    except BaseException:
-        await gen.close(500)
-        raise
+    first = await _until_first_answer(request, gen, gen.next_delta())
+    if isinstance(first, Response):
+        return first
 
     async def chunks() -> AsyncIterator[bytes]:
         head = builder.first_chunk(include_usage)

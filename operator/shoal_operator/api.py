@@ -13,7 +13,7 @@ operator so a unit test can check a spec without a cluster.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -63,7 +63,23 @@ def _uri_rules(what: str) -> dict[str, Any]:
     )
 
 
-class ModelSpec(_Model):
+class _UriParts:
+    """`scheme` and `location` of a model or adapter `uri` (validated by the CRD's URI rules)."""
+
+    if TYPE_CHECKING:
+        uri: str
+
+    @property
+    def scheme(self) -> str:
+        return self.uri.split("://", 1)[0]
+
+    @property
+    def location(self) -> str:
+        """The URI without its scheme (for file:// the absolute path)."""
+        return self.uri.split("://", 1)[1]
+
+
+class ModelSpec(_UriParts, _Model):
     name: str = Field(
         min_length=1,
         max_length=256,
@@ -77,17 +93,8 @@ class ModelSpec(_Model):
     )
     cache: ModelCache = Field(default_factory=ModelCache, json_schema_extra=obj_default())
 
-    @property
-    def scheme(self) -> str:
-        return self.uri.split("://", 1)[0]
 
-    @property
-    def location(self) -> str:
-        """The URI without its scheme (for file:// the absolute path)."""
-        return self.uri.split("://", 1)[1]
-
-
-class AdapterSpec(_Model):
+class AdapterSpec(_UriParts, _Model):
     """A LoRA adapter of the base model, served as its own model name."""
 
     name: str = Field(
@@ -102,15 +109,6 @@ class AdapterSpec(_Model):
         description="Where the adapter is: pvc://CLAIM/PATH, hf://ORG/NAME, s3://BUCKET/PATH or file:///PATH.",
         json_schema_extra=_uri_rules("adapters[].uri"),
     )
-
-    @property
-    def scheme(self) -> str:
-        return self.uri.split("://", 1)[0]
-
-    @property
-    def location(self) -> str:
-        """The URI without its scheme (for file:// the absolute path)."""
-        return self.uri.split("://", 1)[1]
 
 
 class LoraSpec(_Model):

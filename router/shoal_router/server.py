@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import signal
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
@@ -27,6 +26,7 @@ from shoal_router.metrics import RouterMetrics
 from shoal_router.openapi import openapi_handler
 from shoal_router.proxy import Proxy
 from shoal_router.router import Router, Source
+from shoal_router.serving import run, serve_app
 from shoal_router.strategies import make_strategy
 from shoal_router.wire import error_response
 
@@ -223,47 +223,15 @@ def _read_text(path: str) -> str:
 
 async def serve(config: RouterConfig, stop: asyncio.Event | None = None) -> None:
     router = build_router(config)
-    app = build_app(router)
-    runner = web.AppRunner(
-        app, handler_cancellation=True, access_log=None, shutdown_timeout=config.shutdown_timeout_s
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, config.listen_host, config.port, backlog=1024, reuse_address=True)
-    await site.start()
-    log.info(
-        "router listening",
-        extra={
-            "host": config.listen_host,
-            "port": config.port,
-            "strategy": config.strategy,
-            "discovery": config.discovery,
-            "service": config.service,
-            "namespace": config.namespace,
-            "upstreams": list(config.upstreams),
-        },
-    )
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-        log.info(
-            "router stopping; finishing in-flight requests", extra={"timeout_s": config.shutdown_timeout_s}
-        )
-    finally:
-        await runner.cleanup()
+    details = {
+        "strategy": config.strategy,
+        "discovery": config.discovery,
+        "service": config.service,
+        "namespace": config.namespace,
+        "upstreams": list(config.upstreams),
+    }
+    await serve_app(build_app(router), config, "router", details, stop)
 
 
 def main(config: RouterConfig) -> int:
-    from shoal_common.logging import configure_logging
-
-    configure_logging(config.log_level)
-    try:
-        import uvloop  # optional: faster loop when installed
-    except ImportError:
-        asyncio.run(serve(config))
-    else:
-        uvloop.run(serve(config))
-    return 0
+    return run(serve(config), config.log_level)

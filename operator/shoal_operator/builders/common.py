@@ -123,3 +123,39 @@ def pod_env() -> list[dict[str, Any]]:
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]
+
+
+def front_end_deployment(
+    isvc: InferenceService,
+    meta: dict[str, Any],
+    component: str,
+    metrics_port: int,
+    container: dict[str, Any],
+    grace_seconds: int,
+) -> dict[str, Any]:
+    """The Deployment of a request front end (router or endpoint picker): `routing.replicas` pods of one
+    container under the ServiceAccount of the Deployment's own name, rolled one at a time with no gap."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta,
+        "spec": {
+            "replicas": isvc.spec.routing.replicas,
+            "selector": {"matchLabels": selector(isvc, component)},
+            "revisionHistoryLimit": 3,
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {
+                    "labels": labels(isvc, component),
+                    "annotations": prometheus_annotations(metrics_port),
+                },
+                "spec": {
+                    "serviceAccountName": meta["name"],
+                    "containers": [container],
+                    "securityContext": pod_security_context(),
+                    "terminationGracePeriodSeconds": grace_seconds,
+                    "enableServiceLinks": False,
+                },
+            },
+        },
+    }

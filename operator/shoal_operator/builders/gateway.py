@@ -12,11 +12,9 @@ from shoal_operator.api import InferenceService
 from shoal_operator.builders.common import (
     BuildOptions,
     container_security_context,
-    labels,
+    front_end_deployment,
     metadata,
     pod_env,
-    pod_security_context,
-    prometheus_annotations,
     selector,
 )
 
@@ -174,30 +172,14 @@ def deployment(isvc: InferenceService, opts: BuildOptions) -> dict[str, Any]:
         "livenessProbe": _grpc_probe("liveness", 10, 6),
         "securityContext": {**container_security_context(), "readOnlyRootFilesystem": True},
     }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": metadata(isvc, name, COMPONENT),
-        "spec": {
-            "replicas": isvc.spec.routing.replicas,
-            "selector": {"matchLabels": selector(isvc, COMPONENT)},
-            "revisionHistoryLimit": 3,
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-            "template": {
-                "metadata": {
-                    "labels": labels(isvc, COMPONENT),
-                    "annotations": prometheus_annotations(EPP_METRICS_PORT),
-                },
-                "spec": {
-                    "serviceAccountName": name,
-                    "containers": [container],
-                    "securityContext": pod_security_context(),
-                    "terminationGracePeriodSeconds": opts.pre_stop_seconds + 15,
-                    "enableServiceLinks": False,
-                },
-            },
-        },
-    }
+    return front_end_deployment(
+        isvc,
+        metadata(isvc, name, COMPONENT),
+        COMPONENT,
+        EPP_METRICS_PORT,
+        container,
+        opts.pre_stop_seconds + 15,
+    )
 
 
 def children(

@@ -11,12 +11,10 @@ from shoal_operator.builders import waivers
 from shoal_operator.builders.common import (
     BuildOptions,
     container_security_context,
+    front_end_deployment,
     http_probe,
-    labels,
     metadata,
     pod_env,
-    pod_security_context,
-    prometheus_annotations,
     selector,
 )
 
@@ -113,32 +111,14 @@ def deployment(isvc: InferenceService, opts: BuildOptions) -> dict[str, Any]:
         "lifecycle": {"preStop": {"sleep": {"seconds": opts.pre_stop_seconds}}},
         "securityContext": container_security_context(),
     }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": waivers.annotated(metadata(isvc, name, COMPONENT), waivers.ROUTER),
-        "spec": {
-            "replicas": isvc.spec.routing.replicas,
-            "selector": {"matchLabels": selector(isvc, COMPONENT)},
-            "revisionHistoryLimit": 3,
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-            "template": {
-                "metadata": {
-                    "labels": labels(isvc, COMPONENT),
-                    "annotations": prometheus_annotations(names.ROUTER_PORT),
-                },
-                "spec": {
-                    "serviceAccountName": name,
-                    "containers": [container],
-                    "securityContext": pod_security_context(),
-                    "terminationGracePeriodSeconds": opts.pre_stop_seconds
-                    + isvc.spec.serving.drain_seconds
-                    + 15,
-                    "enableServiceLinks": False,
-                },
-            },
-        },
-    }
+    return front_end_deployment(
+        isvc,
+        waivers.annotated(metadata(isvc, name, COMPONENT), waivers.ROUTER),
+        COMPONENT,
+        names.ROUTER_PORT,
+        container,
+        opts.pre_stop_seconds + isvc.spec.serving.drain_seconds + 15,
+    )
 
 
 def public_service(isvc: InferenceService) -> dict[str, Any]:

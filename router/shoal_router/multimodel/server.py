@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import random
-import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from aiohttp import web
 from shoal_router.config import RouterConfig
 from shoal_router.multimodel.config import parse_text
 from shoal_router.multimodel.gateway import ModelGateway
+from shoal_router.serving import run, serve_app
 from shoal_router.wire import error_response
 
 log = logging.getLogger("shoal_router.multimodel")
@@ -158,42 +158,11 @@ async def serve(
     stop: asyncio.Event | None = None,
 ) -> None:
     app = build_gateway_app(config, models_config, pools_namespace)
-    runner = web.AppRunner(
-        app, handler_cancellation=True, access_log=None, shutdown_timeout=config.shutdown_timeout_s
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, config.listen_host, config.port, backlog=1024, reuse_address=True)
-    await site.start()
-    log.info(
-        "multi-model entry point listening",
-        extra={
-            "host": config.listen_host,
-            "port": config.port,
-            "models_config": models_config,
-            "pid": os.getpid(),
-        },
-    )
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
+    details = {"models_config": models_config, "pid": os.getpid()}
+    await serve_app(app, config, "multi-model entry point", details, stop)
 
 
 def main(config: RouterConfig, models_config: str, pools_namespace: str | None = None) -> int:
-    from shoal_common.logging import configure_logging
-
-    configure_logging(config.log_level)
     if not Path(models_config).is_file():
         raise SystemExit(f"shoal router: --models-config {models_config}: no such file")
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(serve(config, models_config, pools_namespace))
-    else:
-        uvloop.run(serve(config, models_config, pools_namespace))
-    return 0
+    return run(serve(config, models_config, pools_namespace), config.log_level)
