@@ -49,6 +49,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--default-max-tokens", type=int, default=256, help="max_tokens for chat when unset")
     p.add_argument("--log-level", default=os.environ.get("SHOAL_LOG_LEVEL", "INFO"))
+    _add_lora_flags(p)
+    _add_sim_flags(p)
+    p.set_defaults(handler=_main)
+
+
+def _add_lora_flags(p: argparse.ArgumentParser) -> None:
     lora = p.add_argument_group("LoRA adapters")
     lora.add_argument(
         "--lora",
@@ -68,6 +74,9 @@ def register(subparsers: Any) -> None:
         "--max-lora-rank", type=int, default=16, help="largest adapter rank (vLLM max_lora_rank)"
     )
     lora.add_argument("--max-adapters", type=int, default=256, help="adapters registered at once")
+
+
+def _add_sim_flags(p: argparse.ArgumentParser) -> None:
     sim = p.add_argument_group("simulated engine (--engine sim)")
     sim.add_argument("--sim-prefill-tokens-per-s", type=_positive_float, default=2000.0)
     sim.add_argument(
@@ -87,7 +96,6 @@ def register(subparsers: Any) -> None:
     sim.add_argument(
         "--sim-lora-load-s", type=float, default=0.05, help="time to bring an adapter into a batch slot"
     )
-    p.set_defaults(handler=_main)
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -35,18 +35,23 @@ async def serve_app(
     site = web.TCPSite(runner, config.listen_host, config.port, backlog=1024, reuse_address=True)
     await site.start()
     log.info(f"{what} listening", extra={"host": config.listen_host, "port": config.port, **details})
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await wait_for_stop(stop)
         log.info(
             f"{what} stopping; finishing in-flight requests", extra={"timeout_s": config.shutdown_timeout_s}
         )
     finally:
         await runner.cleanup()
+
+
+async def wait_for_stop(stop: asyncio.Event | None) -> None:
+    """Returns once `stop` is set or the process gets SIGTERM or SIGINT."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 def run(main: Coroutine[Any, Any, None], log_level: str) -> int:

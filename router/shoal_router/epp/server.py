@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import Callable
 
 import aiohttp
@@ -27,6 +26,7 @@ from shoal_router.flow.poller import poll_loads
 from shoal_router.multimodel.config import watch_splits
 from shoal_router.router import Router
 from shoal_router.server import build_router, default_sources
+from shoal_router.serving import run, wait_for_stop
 from shoal_router.split import SplitTable
 
 log = logging.getLogger("shoal_router.epp")
@@ -74,16 +74,10 @@ def _background(router: Router, cfg: EppConfig) -> list[asyncio.Task[None]]:
     return tasks
 
 
-async def serve(
-    cfg: EppConfig, stop: asyncio.Event | None = None, on_ready: Callable[[], None] | None = None
-) -> None:
-    router = build_router(cfg.core)
-    router.pool.clock = asyncio.get_running_loop().time
-    router.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60))
-    picker = DispatcherPicker(router.dispatcher, router.pool, cfg.fallbacks, dict(cfg.core.objectives))
-    limits = StreamLimits(max_body_bytes=cfg.max_body_bytes, prefix_chars=cfg.core.prefix_chars)
-    metrics = EppMetrics(router.metrics.registry)
-
+def _grpc_servers(
+    cfg: EppConfig, picker: DispatcherPicker, metrics: EppMetrics, limits: StreamLimits
+) -> tuple[grpc.aio.Server, grpc.aio.Server, HealthState, SplitTable | None]:
+    """The ext_proc server (TLS unless plaintext) and the plaintext gRPC health server, not yet started."""
     server = grpc.aio.server(options=GRPC_OPTIONS)
     splits = SplitTable() if cfg.splits_file else None
     pb_grpc.add_ExternalProcessorServicer_to_server(
@@ -98,6 +92,20 @@ async def serve(
     health_server = grpc.aio.server()
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, health_server)
     health_server.add_insecure_port(f"{cfg.core.listen_host}:{cfg.health_port}")
+    return server, health_server, health, splits
+
+
+async def serve(
+    cfg: EppConfig, stop: asyncio.Event | None = None, on_ready: Callable[[], None] | None = None
+) -> None:
+    router = build_router(cfg.core)
+    router.pool.clock = asyncio.get_running_loop().time
+    router.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60))
+    picker = DispatcherPicker(router.dispatcher, router.pool, cfg.fallbacks, dict(cfg.core.objectives))
+    limits = StreamLimits(max_body_bytes=cfg.max_body_bytes, prefix_chars=cfg.core.prefix_chars)
+    metrics = EppMetrics(router.metrics.registry)
+
+    server, health_server, health, splits = _grpc_servers(cfg, picker, metrics, limits)
     runner = web.AppRunner(_metrics_app(router), access_log=None)
 
     tasks = _background(router, cfg)
@@ -122,12 +130,7 @@ async def serve(
         )
         if on_ready is not None:
             on_ready()
-        stop = stop or asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await wait_for_stop(stop)
         log.info("endpoint picker stopping", extra={"grace_s": cfg.core.shutdown_timeout_s})
     finally:
         await server.stop(cfg.core.shutdown_timeout_s)
@@ -142,13 +145,4 @@ async def serve(
 
 
 def main(cfg: EppConfig) -> int:
-    from shoal_common.logging import configure_logging
-
-    configure_logging(cfg.core.log_level)
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(serve(cfg))
-    else:
-        uvloop.run(serve(cfg))
-    return 0
+    return run(serve(cfg), cfg.core.log_level)

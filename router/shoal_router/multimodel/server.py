@@ -116,6 +116,11 @@ def build_gateway_app(
             await gateway.session.close()
 
     app.cleanup_ctx.append(lifecycle)
+    _add_routes(app, gateway)
+    return app
+
+
+def _add_routes(app: web.Application, gateway: ModelGateway) -> None:
 
     async def models(request: web.Request) -> web.Response:
         return gateway.models_response()
@@ -148,7 +153,6 @@ def build_gateway_app(
     app.router.add_post("/v1/chat/completions", generate)
     app.router.add_post("/v1/completions", generate)
     app.router.add_route("*", "/v1/{tail:.*}", not_here)
-    return app
 
 
 async def serve(
