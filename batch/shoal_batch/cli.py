@@ -111,7 +111,10 @@ def register(subparsers: Any) -> None:
     )
     _common(run)
     run.set_defaults(handler=_run_handler)
+    _register_load(sub)
 
+
+def _register_load(sub: Any) -> None:
     load = sub.add_parser(
         "load", help="open loop: send at a requests/s schedule regardless of response times"
     )

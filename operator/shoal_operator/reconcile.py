@@ -161,27 +161,7 @@ class Reconciler:
                 opts = self._build_options(await self._podmonitor_available())
                 children = desired_children(isvc, opts)
                 for obj in children.apply:
-                    try:
-                        live = await ssa.apply(self.kube, obj)
-                    except ApiError as exc:
-                        if exc.transient:
-                            raise
-                        if gateway.crd_missing(obj, exc.status):
-                            observed.problems.append(
-                                status_mod.Problem("InferencePoolCRDMissing", gateway.CRD_MISSING_MESSAGE)
-                            )
-                            continue
-                        # 4xx: the spec rendered into something the API server refuses (e.g. a bad
-                        # toleration in the free-form scheduling fields). Report, do not retry hot.
-                        self.metrics.error("apply_rejected")
-                        observed.problems.append(
-                            status_mod.Problem(
-                                "ChildRejected", f"{obj['kind']} {obj['metadata']['name']}: {exc.message}"
-                            )
-                        )
-                        continue
-                    self._remember(obj, live, observed, isvc)
-                    self._known_absent.discard((isvc.uid, obj["kind"], obj["metadata"]["name"]))
+                    await self._apply_child(isvc, obj, observed)
                 if not fresh:
                     await self._delete_absent(isvc, children.absent)
             else:
@@ -206,6 +186,30 @@ class Reconciler:
         ready = cond.find(new_status["conditions"], cond.READY)
         result = "degraded" if observed.problems else "ok"
         return Outcome(result, bool(ready and ready["status"] == "True"), new_status)
+
+    async def _apply_child(
+        self, isvc: InferenceService, obj: dict[str, Any], observed: status_mod.Observed
+    ) -> None:
+        """Applies one child; a refusal that retrying cannot fix becomes a problem in `observed`."""
+        try:
+            live = await ssa.apply(self.kube, obj)
+        except ApiError as exc:
+            if exc.transient:
+                raise
+            if gateway.crd_missing(obj, exc.status):
+                observed.problems.append(
+                    status_mod.Problem("InferencePoolCRDMissing", gateway.CRD_MISSING_MESSAGE)
+                )
+                return
+            # 4xx: the spec rendered into something the API server refuses (e.g. a bad
+            # toleration in the free-form scheduling fields). Report, do not retry hot.
+            self.metrics.error("apply_rejected")
+            observed.problems.append(
+                status_mod.Problem("ChildRejected", f"{obj['kind']} {obj['metadata']['name']}: {exc.message}")
+            )
+            return
+        self._remember(obj, live, observed, isvc)
+        self._known_absent.discard((isvc.uid, obj["kind"], obj["metadata"]["name"]))
 
     async def _delete_absent(self, isvc: InferenceService, absent: list[tuple[str, str]]) -> None:
         """Delete children the spec no longer wants, once each: confirmed absences are remembered.
