@@ -169,9 +169,11 @@ class Autoscaler:
         self._forget_gone(isvcs)
         if not isvcs:
             return []
-        selector = f"{names.LABEL_COMPONENT}={names.COMPONENT_MODEL_SERVER}"
-        listed = await self._list("Pod", selector)
-        pods, names_of = count_pods(listed), live_pods(listed)
+        # Every pod of an InferenceService is a live source of its series (the router's and the endpoint
+        # picker's queues count towards QueueDepth); only model-server pods are capacity.
+        listed = await self._list("Pod", names.LABEL_ISVC)
+        model_pods = [p for p in listed if _component(p) == names.COMPONENT_MODEL_SERVER]
+        pods, names_of = count_pods(model_pods), live_pods(listed)
         queries = [
             ServiceQuery(
                 i.namespace,
@@ -294,3 +296,8 @@ __all__ = [
     "Reason",
     "count_pods",
 ]
+
+
+def _component(pod: dict[str, Any]) -> str | None:
+    labels: dict[str, str] = pod.get("metadata", {}).get("labels") or {}
+    return labels.get(names.LABEL_COMPONENT)

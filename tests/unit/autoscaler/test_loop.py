@@ -33,11 +33,20 @@ def isvc(replicas: int = 1) -> dict[str, Any]:
     }
 
 
-def pod(ready: bool, pending_unschedulable: bool = False, deleting: bool = False) -> dict[str, Any]:
+def pod(
+    ready: bool,
+    pending_unschedulable: bool = False,
+    deleting: bool = False,
+    component: str = "model-server",
+    name: str = "",
+) -> dict[str, Any]:
     conds = [{"type": "Ready", "status": "True" if ready else "False"}]
     if pending_unschedulable:
         conds.append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable"})
-    meta: dict[str, Any] = {"namespace": "ns", "labels": {"shoal.dev/inferenceservice": "chat"}}
+    labels = {"shoal.dev/inferenceservice": "chat", "app.kubernetes.io/component": component}
+    meta: dict[str, Any] = {"namespace": "ns", "labels": labels}
+    if name:
+        meta["name"] = name
     if deleting:
         meta["deletionTimestamp"] = "2024-01-01T00:00:00Z"
     return {
@@ -76,6 +85,7 @@ class FakeSource:
 
     def collect(self, services: list[ServiceQuery], now: float | None = None) -> Snapshot:
         self.calls += 1
+        self.services = services
         obs = {s: Observation(0.0, time.time() - 1) for s in Signal}
         obs[Signal.QUEUE_DEPTH] = Observation(self.waiting, time.time() - 1, error=self.error)
         return Snapshot({(s.namespace, s.name): dict(obs) for s in services}, ["q"], {})
@@ -85,6 +95,22 @@ def test_count_pods() -> None:
     c = count_pods([pod(True), pod(False), pod(False, pending_unschedulable=True), pod(True, deleting=True)])
     got = c[("ns", "chat")]
     assert (got.ready, got.starting, got.unschedulable) == (1, 2, 1)
+
+
+async def test_router_pods_are_series_sources_but_not_capacity() -> None:
+    """The router's queue is part of QueueDepth (it holds what no longer queues in the replicas), so its
+    pods are live series sources; only model-server pods count as replicas."""
+    pods = [pod(True, name="chat-model-a"), pod(True, component="router", name="chat-router-b")]
+    kube = FakeKube(isvc(1), pods)
+    source = FakeSource(0)
+    scaler = Autoscaler(kube, AutoscalerSettings(), source, AutoscalerMetrics(CollectorRegistry()), _no_event)
+    [r] = await scaler.cycle()
+    assert source.services[0].pods == frozenset({"chat-model-a", "chat-router-b"})
+    assert (r.decision.inputs["readyReplicas"], r.decision.inputs["startingReplicas"]) == (1, 0)
+
+
+async def _no_event(body: dict[str, Any], type_: str, reason: str, message: str, **_: Any) -> None:
+    pass
 
 
 async def test_scale_event_status_and_no_redundant_writes() -> None:
