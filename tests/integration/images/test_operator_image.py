@@ -4,10 +4,12 @@ InferenceService on the sandbox's real API server (so it connected, listed and w
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from shoal_operator.builders.common import SHOAL_UID
+from shoal_sandbox import Sandbox
 from support.eventually import eventually
 from support.kubectl import Kubectl, KubectlError
 
@@ -20,6 +22,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(3600)]
 @pytest.fixture(scope="module")
 def operator_image() -> str:
     return built_image("operator")
+
+
+@pytest.fixture(scope="module")
+def own_kubectl() -> Iterator[Kubectl]:
+    """A control plane of its own: in a whole-suite run the closed-loop stack's operator (cluster-wide,
+    one per session) would reconcile this test's InferenceService too and race the image's operator."""
+    sandbox = Sandbox(name="images-operator", log=print)
+    sandbox.up(timeout=300)
+    try:
+        yield Kubectl(sandbox.kubeconfig_path)
+    finally:
+        sandbox.down()
 
 
 def test_operator_image_prints_its_version(containers: Containers, operator_image: str) -> None:
@@ -46,8 +60,10 @@ def _readable_kubeconfig(kubectl: Kubectl, folder: Path) -> Path:
 
 
 def test_operator_image_reconciles_on_the_sandbox(
-    containers: Containers, operator_image: str, kubectl: Kubectl, namespace: str, tmp_path: Path
+    containers: Containers, operator_image: str, own_kubectl: Kubectl, tmp_path: Path
 ) -> None:
+    kubectl, namespace = own_kubectl, "image-operator"
+    kubectl.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
     kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     kubectl.run("wait", "--for=condition=Established", "--timeout=60s", "crd/inferenceservices.shoal.dev")
     kubeconfig = _readable_kubeconfig(kubectl, tmp_path / "kube")

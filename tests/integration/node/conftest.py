@@ -18,6 +18,7 @@ import pytest
 from shoal_sandbox import Sandbox, SandboxError
 from shoal_sandbox.node import oci
 from shoal_sandbox.paths import cache_dir
+from support.kubectl import Kubectl
 
 TEST_IMAGE = "localhost/shoal/node-test-http:1"
 _SERVER = Path(__file__).parent / "testserver" / "main.go"
@@ -43,6 +44,13 @@ def real_sandbox() -> Iterator[Sandbox]:
 def sandbox_kubeconfig(real_sandbox: Sandbox) -> Path:
     """Overrides the suite-wide fixture: every kubectl in this folder talks to the real node's sandbox."""
     return real_sandbox.kubeconfig_path
+
+
+@pytest.fixture(scope="session")
+def kubectl(real_sandbox: Sandbox) -> Kubectl:
+    """Overrides the suite-wide session fixture too: in a whole-suite run it was already made for the
+    kwok sandbox by earlier tests, and a cached session fixture ignores the kubeconfig override above."""
+    return Kubectl(real_sandbox.kubeconfig_path)
 
 
 def _build_test_image() -> Path:
