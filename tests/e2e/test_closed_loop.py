@@ -1,11 +1,11 @@
-"""The closed loop: operator -> pods run as local processes -> Prometheus -> autoscaler -> router, under
-open-loop load from the batch client. Bounded in time; the simulated engine keeps it light."""
+"""The closed loop as in a cluster, on the sandbox's real node: the chart's operator (a pod) -> model-server
+and router pods from shoal's images under the kubelet -> Prometheus (kubernetes_sd) -> autoscaler -> the
+Service's ClusterIP -> router (EndpointSlice discovery) -> pods, under open-loop load from the batch client.
+Bounded in time; the simulated engine keeps it light."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import threading
 import time
 from typing import Any
@@ -14,7 +14,8 @@ import httpx
 import pytest
 from e2e.support import Kube, eventually, ready_pods
 from shoal_common import names
-from shoal_sandbox.demo import Stack, condition
+from shoal_sandbox.cluster import ClusterStack as Stack
+from shoal_sandbox.stack_support import condition, load_example, prepare_model
 
 pytestmark = [pytest.mark.e2e]
 
@@ -33,7 +34,7 @@ def sim_isvc(name: str, *, autoscaling: dict[str, Any] | None, replicas: int | N
                 "startupSeconds": 1,
             },
         },
-        "resources": {"gpus": 1, "cpu": "1", "memory": "1Gi"},
+        "resources": {"gpus": 1, "cpu": "100m", "memory": "1Gi"},  # 6 replicas fit the 2-core node
         "serving": {
             "maxQueuePerReplica": 500,
             "maxConcurrency": 4,
@@ -209,8 +210,7 @@ def test_killing_a_model_server_under_load_loses_no_request(stack: Stack, kube: 
         )
 
     eventually(serving, timeout=30, interval=0.1, what="requests in flight on the victim")
-    pid_file = stack.runner_state / "pods" / ns / victim["metadata"]["name"] / "model-server.pid"
-    os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+    stack.kill_container(victim, "model-server")  # SIGKILL, as an OOM kill or a crash would
     load.join(200)
     assert not load.is_alive()
     assert load.error is None, repr(load.error)
@@ -225,11 +225,9 @@ def test_real_model_answers_through_the_router_with_the_openai_client(
     stack: Stack, kube: Kube, ns: str
 ) -> None:
     import openai
-    from shoal_sandbox.demo import load_example, prepare_model
 
-    path = prepare_model(print)
+    prepare_model(print)  # the models volume serves $SHOAL_CACHE/models: pvc://models/smollm2
     isvc = load_example("inferenceservice-smollm2.yaml")
-    isvc["spec"]["model"]["uri"] = f"file://{path}"
     name = isvc["metadata"]["name"]
     kube.apply(isvc, ns)
     eventually(

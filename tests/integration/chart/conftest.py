@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from e2e.support import closed_loop_stack
-from shoal_sandbox.demo import Stack
+from shoal_sandbox.runner_stack import Stack
 
 
 def find_tool(name: str) -> str:

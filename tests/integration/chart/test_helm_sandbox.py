@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from shoal_sandbox.demo import Stack
+from shoal_sandbox.runner_stack import Stack
 from support.eventually import eventually
 
 pytestmark = pytest.mark.integration
