@@ -12,9 +12,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,7 @@ from shoal_sandbox.stack_support import (
     Log,
     Obj,
     StackError,
+    bounded_wait,
     condition,
     install_crds,
     models_dir,
@@ -131,6 +134,24 @@ class ClusterStack:
             )  # fmt: skip
         self.log("operator running (a pod of the chart's Deployment)")
 
+    @contextlib.contextmanager
+    def operator_paused(self) -> Iterator[None]:
+        """Scales the chart's operator to 0 for a while (tests that run an operator of their own on the same
+        cluster), and back to 1 after, waiting for each."""
+        kube, ns = self.k(), manifests.RELEASE_NAMESPACE
+        deployment = f"{manifests.RELEASE}-operator"
+        kube.patch_merge("Deployment", ns, deployment, {"spec": {"replicas": 0}})
+        bounded_wait(lambda: not kube.list("Pod", ns, OPERATOR_SELECTOR), 120, "the operator pod to stop")
+        try:
+            yield
+        finally:
+            kube.patch_merge("Deployment", ns, deployment, {"spec": {"replicas": 1}})
+            bounded_wait(self._operator_ready, 180, "the operator pod to be ready again")
+
+    def _operator_ready(self) -> bool:
+        pods = self.k().list("Pod", manifests.RELEASE_NAMESPACE, OPERATOR_SELECTOR)
+        return any(condition(p, "Ready") for p in pods)
+
     def helm(self, *args: str, timeout: float = 360) -> str:
         env = {
             **os.environ,
@@ -215,8 +236,7 @@ class ClusterStack:
         """Raises when the operator's pod or Prometheus is gone (the demo and tests fail fast on it)."""
         if self.prometheus is None or self.prometheus.proc is None or self.prometheus.proc.poll() is not None:
             raise StackError("Prometheus is not running")
-        pods = self.k().list("Pod", manifests.RELEASE_NAMESPACE, OPERATOR_SELECTOR)
-        if not any(condition(p, "Ready") for p in pods):
+        if not self._operator_ready():
             raise StackError(f"no ready operator pod in {manifests.RELEASE_NAMESPACE}")
 
     def kill_container(self, pod: Obj, container: str) -> None:
