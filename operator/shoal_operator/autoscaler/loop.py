@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import ValidationError
 from shoal_common import names
+from shoal_common.timestamps import rfc3339
 
 from shoal_operator.api import InferenceService
 from shoal_operator.kube import ApiError
@@ -32,7 +33,7 @@ from . import adapter
 from .metrics import ServiceQuery, Snapshot
 from .model import Decision, Direction, PolicyInput, PolicyState, Reason
 from .policy import decide
-from .report import PodCounts, count_pods, last_decision, live_pods, rfc3339, status_patch
+from .report import PodCounts, count_pods, last_decision, live_pods, status_patch
 
 log = logging.getLogger("shoal.autoscaler")
 
