@@ -38,6 +38,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "common")]
 
+from shoal_common import processes  # noqa: E402
 from shoal_operator.kube import bearer_token, connect  # noqa: E402
 
 
@@ -168,8 +169,7 @@ def main() -> int:
         "--log-level",
         "WARNING",
     ]
-    with log.open("wb") as f:
-        op = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    op = processes.spawn(argv, log)
     watch = DeploymentWatch(kubeconfig, ns)
     watch.start()
     watch.ready.wait(30)
@@ -251,11 +251,7 @@ def main() -> int:
         now, peak = rss_mb(op.pid)
         results["operator_rss_mb"] = {"now": round(now, 1), "peak": round(peak, 1)}
     finally:
-        op.terminate()
-        try:
-            op.wait(20)
-        except subprocess.TimeoutExpired:
-            op.kill()
+        processes.stop(op, timeout=20)
         subprocess.run([*kc, "delete", "namespace", ns, "--wait=false"], capture_output=True)
     print(json.dumps(results, indent=2))
     return 0

@@ -19,7 +19,8 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from integration.router.procs import Proc, _start
+from integration.router.procs import Proc, start
+from shoal_common.paths import cache_dir
 
 from .conftest import ServerProc, start_server
 
@@ -39,7 +40,7 @@ get_peft_model(model, config).save_pretrained(sys.argv[2])
 
 
 def model_dir() -> Path:
-    cache = Path(os.environ.get("SHOAL_CACHE") or Path.home() / ".cache" / "shoal")
+    cache = cache_dir()
     return cache / "models" / BASE
 
 
@@ -92,9 +93,7 @@ def lora_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serv
     models = tmp / "models.json"
     models.write_text(json.dumps({"pools": {"smollm2": {"upstreams": [server.url]}}}))
     try:
-        entry = _start(
-            tmp, "entry", ["router", "--models-config", str(models), "--log-level", "WARNING"], "/readyz"
-        )
+        entry = start(tmp, "entry", ["router", "--models-config", str(models), "--log-level", "WARNING"])
     except BaseException:
         server.stop()
         raise
