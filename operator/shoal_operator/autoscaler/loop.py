@@ -21,9 +21,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from shoal_common import names
+from shoal_common.series import SeriesBuilder
 from shoal_common.timestamps import rfc3339
 
 from shoal_operator.api import InferenceService
@@ -71,21 +72,20 @@ class AutoscalerMetrics:
     """The loop's collectors; built once per process by the composition root."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.desired = Gauge(
+        s = SeriesBuilder(registry)
+        self.desired = s.gauge(
             "shoal_autoscaler_desired_replicas",
             "Replicas the autoscaler wants for an InferenceService.",
-            ["namespace", "inferenceservice"],
-            registry=registry,
+            "namespace",
+            "inferenceservice",
         )
-        self.decisions = Counter(
+        self.decisions = s.counter(
             "shoal_autoscaler_decisions_total",
             "Autoscaler decisions (one per service per cycle) by direction and reason.",
-            ["direction", "reason"],
-            registry=registry,
+            "direction",
+            "reason",
         )
-        self.cycle_errors = Counter(
-            "shoal_autoscaler_cycle_errors_total", "Autoscaler cycles that failed.", registry=registry
-        )
+        self.cycle_errors = s.counter("shoal_autoscaler_cycle_errors_total", "Autoscaler cycles that failed.")
 
 
 @dataclass

@@ -56,3 +56,20 @@ def test_free_port_can_be_bound() -> None:
     assert 0 < port < 65536
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+def test_series_builder_registers_each_kind_with_its_labels() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from shoal_common.series import SeriesBuilder
+
+    registry = CollectorRegistry()
+    s = SeriesBuilder(registry)
+    s.counter("demo_requests", "Requests by code.", "code").labels("200").inc(2)
+    s.gauge("demo_pending", "Pending requests.").set(3)
+    s.histogram("demo_seconds", "Latency.", (0.1, 1.0), "route").labels("/v1").observe(0.5)
+    text = generate_latest(registry).decode()
+    assert "# TYPE demo_requests_total counter" in text
+    assert 'demo_requests_total{code="200"} 2.0' in text
+    assert "demo_pending 3.0" in text
+    assert 'demo_seconds_bucket{le="1.0",route="/v1"} 1.0' in text
+    assert 'demo_seconds_bucket{le="0.1",route="/v1"} 0.0' in text
