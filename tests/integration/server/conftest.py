@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,17 +14,9 @@ import httpx
 import pytest
 from shoal_common import processes
 from shoal_common.ports import free_port
+from support.procs import wait_for as eventually
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-def eventually(cond: Callable[[], bool], within: float, what: str, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {within}s waiting for: {what}")
 
 
 def metric(text: str, name: str) -> float:
