@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import ssl
 import statistics
 import subprocess
@@ -39,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "common")]
 
 from shoal_common import processes  # noqa: E402
+from shoal_common.ports import free_port  # noqa: E402
 from shoal_operator.kube import bearer_token, connect  # noqa: E402
 
 
@@ -149,9 +149,7 @@ def main() -> int:
     subprocess.run([*kc, "create", "namespace", ns], check=True, capture_output=True)
     http = client(kubeconfig)
     log = Path(tempfile.mkdtemp(prefix="bench-op-")) / "operator.log"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        metrics_port = sock.getsockname()[1]
+    metrics_port = free_port()
     argv = [
         sys.executable,
         "-m",
