@@ -9,12 +9,12 @@ from pathlib import Path
 
 from support.procs import Proc, start_cli
 
-__all__ = ["Proc", "model_servers", "router", "start"]
+__all__ = ["Proc", "_start", "model_servers", "router"]
 
 
-def start(tmp: Path, name: str, args: list[str], within: float = 30.0) -> Proc:
-    """`shoal ARGS --host 127.0.0.1 --port P`, ready when /readyz answers 200."""
-    return start_cli(tmp, name, [*args, "--host", "127.0.0.1"], within)
+def _start(tmp: Path, name: str, args: list[str], ready_path: str = "/readyz", within: float = 30.0) -> Proc:
+    """`shoal ARGS --host 127.0.0.1 --port P`, ready when `ready_path` answers 200."""
+    return start_cli(tmp, name, [*args, "--host", "127.0.0.1"], within, ready_path)
 
 
 @contextlib.contextmanager
@@ -23,7 +23,7 @@ def model_servers(tmp: Path, n: int, *extra: str) -> Iterator[list[Proc]]:
     try:
         for _ in range(n):
             args = ["model-server", "--engine", "sim", "--model", "sim", "--log-level", "WARNING", *extra]
-            started.append(start(tmp, "model-server", args))
+            started.append(_start(tmp, "model-server", args))
         yield started
     finally:
         for p in started:
@@ -35,7 +35,7 @@ def router(tmp: Path, upstreams: list[Proc], *extra: str) -> Iterator[Proc]:
     args = ["router", "--log-level", "WARNING", "--no-access-log"]
     for u in upstreams:
         args += ["--upstream", u.url]
-    p = start(tmp, "router", [*args, *extra])
+    p = _start(tmp, "router", [*args, *extra])
     try:
         yield p
     finally:

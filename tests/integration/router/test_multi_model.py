@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,9 +16,8 @@ import httpx
 import pytest
 from shoal_router.multimodel.config import GatewayConfig, dump
 from shoal_router.split import parse_splits
-from support.procs import wait_for
 
-from .procs import Proc, model_servers, start
+from .procs import Proc, _start, model_servers
 
 pytestmark = pytest.mark.integration
 
@@ -53,6 +53,15 @@ def write_config(path: Path, pools: dict[str, list[Proc]], splits: dict[str, dic
     tmp = path.with_suffix(".tmp")
     tmp.write_text(dump(cfg))
     tmp.replace(path)  # atomic, as a kubelet swaps a ConfigMap's files
+
+
+def wait_for(cond: object, within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if cond():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def model_ids(url: str) -> dict[str, dict[str, object]]:
@@ -91,7 +100,7 @@ def setup(tmp_path: Path) -> Iterator[tuple[Proc, list[Proc], list[Proc], Path]]
         write_config(cfg, {"chat-v1": v1, "chat-v2": v2}, {"chat": {"chat-v1": 90, "chat-v2": 10}})
         args = ["router", "--log-level", "WARNING", "--no-access-log", "--models-config", str(cfg)]
         args += ["--strategy", "AdapterAffinity"]
-        gw = start(tmp_path, "gateway", args)
+        gw = _start(tmp_path, "gateway", args, "/readyz")
         try:
             wait_for(lambda: {"chat-v1", "chat-v2", "sql"} <= set(model_ids(gw.url)), 15, "the catalog")
             yield gw, v1, v2, cfg

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .procs import model_servers, start
+from .procs import _start, model_servers
 from .test_kubernetes_discovery import kube_api, port_of, router_kubeconfig, temp_namespace
 from .test_multi_model import chat, served
 
@@ -54,7 +54,7 @@ def test_pools_from_namespace(router_kubeconfig: Path, tmp_path: Path) -> None:
                 cfg.write_text("splits:\n  chat: {chat-v1: 1, chat-v2: 1}\n")
                 args = ["router", "--log-level", "WARNING", "--no-access-log", "--models-config", str(cfg),
                         "--models-namespace", ns, "--kubeconfig", str(router_kubeconfig)]  # fmt: skip
-                gw = start(tmp_path, "gateway", args)
+                gw = _start(tmp_path, "gateway", args, "/readyz")
                 try:
                     deadline = time.monotonic() + 30
                     while True:

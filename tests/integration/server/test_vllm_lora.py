@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from integration.router.procs import Proc, start
+from integration.router.procs import Proc, _start
 from shoal_common.paths import cache_dir
 
 from .conftest import ServerProc, start_server
@@ -93,7 +93,9 @@ def lora_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serv
     models = tmp / "models.json"
     models.write_text(json.dumps({"pools": {"smollm2": {"upstreams": [server.url]}}}))
     try:
-        entry = start(tmp, "entry", ["router", "--models-config", str(models), "--log-level", "WARNING"])
+        entry = _start(
+            tmp, "entry", ["router", "--models-config", str(models), "--log-level", "WARNING"], "/readyz"
+        )
     except BaseException:
         server.stop()
         raise
