@@ -2,7 +2,8 @@
 
     python bench/operator_reconcile.py [--kubeconfig K] [--sequential 50] [--burst 200] [--mode Service]
 
-Needs a running sandbox (`shoal sandbox up`). Starts `shoal operator` as a process watching a fresh
+Needs a running kwok sandbox (`shoal sandbox up --name kwok --node kwok`: 200 InferenceServices need fake
+nodes, not running pods). Starts `shoal operator` as a process watching a fresh
 namespace, then:
 1. creates `--sequential` services one at a time: latency = apply (POST returns) -> the last child
    (the model Deployment, or the router Deployment in Router mode) is seen on a watch; p50/p95;
@@ -119,7 +120,7 @@ def kubeconfig_default() -> str:
     try:
         from shoal_sandbox.sandbox import Sandbox
 
-        return str(Sandbox().kubeconfig_path)
+        return str(Sandbox(name="kwok", node_mode="kwok").kubeconfig_path)
     except ImportError:
         return os.environ.get("KUBECONFIG", str(Path.home() / ".kube" / "config"))
 

@@ -41,9 +41,9 @@ def main() -> int:
         _shoal("build")  # a no-op when cached; the bench is about starting, not building
         for _ in range(args.rounds):
             _shoal("down", "--name", name, "--purge")
-            cold.append(_shoal("up", "--name", name))
+            cold.append(_shoal("up", "--name", name, "--node", "kwok"))
             _shoal("down", "--name", name)
-            warm.append(_shoal("up", "--name", name))
+            warm.append(_shoal("up", "--name", name, "--node", "kwok"))
             _shoal("down", "--name", name)
     finally:
         _shoal("down", "--name", name, "--purge")

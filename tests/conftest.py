@@ -4,7 +4,9 @@ and clients.
 - `SHOAL_TEST_KUBECONFIG=/path/to/kubeconfig` targets an existing cluster (kind, a cloud cluster) instead
   of the sandbox.
 - `SHOAL_KEEP_SANDBOX=1` leaves a sandbox started by the tests running afterwards (faster reruns).
-- `SHOAL_SANDBOX_NAME` picks the sandbox (default `default`, shared with `shoal sandbox up`).
+- `SHOAL_KWOK_SANDBOX_NAME` picks the kwok sandbox these fixtures start (default `kwok`: fake GPU nodes,
+  pods never run; for API-level tests). Suites that need running pods use the real node's sandbox
+  (`SHOAL_SANDBOX_NAME`, default `default`; tests/support/cluster.py).
 
 If the cluster cannot be reached or started, the tests that need it fail with the reason; never skip.
 """
@@ -52,7 +54,8 @@ def sandbox_kubeconfig() -> Iterator[Path]:
 
     from shoal_sandbox import Sandbox, SandboxError
 
-    sandbox = Sandbox(name=os.environ.get("SHOAL_SANDBOX_NAME", "default"), log=lambda line: print(line))
+    name = os.environ.get("SHOAL_KWOK_SANDBOX_NAME", "kwok")
+    sandbox = Sandbox(name=name, node_mode="kwok", log=lambda line: print(line))
     # Registered before `up`, so a session tearing down concurrently sees us and keeps the sandbox running.
     sandbox.add_user()
     try:

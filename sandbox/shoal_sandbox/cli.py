@@ -14,7 +14,7 @@ def _sandbox(args: argparse.Namespace) -> Any:
 
     nodes = GpuNodeSpec(count=getattr(args, "nodes", 2), gpus=getattr(args, "gpus", 8))
     mode = getattr(args, "node", None)
-    extra = {"node_mode": mode} if mode else {}  # else SHOAL_SANDBOX_NODE, else kwok
+    extra = {"node_mode": mode} if mode else {}  # else SHOAL_SANDBOX_NODE, else real
     sandbox = Sandbox(name=args.name, nodes=nodes, log=lambda line: print(line, flush=True), **extra)
     if not mode and not os.environ.get("SHOAL_SANDBOX_NODE") and sandbox.real_node().owns_host():
         sandbox.node_mode = "real"  # `status` and `import-images` follow the node this sandbox runs
@@ -156,7 +156,7 @@ def register(subparsers: Any) -> None:
         "--node",
         choices=("kwok", "real"),
         help="kwok: fake nodes, pods run by the pod runner (default); real: a kubelet node with fake GPUs "
-        "(needs root; docs/sandbox.md). Default: $SHOAL_SANDBOX_NODE, else kwok",
+        "(needs root; docs/sandbox.md). Default: $SHOAL_SANDBOX_NODE, else real",
     )
     up.add_argument("--nodes", type=int, default=2, help="number of fake GPU nodes")
     up.add_argument("--gpus", type=int, default=8, help="nvidia.com/gpu per node")

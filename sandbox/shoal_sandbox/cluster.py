@@ -52,7 +52,7 @@ class ClusterStack:
 
     The sandbox is left running if it was already up (or ``keep_sandbox``), else taken down at the end."""
 
-    sandbox_name: str = "node"
+    sandbox_name: str = "default"
     autoscaler_period_s: float = 2.0
     drift_period_s: float = 10.0
     scrape_interval_s: float = 1.0
@@ -106,11 +106,7 @@ class ClusterStack:
 
         self.log("starting Prometheus (kubernetes_sd: pods annotated prometheus.io/scrape) ...")
         self.prometheus = PrometheusServer(
-            self.state_dir / "prometheus",
-            [],
-            scrape_interval_s=self.scrape_interval_s,
-            kubernetes_sd=self.kubeconfig,
-            host=NODE_IP,
+            self.state_dir / "prometheus", self.kubeconfig, NODE_IP, self.scrape_interval_s
         ).start()
 
     def install_operator(self) -> None:
@@ -234,7 +230,7 @@ class ClusterStack:
 
     def check_children(self) -> None:
         """Raises when the operator's pod or Prometheus is gone (the demo and tests fail fast on it)."""
-        if self.prometheus is None or self.prometheus.proc is None or self.prometheus.proc.poll() is not None:
+        if self.prometheus is None or not self.prometheus.alive():
             raise StackError("Prometheus is not running")
         if not self._operator_ready():
             raise StackError(f"no ready operator pod in {manifests.RELEASE_NAMESPACE}")

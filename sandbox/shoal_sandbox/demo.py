@@ -48,7 +48,7 @@ class DemoOptions:
     out_dir: Path = field(default_factory=default_out_dir)
     namespace: str = "shoal-demo"
     keep: bool = False
-    sandbox_name: str = "node"
+    sandbox_name: str = "default"
     real_model_timeout_s: float = 900.0
 
     @property

@@ -32,8 +32,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--namespace", default="shoal-demo")
     p.add_argument(
         "--sandbox-name",
-        default=os.environ.get("SHOAL_SANDBOX_NAME") or "node",
-        help="the real node's sandbox (one per host; default $SHOAL_SANDBOX_NAME or 'node', as the tests)",
+        default=os.environ.get("SHOAL_SANDBOX_NAME") or "default",
+        help="the sandbox with the real node (one per host; default $SHOAL_SANDBOX_NAME or 'default', as "
+        "`shoal sandbox up` and the tests)",
     )
     p.add_argument("--keep", action="store_true", help="leave everything running at the end")
     p.set_defaults(handler=_run)

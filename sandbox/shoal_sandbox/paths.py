@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from shoal_common.paths import cache_dir
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("SHOAL_CACHE") or Path.home() / ".cache" / "shoal").expanduser()
+__all__ = ["bin_dir", "cache_dir", "go_dir", "state_root"]
 
 
 def bin_dir() -> Path:

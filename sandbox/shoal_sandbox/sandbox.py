@@ -18,7 +18,6 @@ import shlex
 import shutil
 import socket
 import ssl
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from shoal_common.ports import free_port
 
 from shoal_sandbox import procs
 from shoal_sandbox.build import binary_path, missing_binaries
@@ -33,15 +33,16 @@ from shoal_sandbox.certs import generate_pki, pki_complete
 from shoal_sandbox.nodes import KWOK_ANNOTATION, KWOK_ANNOTATION_VALUE, GpuNodeSpec, gpu_node, node_name
 from shoal_sandbox.paths import state_root
 
-# Pods get IPs in the loopback range so a local process can serve on a pod's IP (the pod runner).
+# kwok's fake pods get IPs in the loopback range (nothing serves on them; the real node runs real pods).
 POD_CIDR = "127.1.0.0/16"
 NODE_IP = "127.0.0.1"
 # Service cluster IPs are never routed here (no kube-proxy); any private range will do.
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
 
-# pod-runner (shoal_sandbox.podrunner): runs the operator's pods as local processes on their pod IPs.
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "pod-runner")
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+# Components of earlier versions: a sandbox started by one is cleaned up by `up` and `down`.
+RETIRED_COMPONENTS = ("pod-runner",)
 NODE_MODES = ("kwok", "real")
 _PORT_NAMES = ("etcd", "etcd-peer", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 
@@ -67,13 +68,13 @@ class Sandbox:
 
     name: str = "default"
     nodes: GpuNodeSpec = field(default_factory=GpuNodeSpec)
-    # Extra kwok flags and `--config` files (Stages, ...) for later features such as the pod runner.
+    # Extra kwok flags and `--config` files (Stages, ...).
     # A running kwok started with a different command line is restarted by `up()`.
     kwok_args: Sequence[str] = ()
     kwok_configs: Sequence[Path] = ()
     log: Log = print
-    # "kwok" (fake nodes, pods run by the pod runner) or "real" (a kubelet node: shoal_sandbox.node).
-    node_mode: str = field(default_factory=lambda: os.environ.get("SHOAL_SANDBOX_NODE") or "kwok")
+    # "real" (a kubelet node: shoal_sandbox.node) or "kwok" (fake nodes: pods are simulated, never run).
+    node_mode: str = field(default_factory=lambda: os.environ.get("SHOAL_SANDBOX_NODE") or "real")
 
     def __post_init__(self) -> None:
         if self.node_mode not in NODE_MODES:
@@ -141,7 +142,7 @@ class Sandbox:
             owns_node = node.owns_host()
             if owns_node:  # whatever the mode now: a node this sandbox started is always cleaned up
                 node.stop_processes()
-            for component in reversed(COMPONENTS):
+            for component in (*reversed(COMPONENTS), *RETIRED_COMPONENTS):
                 self._stop_component(component, announce=True)
             if owns_node:
                 node.restore_host()
@@ -155,7 +156,7 @@ class Sandbox:
     def status(self) -> list[ComponentStatus]:
         ports = self._load_ports()
         result = []
-        for component in self._components():
+        for component in COMPONENTS:
             rec = procs.load(self._proc_file(component))
             running = rec is not None and procs.is_alive(rec)
             healthy, detail = (False, "not running")
@@ -178,10 +179,6 @@ class Sandbox:
         from shoal_sandbox.node.config import NODE_IP
 
         return NODE_IP if self.node_mode == "real" else "127.0.0.1"
-
-    def _components(self) -> tuple[str, ...]:
-        # Under the real node the kubelet runs pods; the pod runner would fight it over them.
-        return tuple(c for c in COMPONENTS if not (self.node_mode == "real" and c == "pod-runner"))
 
     def real_node(self) -> Any:
         """This sandbox's real node (`shoal_sandbox.node.RealNode`), whether or not it is running."""
@@ -273,10 +270,9 @@ class Sandbox:
         ports = self._ensure_ports()
         self._write_kubeconfigs(ports)
 
+        for component in RETIRED_COMPONENTS:
+            self._stop_component(component, announce=True)
         for component in COMPONENTS:
-            if component not in self._components():  # left from a run in the other node mode
-                self._stop_component(component, announce=True)
-        for component in self._components():
             argv = self._argv(component, ports)
             rec = procs.load(self._proc_file(component))
             if rec is not None and procs.is_alive(rec):
@@ -292,7 +288,7 @@ class Sandbox:
             # etcd must serve before the API server starts, and the API server before its clients.
             if component in ("etcd", "kube-apiserver"):
                 self._wait_healthy(component, ports, deadline)
-        for component in self._components()[2:]:
+        for component in COMPONENTS[2:]:
             self._wait_healthy(component, ports, deadline)
         if self.node_mode == "real":
             self._up_real_node(ports, deadline)
@@ -329,7 +325,7 @@ class Sandbox:
             rec = procs.load(self._proc_file(component))
             owned = rec is not None and procs.is_alive(rec)
             if port_name not in ports or (not owned and not _port_free(ports[port_name])):
-                ports[port_name] = _free_port()
+                ports[port_name] = free_port()
                 changed = True
         if changed:
             (self.state_dir / "config.json").write_text(json.dumps({"ports": ports}, indent=2))
@@ -352,10 +348,6 @@ class Sandbox:
         # The admin kubeconfig embeds its certificates so it still works when copied elsewhere.
         _write_if_changed(self.kubeconfig_path, _kubeconfig(server, pki, "admin", embed=True))
         _write_if_changed(self.state_dir / "kwok.yaml", _KWOK_CONFIG)
-        # kwok's pod stages with the pod runner's pods carved out (they follow their real probes).
-        from shoal_sandbox.podrunner import write_kwok_stages
-
-        write_kwok_stages(self.state_dir / "kwok-pod-stages.yaml")
 
     def _argv(self, component: str, ports: dict[str, int]) -> list[str]:
         # SHOAL_SANDBOX_<COMPONENT>_ARGS (e.g. SHOAL_SANDBOX_KUBE_APISERVER_ARGS="--v=4") appends flags,
@@ -451,20 +443,8 @@ class Sandbox:
                 f"--server-address={loop}:{ports['kwok']}",
                 # Always an explicit config, so a user's ~/.kwok/kwok.yaml (kwok's default) never leaks in.
                 f"--config={d / 'kwok.yaml'}",
-                f"--config={d / 'kwok-pod-stages.yaml'}",
                 *(f"--config={p}" for p in self.kwok_configs),
                 *self.kwok_args,
-            ]
-        if component == "pod-runner":
-            return [
-                _python(),
-                "-m",
-                "shoal_sandbox.podrunner",
-                f"--kubeconfig={self.kubeconfig_path}",
-                f"--state-dir={d / 'podrunner'}",
-                f"--targets-file={d / 'prometheus' / 'pods.json'}",
-                # A runner started from older code is restarted by `up()` (its command line differs).
-                f"--code-version={_podrunner_version()}",
             ]
         raise KeyError(component)
 
@@ -472,8 +452,6 @@ class Sandbox:
     def _probe(self, component: str, ports: dict[str, int]) -> tuple[bool, str]:
         import httpx  # deferred: keeps `shoal --help` fast
 
-        if component == "pod-runner":
-            return True, "no port; alive"
         port = ports[component]
         if component == "etcd":
             url, ctx = f"http://127.0.0.1:{port}/health", None
@@ -582,20 +560,6 @@ def _first_ip(cidr: str) -> str:
     return f"{net.network_address + 1}/{net.prefixlen}"
 
 
-def _podrunner_version() -> str:
-    import hashlib
-
-    from shoal_sandbox import podrunner
-
-    return hashlib.sha256(Path(podrunner.__file__).read_bytes()).hexdigest()[:12]
-
-
-def _python() -> str:
-    """This environment's interpreter, spelled the same from `shoal` and `python -m` (a stable argv)."""
-    venv_python = Path(sys.prefix) / "bin" / "python"
-    return str(venv_python) if sys.prefix != sys.base_prefix and venv_python.exists() else sys.executable
-
-
 def _component_kubeconfig_flags(path: Path) -> list[str]:
     return [
         f"--kubeconfig={path}",
@@ -648,9 +612,3 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

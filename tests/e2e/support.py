@@ -1,11 +1,8 @@
-"""Helpers shared by the closed-loop tests (e2e on the real node; the pod runner's and the chart's
-integration tests): the sandbox's synchronous Kubernetes client, a bounded `eventually`, and the pod
-runner's closed-loop stack (sandbox + pod runner + Prometheus + operator) as one object."""
+"""Helpers of the e2e suite: the sandbox's synchronous Kubernetes client and a bounded `eventually`."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,7 +11,6 @@ from typing import Any, TypeVar
 
 import httpx
 from shoal_sandbox.kube import ApiError, SyncKube
-from shoal_sandbox.runner_stack import Stack
 
 T = TypeVar("T")
 Obj = dict[str, Any]
@@ -64,43 +60,6 @@ def ready_pods(kube: Kube, namespace: str, selector: str) -> list[Obj]:
         for p in kube.list("Pod", namespace, selector)
         if pod_ready(p) and not p["metadata"].get("deletionTimestamp")
     ]
-
-
-# ---- the stack, started once per pytest session (shared by tests/integration/podrunner and tests/e2e) ----
-
-_STACK: Stack | None = None
-
-
-def closed_loop_stack(request: Any, *, full: bool) -> Stack:
-    """The sandbox (with the pod runner's kwok stages) and one pod runner; with ``full``, also Prometheus
-    and the operator. One per session, whoever asks first; stopped when the session ends.
-
-    Bringing the sandbox up with the extra kwok `--config` restarts kwok if it ran without it; pods not
-    owned by the runner keep kwok's default behaviour, so other tests sharing the sandbox are unaffected.
-    """
-    global _STACK
-    if _STACK is None:
-        stack = Stack(
-            sandbox_name=os.environ.get("SHOAL_SANDBOX_NAME", "default"),
-            with_prometheus=False,
-            with_operator=False,
-            keep_sandbox=bool(os.environ.get("SHOAL_KEEP_SANDBOX")),
-            log=lambda line: print(line, flush=True),
-            autoscaler_period_s=2.0,
-        )
-        stack.start()
-
-        def finish() -> None:
-            global _STACK
-            stack.stop()
-            _STACK = None
-
-        request.session.config.add_cleanup(finish)
-        _STACK = stack
-    if full:
-        _STACK.ensure_prometheus()
-        _STACK.ensure_operator()
-    return _STACK
 
 
 def kube_of(kubeconfig: Path) -> Kube:

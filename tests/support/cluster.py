@@ -1,7 +1,8 @@
 """The in-cluster closed loop on the real node (:class:`shoal_sandbox.cluster.ClusterStack`), one per
 pytest session, shared by the e2e suite and any other suite that needs operator-made pods.
 
-`SHOAL_NODE_SANDBOX_NAME` names the real node's sandbox (default `node`; one real node per host). The
+`SHOAL_SANDBOX_NAME` names the real node's sandbox (default `default`, as `shoal sandbox up` and
+`shoal demo`; one real node per host). The
 node's own tests take it down at their end (tests/integration/node/test_restore.py): they stop this stack
 first with :func:`stop_cluster_stack`.
 """
@@ -17,7 +18,7 @@ from shoal_sandbox.stack_support import StackError
 
 
 def node_sandbox_name() -> str:
-    return os.environ.get("SHOAL_NODE_SANDBOX_NAME", "node")
+    return os.environ.get("SHOAL_SANDBOX_NAME", "default")
 
 
 @dataclass

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -23,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from shoal_common.ports import free_port
 from shoal_sandbox.cluster import ClusterStack as Stack
 from shoal_sandbox.cluster_manifests import image_values
 from shoal_sandbox.images.index import read_index
@@ -141,12 +141,6 @@ class Release:
         answer = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
         assert answer in {"yes", "no"}, f"kubectl {' '.join(argv)}: {proc.stdout}{proc.stderr}"
         return answer == "yes"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _isvc(rel: Release, namespace: str, name: str) -> dict[str, Any] | None:
@@ -341,7 +335,7 @@ def _operator_env(rel: Release, kubeconfig: Path) -> dict[str, str]:
     container = dep["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] == ["shoal", "operator"]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
-    rel.metrics_port = _free_port()
+    rel.metrics_port = free_port()
     env.update(
         {
             "POD_NAME": f"{rel.name}-operator-local",

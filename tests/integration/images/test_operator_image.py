@@ -29,7 +29,7 @@ def operator_image() -> str:
 def own_kubectl() -> Iterator[Kubectl]:
     """A control plane of its own: in a whole-suite run the closed-loop stack's operator (cluster-wide,
     one per session) would reconcile this test's InferenceService too and race the image's operator."""
-    sandbox = Sandbox(name="images-operator", log=print)
+    sandbox = Sandbox(name="images-operator", node_mode="kwok", log=print)
     sandbox.up(timeout=300)
     try:
         yield Kubectl(sandbox.kubeconfig_path)

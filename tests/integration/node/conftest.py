@@ -1,6 +1,6 @@
 """The real node's fixtures: a sandbox started with `node_mode="real"` (root, one per host).
 
-`SHOAL_NODE_SANDBOX_NAME` names it (default `node`; the e2e suite's in-cluster stack uses the same one). It stays up between test files;
+`SHOAL_SANDBOX_NAME` names it (default `default`; the e2e suite's in-cluster stack uses the same one). It stays up between test files;
 test_restore.py, collected last, takes it down and checks the host against the record `up` made.
 """
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,15 +10,10 @@ import pytest
 from integration.node.pods import pod, running_ip
 from shoal_sandbox import Sandbox
 from shoal_sandbox.build import binary_path
-from shoal_sandbox.node.prometheus import POD_JOB, render_config
+from shoal_sandbox.node.prometheus import POD_JOB
+from shoal_sandbox.prometheus import PrometheusServer
 from support.eventually import eventually
 from support.kubectl import Kubectl
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -28,31 +21,11 @@ def prometheus(real_sandbox: Sandbox, tmp_path: Path) -> Iterator[str]:
     binary = binary_path("prometheus")
     if not binary.is_file():
         pytest.fail(f"{binary} is not built: run `shoal sandbox build --node`", pytrace=False)
-    config = tmp_path / "prometheus.yml"
-    config.write_text(render_config(real_sandbox.kubeconfig_path))
-    port = _free_port()
-    argv = [
-        str(binary),
-        f"--config.file={config}",
-        f"--storage.tsdb.path={tmp_path / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--log.level=warn",
-    ]
-    with open(tmp_path / "prometheus.log", "wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    server = PrometheusServer(tmp_path, real_sandbox.kubeconfig_path, "127.0.0.1").start(timeout=60)
     try:
-        eventually(
-            lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200,
-            timeout=60,
-            interval=0.3,
-            retry_on=(httpx.HTTPError,),
-            desc="prometheus ready",
-        )
-        yield url
+        yield server.url
     finally:
-        proc.terminate()
-        proc.wait(15)
+        server.stop()
 
 
 def test_prometheus_discovers_annotated_pods(kube: Kubectl, test_image: str, prometheus: str) -> None:

@@ -110,19 +110,9 @@ def _condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any] | None:
 
 
 @pytest.fixture(scope="session")
-def op_kubeconfig(request: pytest.FixtureRequest) -> Path:
-    """The sandbox's kubeconfig: tests/conftest.py's `sandbox_kubeconfig` when it exists, else the shared
-    closed-loop stack (sandbox + pod runner) of tests/e2e/support.py."""
-    try:
-        return Path(request.getfixturevalue("sandbox_kubeconfig"))
-    except pytest.FixtureLookupError:
-        pass
-    try:
-        from e2e.support import closed_loop_stack
-    except ImportError as exc:
-        pytest.fail(f"no sandbox fixture available: {exc}")
-    stack = closed_loop_stack(request, full=False)
-    return Path(stack.kubeconfig)
+def op_kubeconfig(sandbox_kubeconfig: Path) -> Path:
+    """The kwok sandbox's kubeconfig (tests/conftest.py): API-level tests, no running pods needed."""
+    return sandbox_kubeconfig
 
 
 @pytest.fixture(scope="session")

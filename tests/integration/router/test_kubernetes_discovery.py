@@ -24,18 +24,9 @@ CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}]}
 
 
 @pytest.fixture(scope="session")
-def router_kubeconfig(request: pytest.FixtureRequest) -> Path:
-    """tests/conftest.py's `sandbox_kubeconfig` when it exists, else the shared stack of tests/e2e."""
-    try:
-        return Path(request.getfixturevalue("sandbox_kubeconfig"))
-    except pytest.FixtureLookupError:
-        pass
-    try:
-        from e2e.support import closed_loop_stack
-    except ImportError as exc:
-        pytest.fail(f"no sandbox fixture available: {exc}")
-    stack = closed_loop_stack(request, full=False)
-    return Path(stack.kubeconfig)
+def router_kubeconfig(sandbox_kubeconfig: Path) -> Path:
+    """The kwok sandbox's kubeconfig (tests/conftest.py): API-level tests, no running pods needed."""
+    return sandbox_kubeconfig
 
 
 @asynccontextmanager

@@ -53,12 +53,12 @@ def private_sandbox() -> Iterator[str]:
 
 def test_up_is_idempotent_and_down_leaves_no_process(private_sandbox: str) -> None:
     name = private_sandbox
-    first = _shoal("up", "--name", name, "--nodes", "1", "--gpus", "4")
+    first = _shoal("up", "--name", name, "--node", "kwok", "--nodes", "1", "--gpus", "4")
     assert first.returncode == 0, first.stdout + first.stderr
     assert "starting kube-apiserver" in first.stdout and "is up" in first.stdout
 
     t0 = time.monotonic()
-    second = _shoal("up", "--name", name, "--nodes", "1", "--gpus", "4")
+    second = _shoal("up", "--name", name, "--node", "kwok", "--nodes", "1", "--gpus", "4")
     assert second.returncode == 0, second.stdout + second.stderr
     assert "starting" not in second.stdout, "a second `up` restarted components"
     assert time.monotonic() - t0 < 15, "a second `up` on a healthy sandbox should be a quick no-op"
@@ -77,7 +77,7 @@ def test_up_is_idempotent_and_down_leaves_no_process(private_sandbox: str) -> No
 
     from shoal_sandbox import Sandbox
 
-    pids = [s.pid for s in Sandbox(name=name).status() if s.pid is not None]
+    pids = [s.pid for s in Sandbox(name=name, node_mode="kwok").status() if s.pid is not None]
     assert len(pids) == len(COMPONENTS) and _pids_alive(pids) == pids
 
     down = _shoal("down", "--name", name)
@@ -92,7 +92,19 @@ def test_up_reports_the_failing_component_with_its_log(private_sandbox: str) -> 
     from shoal_sandbox import Sandbox
 
     failing = subprocess.run(
-        [sys.executable, "-m", "shoal_cli", "sandbox", "up", "--name", private_sandbox, "--timeout", "60"],
+        [
+            sys.executable,
+            "-m",
+            "shoal_cli",
+            "sandbox",
+            "up",
+            "--name",
+            private_sandbox,
+            "--node",
+            "kwok",
+            "--timeout",
+            "60",
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -103,4 +115,4 @@ def test_up_reports_the_failing_component_with_its_log(private_sandbox: str) -> 
     assert "etcd exited" in failing.stderr and "last lines of" in failing.stderr, failing.stderr
     assert "no-such-flag" in failing.stderr, failing.stderr
     # Nothing of the failed start keeps running.
-    assert not any(s.running for s in Sandbox(name=private_sandbox).status())
+    assert not any(s.running for s in Sandbox(name=private_sandbox, node_mode="kwok").status())
