@@ -16,8 +16,9 @@ def _sandbox(args: argparse.Namespace) -> Any:
     mode = getattr(args, "node", None)
     extra = {"node_mode": mode} if mode else {}  # else SHOAL_SANDBOX_NODE, else real
     sandbox = Sandbox(name=args.name, nodes=nodes, log=lambda line: print(line, flush=True), **extra)
-    if not mode and not os.environ.get("SHOAL_SANDBOX_NODE") and sandbox.real_node().owns_host():
-        sandbox.node_mode = "real"  # `status` and `import-images` follow the node this sandbox runs
+    if not mode and not os.environ.get("SHOAL_SANDBOX_NODE"):
+        # `status`, `down` and `import-images` follow the mode this sandbox was started in.
+        sandbox.node_mode = sandbox.recorded_node_mode() or sandbox.node_mode
     return sandbox
 
 

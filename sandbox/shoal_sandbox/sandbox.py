@@ -30,6 +30,7 @@ from shoal_common.ports import free_port
 from shoal_sandbox import procs
 from shoal_sandbox.build import binary_path, missing_binaries
 from shoal_sandbox.certs import generate_pki, pki_complete
+from shoal_sandbox.kwok_stages import write_kwok_stages
 from shoal_sandbox.nodes import KWOK_ANNOTATION, KWOK_ANNOTATION_VALUE, GpuNodeSpec, gpu_node, node_name
 from shoal_sandbox.paths import state_root
 
@@ -95,6 +96,18 @@ class Sandbox:
     def _pki(self) -> Path:
         return self.state_dir / "pki"
 
+    @property
+    def _mode_file(self) -> Path:
+        return self.state_dir / "node-mode"
+
+    def recorded_node_mode(self) -> str | None:
+        """The node mode of the last `up` (None before the first), so `status` and `down` follow it."""
+        try:
+            mode = self._mode_file.read_text().strip()
+        except OSError:
+            return None
+        return mode if mode in NODE_MODES else None
+
     def _proc_file(self, component: str) -> Path:
         return self.state_dir / "procs" / f"{component}.json"
 
@@ -110,6 +123,7 @@ class Sandbox:
             raise SandboxError(f"binaries not built: {', '.join(missing)}; run `shoal sandbox build` first")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with self.lock():
+            self._mode_file.write_text(self.node_mode)
             deadline = time.monotonic() + timeout
             started: list[tuple[str, procs.ProcRecord]] = []
             fresh_node = False
@@ -348,6 +362,8 @@ class Sandbox:
         # The admin kubeconfig embeds its certificates so it still works when copied elsewhere.
         _write_if_changed(self.kubeconfig_path, _kubeconfig(server, pki, "admin", embed=True))
         _write_if_changed(self.state_dir / "kwok.yaml", _KWOK_CONFIG)
+        # kwok uses its default pod stages only without a --config; ours has one, so they are written out.
+        write_kwok_stages(self.state_dir / "kwok-pod-stages.yaml")
 
     def _argv(self, component: str, ports: dict[str, int]) -> list[str]:
         # SHOAL_SANDBOX_<COMPONENT>_ARGS (e.g. SHOAL_SANDBOX_KUBE_APISERVER_ARGS="--v=4") appends flags,
@@ -443,6 +459,7 @@ class Sandbox:
                 f"--server-address={loop}:{ports['kwok']}",
                 # Always an explicit config, so a user's ~/.kwok/kwok.yaml (kwok's default) never leaks in.
                 f"--config={d / 'kwok.yaml'}",
+                f"--config={d / 'kwok-pod-stages.yaml'}",
                 *(f"--config={p}" for p in self.kwok_configs),
                 *self.kwok_args,
             ]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import subprocess
 import time
 
 import httpx
 import pytest
 from integration.node.pods import pod, running_ip
-from shoal_sandbox.node.config import NODE_IP, NODE_NAME, POD_CIDR
+from shoal_sandbox import Sandbox
+from shoal_sandbox.node.config import NODE_IP, NODE_NAME, PAUSE_IMAGE, POD_CIDR
 from support.eventually import eventually
 from support.kubectl import Kubectl, KubectlError
 
@@ -106,3 +108,20 @@ def test_deleted_pod_gets_sigterm_and_its_grace_period(kube: Kubectl, test_image
     took = time.monotonic() - t0
     # It exited on its own after draining: not killed at once, and well before the 30 s grace period.
     assert drain - 0.5 <= took < 25, took
+
+
+def test_up_imports_again_what_containerd_lost(real_sandbox: Sandbox) -> None:
+    """The import record alone does not decide: an image removed from containerd's store (its folder
+    deleted to free disk, say) is imported again by the next `up`, or pod sandboxes could not start."""
+    from shoal_sandbox.node import images
+
+    socket = real_sandbox.real_node().paths.containerd_socket
+    subprocess.run(
+        ["ctr", "--address", str(socket), "--namespace", "k8s.io", "images", "rm", PAUSE_IMAGE],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    assert PAUSE_IMAGE not in images.list_images(socket)
+    real_sandbox.up(timeout=300)
+    assert PAUSE_IMAGE in images.list_images(socket)

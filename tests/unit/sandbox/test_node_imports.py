@@ -1,0 +1,24 @@
+"""The node's import record: what `up` imports again when containerd's store lost an image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shoal_sandbox.node import images
+
+
+def test_missing_images_are_the_wanted_ones_the_store_lacks() -> None:
+    present = {"localhost/shoal/pause:1.0", "ghcr.io/shoal-dev/shoal-router:0.1.0-abc"}
+    wanted = ["localhost/shoal/pause:1.0", "ghcr.io/shoal-dev/shoal-router:0.1.0-abc", "ghcr.io/x/op:1"]
+    assert images.missing_images(wanted, present) == ["ghcr.io/x/op:1"]
+    assert images.missing_images(wanted[:2], present) == []
+
+
+def test_forget_imports_drops_only_those_archives(tmp_path: Path) -> None:
+    kept, lost = tmp_path / "router.oci.tar", tmp_path / "pause.oci.tar"
+    record = tmp_path / "imported"
+    record.write_text(f"{kept.resolve()}:10:1\n{lost.resolve()}:20:2\n")
+    images.forget_imports(record, [lost])
+    assert record.read_text() == f"{kept.resolve()}:10:1\n"
+    images.forget_imports(tmp_path / "absent", [lost])  # no record yet: nothing to forget
+    assert not (tmp_path / "absent").exists()
