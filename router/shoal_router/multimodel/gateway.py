@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import random
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,11 +23,14 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import Counter
 
+from shoal_router import frontdoor
 from shoal_router.auth import ApiKeys
 from shoal_router.config import RouterConfig
 from shoal_router.endpoints import DiscoveredEndpoint, EjectionPolicy, EndpointPool
 from shoal_router.flow.dispatcher import Dispatcher
+from shoal_router.flow.model import Rejected
 from shoal_router.flow.poller import poll_loads
+from shoal_router.frontdoor import Caller
 from shoal_router.limits import RateLimiter, RetryBudget
 from shoal_router.metrics import RouterMetrics
 from shoal_router.multimodel import catalog as cat_mod
@@ -56,7 +60,10 @@ class ModelGateway:
         self.config = config
         self.rng = rng or random.Random()
         self.metrics = RouterMetrics()
-        self.keys = ApiKeys(enabled=False)
+        # one set of keys and one rate limiter for every pool: a key's budget is per entry point
+        self.keys = ApiKeys(enabled=bool(config.api_keys_file or config.api_keys_secret))
+        self.keys_loaded = not config.api_keys_secret
+        self.limiter = RateLimiter(config.rate_limit_rps, config.rate_burst, time.monotonic)
         self.pools: dict[str, PoolRuntime] = {}
         self.splits: dict[str, Split] = {}
         self.catalog = cat_mod.Catalog()
@@ -110,7 +117,7 @@ class ModelGateway:
             metrics=self.metrics,
             session=self.session,
             keys=self.keys,
-            limiter=RateLimiter(cfg.rate_limit_rps, cfg.rate_burst, loop.time),
+            limiter=self.limiter,
             budget=RetryBudget(cfg.retry_budget_ratio, cfg.retry_budget_min_per_s, loop.time),
             objectives=dict(cfg.objectives),
         )
@@ -165,10 +172,28 @@ class ModelGateway:
         runtime.models.pop(url, None)  # unreachable or not answering: it serves nothing for now
 
     # --- requests ----------------------------------------------------------------------------------
-    def models_response(self) -> web.Response:
+    def admit(self, request: web.Request) -> Caller | web.Response:
+        """The API key and the key's request rate, checked once per request before anything else (the
+        same code as the per-InferenceService router's): an unknown caller learns nothing about models."""
+        caller = frontdoor.authenticate(self.keys, request.headers, request.remote)
+        refused = caller if isinstance(caller, Rejected) else frontdoor.rate_limit(self.limiter, caller)
+        if refused is not None:
+            reason = "unauthorized" if refused.status == 401 else "rate_limited"
+            self.metrics.rejected.labels(reason).inc()
+            return web.Response(status=refused.status, body=refused.body(), headers=refused.headers())
+        assert isinstance(caller, Caller)
+        return caller
+
+    def models_response(self, request: web.Request) -> web.Response:
+        caller = self.admit(request)
+        if isinstance(caller, web.Response):
+            return caller
         return web.json_response({"object": "list", "data": cat_mod.model_list(self.catalog, self.splits)})
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        caller = self.admit(request)
+        if isinstance(caller, web.Response):
+            return caller
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -192,6 +217,7 @@ class ModelGateway:
             model=target,
             affinity_key=target if route.adapter else None,
             candidates=route.endpoints,
+            caller=caller,
         )
         return await self.pools[route.pool].proxy.handle(request, override)
 

@@ -22,6 +22,7 @@ from aiohttp import web
 from shoal_router.config import RouterConfig
 from shoal_router.multimodel.config import parse_text
 from shoal_router.multimodel.gateway import ModelGateway
+from shoal_router.server import key_sources
 from shoal_router.serving import run, serve_app
 from shoal_router.wire import error_response
 
@@ -97,6 +98,7 @@ def build_gateway_app(
         tasks = [
             asyncio.create_task(watch_file(gateway, path, reload_s)),
             asyncio.create_task(poll_models(gateway, models_poll_s)),
+            *(asyncio.create_task(source(gateway)) for source in key_sources(config)),
         ]
         if pools_namespace is not None:
             from shoal_router.multimodel.kube_source import watch_pods
@@ -123,7 +125,7 @@ def build_gateway_app(
 def _add_routes(app: web.Application, gateway: ModelGateway) -> None:
 
     async def models(request: web.Request) -> web.Response:
-        return gateway.models_response()
+        return gateway.models_response(request)
 
     async def generate(request: web.Request) -> web.StreamResponse:
         return await gateway.handle(request)
@@ -137,8 +139,13 @@ def _add_routes(app: web.Application, gateway: ModelGateway) -> None:
         return web.json_response({"status": "ok"})
 
     async def readyz(request: web.Request) -> web.Response:
-        ready = gateway.configured
-        state = {"configured": ready, "pools": sorted(gateway.pools), "models": sorted(gateway.catalog.where)}
+        ready = gateway.configured and gateway.keys_loaded
+        state = {
+            "configured": gateway.configured,
+            "keys_loaded": gateway.keys_loaded,
+            "pools": sorted(gateway.pools),
+            "models": sorted(gateway.catalog.where),
+        }
         return web.json_response(state, status=200 if ready else 503)
 
     async def metrics(request: web.Request) -> web.Response:
