@@ -128,6 +128,11 @@ def build_registry(
                 retries.succeeded(key)
 
     _register_child_events(registry, reconciler)
+    # InferenceGateways: the shared entry point (imported here: that module imports this one)
+    from shoal_operator.gateway_handlers import register_gateway
+    from shoal_operator.gateway_reconcile import GatewayReconciler
+
+    register_gateway(registry, GatewayReconciler(ctx.kube, reconciler.config.build))
     return registry
 
 
