@@ -86,15 +86,24 @@ def request_id(headers: Mapping[str, str], make: str) -> str:
 
 
 def adapter_scope(pool: EndpointPool, needs_key: bool, req: FlowRequest, body: bytes) -> FlowRequest:
+    """`scope_to_adapter` for an HTTP body (parsed again only when some replica serves adapters)."""
+    if not pool.serves_adapters():
+        return req
+    return scope_to_adapter(pool, needs_key, req, request_model(body))
+
+
+def scope_to_adapter(pool: EndpointPool, needs_key: bool, req: FlowRequest, model: str | None) -> FlowRequest:
     """A request for a LoRA adapter goes only to the replicas that list it in `GET /load`: a new replica
     turns Ready before the operator has loaded its adapters and must not answer 404 meanwhile. When no
-    replica lists the name (the base model, or an unknown name) any replica may answer it. The adapter's
-    name is the affinity key unless the strategy hashes prompts (AdapterAffinity keeps it resident)."""
-    if not pool.serves_adapters():
-        return req  # no adapters anywhere: not worth parsing the body again
-    model = request_model(body)
+    replica lists the name (the base model, or an unknown name) any replica may answer it; a subset the
+    request already has (the gateway's hint) is narrowed, never widened. The adapter's name is the
+    affinity key unless the strategy hashes prompts (AdapterAffinity keeps it resident)."""
     holders = pool.adapter_holders(model) if model else None
     if model is None or holders is None:
         return req
+    if req.candidates is not None:
+        holders = holders & req.candidates
+        if not holders:
+            return req
     key = req.affinity_key if needs_key else model
     return replace(req, model=model, candidates=holders, affinity_key=key)

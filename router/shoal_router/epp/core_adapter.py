@@ -15,6 +15,7 @@ from shoal_router.flow.classify import FAIRNESS_HEADER, OBJECTIVE_HEADER, classi
 from shoal_router.flow.dispatcher import Dispatcher
 from shoal_router.flow.lease import Lease
 from shoal_router.flow.model import FlowRequest, Outcome, Rejected
+from shoal_router.frontdoor import scope_to_adapter
 
 BUSY_STATUS = 429
 UPSTREAM_ERROR_STATUS = frozenset({502, 503, 504})
@@ -83,6 +84,8 @@ class DispatcherPicker:
             # proposal 004: nothing in the gateway's subset is eligible -> 503 now, never another endpoint
             raise Refused(503, "No endpoint of the gateway's subset is ready.", "no_endpoint")
         freq = flow_request(req, self.objectives)
+        needs_key = self.dispatcher.strategy.needs_key
+        freq = scope_to_adapter(self.pool, needs_key, freq, req.model or None)  # as the HTTP router does
         try:
             lease = await self.dispatcher.acquire(freq)
         except Rejected as rej:
