@@ -149,3 +149,22 @@ def test_entry_point_routes_by_model(kubectl: Kubectl, operator_process: subproc
 def _models(url: str) -> set[str]:
     resp = httpx.get(url + "/v1/models", headers=AUTH, timeout=5)
     return {c["id"] for c in resp.json()["data"]} if resp.status_code == 200 else {"?"}
+
+
+def test_api_server_rejects_bad_gateways(kubectl: Kubectl) -> None:
+    """The CRD's schema and CEL rules, enforced by the real API server (`kubectl apply` fails readably)."""
+    for spec, needle in (
+        ({"splits": {"chat": {"a": 0, "b": 0}}}, "at least one weight > 0"),
+        ({"splits": {"chat": {"a": -1}}}, "should be greater than or equal to 0"),
+        ({"strategy": "Nope"}, "Unsupported value"),
+        ({"replicas": 0}, "should be greater than or equal to 1"),
+    ):
+        doc = _gateway()
+        doc["metadata"]["name"] = "bad"
+        doc["spec"] = spec
+        res = kubectl.apply(doc, check=False)
+        assert res.returncode != 0 and needle in res.stderr, (spec, res.stderr)
+    long = _gateway()
+    long["metadata"]["name"] = "x" * 57
+    res = kubectl.apply(long, check=False)
+    assert res.returncode != 0 and "at most 56 characters" in res.stderr
