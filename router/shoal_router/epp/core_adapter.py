@@ -7,7 +7,7 @@ Ids: the core names endpoints by URL (`http://10.0.0.7:8000`); the gateway by `i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shoal_router.endpoints import EndpointPool
 from shoal_router.epp.picking import Picked, PickRequest, Refused
@@ -85,7 +85,9 @@ class DispatcherPicker:
             raise Refused(503, "No endpoint of the gateway's subset is ready.", "no_endpoint")
         freq = flow_request(req, self.objectives)
         needs_key = self.dispatcher.strategy.needs_key
-        freq = scope_to_adapter(self.pool, needs_key, freq, req.model or None)  # as the HTTP router does
+        if not needs_key:  # as the HTTP router: a prompt key only for strategies that hash prompts
+            freq = replace(freq, affinity_key=None)
+        freq = scope_to_adapter(self.pool, needs_key, freq, req.model or None)
         try:
             lease = await self.dispatcher.acquire(freq)
         except Rejected as rej:
