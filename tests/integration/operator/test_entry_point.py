@@ -5,6 +5,7 @@ through the entry point reach the pool of their `model` (read from the model-ser
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import subprocess
 from typing import Any
@@ -37,7 +38,7 @@ def _isvc(name: str, labels: dict[str, str], **spec: Any) -> dict[str, Any]:
 def _gateway() -> dict[str, Any]:
     spec = {
         "selector": {"matchLabels": {"team": "chat"}},
-        "splits": {"chat": {"chat-v1": 1, "chat-v2": 1}},
+        "splits": {"chat": {"chat-v1": 90, "chat-v2": 10}},
         "apiKeysSecret": "entry-keys",
     }
     meta = {"name": "models"}
@@ -111,6 +112,10 @@ def test_entry_point_routes_by_model(kubectl: Kubectl, operator_process: subproc
     cards = eventually(listed, timeout=90, what="/v1/models listing both services and the adapter")
     assert cards["chat-v1"]["owned_by"] == "chat-v1" and cards["chat-v2"]["inference_service"] == "chat-v2"
     assert cards["sql"]["parent"] == "chat-v1" and cards["chat"]["owned_by"] == "shoal-split"
+    assert cards["chat"]["targets"] == [
+        {"model": "chat-v1", "weight": 90},
+        {"model": "chat-v2", "weight": 10},
+    ]
 
     with httpx.Client(base_url=url, headers=AUTH, timeout=30) as http:
         for model, n in (("chat-v1", 4), ("chat-v2", 3), ("sql", 2)):
@@ -129,10 +134,10 @@ def test_entry_point_routes_by_model(kubectl: Kubectl, operator_process: subproc
         assert err["code"] == "model_not_found" and err["param"] == "model" and err["type"]
         assert (_answered(v1), _answered(v2)) == before
 
-        # the split: both targets get some of 40 requests
-        for _ in range(40):
-            assert http.post("/v1/chat/completions", json=_chat("chat")).status_code == 200
-        assert _served(v1, "chat-v1") > 4 and _served(v2, "chat-v2") > 3
+        # the 90/10 split: 10% +- 3% of 2,000 requests reach the canary's pod
+        assert asyncio.run(_send(url, "chat", 2000)) == [200] * 2000
+        canary, stable = _served(v2, "chat-v2") - 3, _served(v1, "chat-v1") - 4
+        assert canary + stable == 2000 and 140 <= canary <= 260, canary
 
     # the keys come from the Secret named in the InferenceGateway (the router's own key code)
     anonymous = httpx.post(url + "/v1/chat/completions", json=_chat("chat-v1"), timeout=5)
@@ -144,6 +149,18 @@ def test_entry_point_routes_by_model(kubectl: Kubectl, operator_process: subproc
     eventually(lambda: (listed() is None) and "chat-v2" not in _models(url), timeout=30, what="chat-v2 gone")
     assert kubectl.get("deployment", "models-entry")["status"].get("observedGeneration") == restarts  # type: ignore[index]
     assert operator_process.poll() is None
+
+
+async def _send(url: str, model: str, n: int, concurrency: int = 32) -> list[int]:
+    sem = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=60, limits=limits) as client:
+
+        async def one() -> int:
+            async with sem:
+                return (await client.post("/v1/chat/completions", json=_chat(model))).status_code
+
+        return list(await asyncio.gather(*(one() for _ in range(n))))
 
 
 def _models(url: str) -> set[str]:
