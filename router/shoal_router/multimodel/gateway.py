@@ -67,6 +67,7 @@ class ModelGateway:
         self.pools: dict[str, PoolRuntime] = {}
         self.splits: dict[str, Split] = {}
         self.catalog = cat_mod.Catalog()
+        self.declared: dict[str, str] = {}  # base model -> pool (InferenceService specs)
         self.session: aiohttp.ClientSession | None = None
         self.routed = Counter(
             "shoal_router_model_requests",
@@ -89,8 +90,13 @@ class ModelGateway:
         self.configured = True
         self.rebuild()
 
-    def set_pools(self, pools: Mapping[str, Sequence[DiscoveredEndpoint]]) -> None:
-        """Pools added, removed or re-pointed. Runs in the event loop (needs `session`)."""
+    def set_pools(
+        self, pools: Mapping[str, Sequence[DiscoveredEndpoint]], declared: Mapping[str, str] | None = None
+    ) -> None:
+        """Pools added, removed or re-pointed, and (from Kubernetes) each pool's base model by its spec.
+        Runs in the event loop (needs `session`)."""
+        if declared is not None:
+            self.declared = {model: pool for model, pool in declared.items() if pool in pools}
         for name in list(self.pools):
             if name not in pools:
                 self._drop_pool(name)
@@ -138,7 +144,7 @@ class ModelGateway:
 
     def rebuild(self) -> None:
         answers = {name: dict(rt.models) for name, rt in self.pools.items()}
-        self.catalog = cat_mod.build(answers)
+        self.catalog = cat_mod.build(answers, self.declared)
 
     async def close(self) -> None:
         for name in list(self.pools):

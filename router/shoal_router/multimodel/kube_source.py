@@ -65,22 +65,28 @@ def gateway_settings(obj: Mapping[str, Any]) -> tuple[dict[str, Split], dict[str
 
 @dataclass
 class Selection:
-    """What the watches saw; `pools()` is the gateway's pools: pods of the selected InferenceServices."""
+    """What the watches saw. `pools()`: the selected InferenceServices' pods (a selected one without
+    pods is an empty pool, which holds its requests); `declared()`: their base models by their specs."""
 
     match_labels: dict[str, str] | None = None  # None: every InferenceService of the namespace
-    services: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> its labels
+    services: dict[str, dict[str, str]] | None = None  # name -> its labels (None: not watched)
+    models: dict[str, str] = field(default_factory=dict)  # name -> spec.model.name
     pods: list[dict[str, Any]] = field(default_factory=list)
 
     def chosen(self) -> set[str] | None:
-        if self.match_labels is None:
-            return None
-        wanted = self.match_labels.items()
+        if self.services is None:
+            return None  # pods only: every InferenceService with a model-server pod
+        wanted = (self.match_labels or {}).items()
         return {n for n, labels in self.services.items() if wanted <= labels.items()}
 
     def pools(self) -> dict[str, list[DiscoveredEndpoint]]:
         groups = group_pods(self.pods)
         chosen = self.chosen()
-        return groups if chosen is None else {n: e for n, e in groups.items() if n in chosen}
+        return groups if chosen is None else {n: groups.get(n, []) for n in sorted(chosen)}
+
+    def declared(self) -> dict[str, str]:
+        """Base model -> InferenceService, for the selected ones (known only when they are watched)."""
+        return {self.models[n]: n for n in sorted(self.chosen() or ()) if self.models.get(n)}
 
 
 def _custom_lister(fn: Callable[..., Awaitable[Any]], plural: str) -> Callable[..., Awaitable[Any]]:
@@ -110,6 +116,8 @@ async def watch_kubernetes(
     from kubernetes_asyncio import client
 
     sel = Selection(match_labels=parse_match_labels(selector) if selector else None)
+    if selector or gateway_name:
+        sel.services = {}  # watched below: until listed, nothing is selected
     async with await api_client(kubeconfig) as api:
         core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
         lister = functools.partial(_custom_lister, custom.list_namespaced_custom_object)
@@ -154,7 +162,14 @@ def _publish(
         sel.services = {
             str(s["metadata"]["name"]): dict((s["metadata"].get("labels") or {}).items()) for s in services
         }
-    gateway.set_pools(sel.pools())
+        sel.models = {str(s["metadata"]["name"]): _model_name(s) for s in services}
+    gateway.set_pools(sel.pools(), sel.declared() if sel.services is not None else None)
+
+
+def _model_name(isvc: Mapping[str, Any]) -> str:
+    model = (isvc.get("spec") or {}).get("model")
+    name = model.get("name") if isinstance(model, Mapping) else None
+    return name if isinstance(name, str) else ""
 
 
 def _configure(gateway: ModelGateway, sel: Selection, items: list[dict[str, Any]], name: str) -> None:
@@ -170,5 +185,5 @@ def _configure(gateway: ModelGateway, sel: Selection, items: list[dict[str, Any]
     sel.match_labels = match
     gateway.splits = splits
     gateway.configured = True
-    gateway.set_pools(sel.pools())
+    gateway.set_pools(sel.pools(), sel.declared())
     log.info("InferenceGateway applied", extra={"gateway": name, "splits": sorted(splits)})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import subprocess
 from typing import Any
 
@@ -14,7 +15,7 @@ import httpx
 import pytest
 from shoal_common import names
 
-from .conftest import Kubectl, condition, eventually
+from .conftest import Kubectl, condition, consistently, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
@@ -143,12 +144,41 @@ def test_entry_point_routes_by_model(kubectl: Kubectl, operator_process: subproc
     anonymous = httpx.post(url + "/v1/chat/completions", json=_chat("chat-v1"), timeout=5)
     assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "invalid_api_key"
 
+    _held_while_at_zero(kubectl, url)
+
     # an InferenceService that loses the label leaves the entry point, without a restart
     restarts = dep["status"].get("observedGeneration")
     kubectl.run("label", names.KIND.lower() + "/chat-v2", "team-")
     eventually(lambda: (listed() is None) and "chat-v2" not in _models(url), timeout=30, what="chat-v2 gone")
     assert kubectl.get("deployment", "models-entry")["status"].get("observedGeneration") == restarts  # type: ignore[index]
     assert operator_process.poll() is None
+
+
+def _held_while_at_zero(kubectl: Kubectl, url: str) -> None:
+    """An InferenceService scaled to zero stays listed, and its requests wait for a replica (bounded by
+    the entry point's --pending-timeout) instead of a 404 saying that the model does not exist."""
+    kubectl.run("scale", "inferenceservice/chat-v2", "--replicas=0")
+    selector = f"{names.LABEL_ISVC}=chat-v2"
+    eventually(lambda: not kubectl.list("pods", selector), timeout=60, what="chat-v2 at zero")
+    eventually(
+        lambda: (c := listed_cards(url).get("chat-v2")) is not None and c["replicas"] == 0,
+        timeout=20,
+        what="chat-v2 listed with no replica",
+    )
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        held = pool.submit(
+            httpx.post, url + "/v1/chat/completions", json=_chat("chat-v2"), headers=AUTH, timeout=120
+        )
+        consistently(lambda: not held.done(), duration=2, what="the request held at zero")
+        kubectl.run("scale", "inferenceservice/chat-v2", "--replicas=1")
+        answer = held.result(timeout=120)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["model"] == "chat-v2"
+
+
+def listed_cards(url: str) -> dict[str, dict[str, Any]]:
+    resp = httpx.get(url + "/v1/models", headers=AUTH, timeout=5)
+    return {c["id"]: c for c in resp.json()["data"]} if resp.status_code == 200 else {}
 
 
 async def _send(url: str, model: str, n: int, concurrency: int = 32) -> list[int]:
