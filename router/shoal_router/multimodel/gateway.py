@@ -15,7 +15,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,7 +116,8 @@ class ModelGateway:
         pool = EndpointPool(policy=policy, metrics=self.metrics)
         pool.clock = loop.time
         strategy = make_strategy(cfg.strategy, load_factor=cfg.hash_load_factor)
-        dispatcher = Dispatcher(pool, strategy, cfg.flow(), metrics=self.metrics, rng=self.rng)
+        flow = _SummedPending(self.metrics, lambda: sum(rt.dispatcher.pending for rt in self.pools.values()))
+        dispatcher = Dispatcher(pool, strategy, cfg.flow(), metrics=flow, rng=self.rng)
         proxy = Proxy(
             config=cfg,
             dispatcher=dispatcher,
@@ -226,6 +227,27 @@ class ModelGateway:
             caller=caller,
         )
         return await self.pools[route.pool].proxy.handle(request, override)
+
+
+class _SummedPending:
+    """A pool's flow metrics: the shared ones, except that `shoal_router_pending_requests` is the sum over
+    the pools (each pool's dispatcher reports only its own count; the last writer must not win)."""
+
+    def __init__(self, metrics: RouterMetrics, total: Callable[[], int]) -> None:
+        self.metrics = metrics
+        self.total = total
+
+    def flow_queued(self, priority: int, tenant: str, delta: int) -> None:
+        self.metrics.flow_queued(priority, tenant, delta)
+
+    def flow_dispatched(self, priority: int, tenant: str, wait_s: float) -> None:
+        self.metrics.flow_dispatched(priority, tenant, wait_s)
+
+    def flow_shed(self, priority: int, tenant: str, reason: str) -> None:
+        self.metrics.flow_shed(priority, tenant, reason)
+
+    def set_pending(self, value: int) -> None:
+        self.metrics.set_pending(self.total())
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
