@@ -1,6 +1,7 @@
 """Thin kopf handlers of InferenceGateways: every watch event that is new to this process or carries a
 generation the status has not observed reconciles the gateway; events of its entry-point Deployment
-refresh the status (and a deleted one is re-created at once)."""
+refresh the status (and a deleted one is re-created at once); the leader's drift repair re-applies every
+gateway's children each drift period."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from typing import Any
 import kopf
 from shoal_common import names
 
+from shoal_operator.context import OperatorContext
+from shoal_operator.drift import Retries, drift_loop
 from shoal_operator.gateway_reconcile import GatewayReconciler
-from shoal_operator.handlers import rollout_signature
+from shoal_operator.handlers import LeaderWork, rollout_signature
 from shoal_operator.reconcile import TransientError
 
 log = logging.getLogger("shoal.operator")
@@ -52,6 +55,25 @@ def register_gateway(registry: kopf.OperatorRegistry, reconciler: GatewayReconci
         else:
             seen.pop(key, None)
         await _run(lambda: reconciler.refresh(str(namespace), str(owner)), str(owner))
+
+
+def gateway_drift_work(ctx: OperatorContext, reconciler: GatewayReconciler, retries: Retries) -> LeaderWork:
+    """Leader only, as for InferenceServices: every drift period, re-apply every gateway's children
+    (a deleted Service or Role comes back; a hand-edited Deployment is set right)."""
+
+    async def work() -> None:
+        s = ctx.settings
+        await drift_loop(
+            ctx.kube,
+            s.namespaces,
+            reconciler.refresh,
+            retries,
+            s.drift_period_seconds,
+            ctx.stop,
+            names.GATEWAY_KIND,
+        )
+
+    return work
 
 
 RETRIES = 5

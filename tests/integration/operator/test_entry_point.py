@@ -151,6 +151,10 @@ def test_entry_point_routes_by_model(kubectl: Kubectl, operator_process: subproc
     kubectl.run("label", names.KIND.lower() + "/chat-v2", "team-")
     eventually(lambda: (listed() is None) and "chat-v2" not in _models(url), timeout=30, what="chat-v2 gone")
     assert kubectl.get("deployment", "models-entry")["status"].get("observedGeneration") == restarts  # type: ignore[index]
+
+    # drift repair: a deleted child of the gateway comes back
+    kubectl.run("delete", "service", "models", "--wait=true")
+    eventually(lambda: kubectl.get("service", "models"), timeout=30, what="the Service re-created")
     assert operator_process.poll() is None
 
 
