@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from e2e.support import Kube, eventually, pod_ready
 from integration.podrunner.test_podrunner import sim_deployment
-from shoal_sandbox.demo import Stack
+from shoal_sandbox.runner_stack import Stack
 
 
 def main() -> int:

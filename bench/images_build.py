@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from shoal_common.paths import cache_dir
+
 
 def _build(*args: str) -> float:
     t0 = time.monotonic()
@@ -55,7 +57,7 @@ def main() -> int:
     )
     parser.add_argument("--cold", nargs="*", default=[], help="images to rebuild with --force and time")
     args = parser.parse_args()
-    cache = Path(os.environ.get("SHOAL_CACHE") or Path.home() / ".cache" / "shoal")
+    cache = cache_dir()
     rows = []
     for name in args.cold:
         load = os.getloadavg()[0]

@@ -13,10 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import random
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,22 +21,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+from shoal_common import processes
+from shoal_common.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
 def process(args: list[str], ready: str, log: Path, within: float = 60.0) -> Iterator[str]:
     port = free_port()
     cmd = [sys.executable, "-m", "shoal_cli", *args, "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ})
+    proc = processes.spawn(cmd, log)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + within
@@ -54,11 +46,7 @@ def process(args: list[str], ready: str, log: Path, within: float = 60.0) -> Ite
             time.sleep(0.1)
         yield url
     finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(15)
-        if proc.poll() is None:
-            proc.kill()
+        processes.stop(proc, timeout=15)
 
 
 def zipf_sequence(n: int, adapters: int, s: float, seed: int) -> list[str]:

@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import ssl
 import statistics
 import subprocess
@@ -38,6 +37,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "common")]
 
+from shoal_common import processes  # noqa: E402
+from shoal_common.ports import free_port  # noqa: E402
 from shoal_operator.kube import bearer_token, connect  # noqa: E402
 
 
@@ -148,9 +149,7 @@ def main() -> int:
     subprocess.run([*kc, "create", "namespace", ns], check=True, capture_output=True)
     http = client(kubeconfig)
     log = Path(tempfile.mkdtemp(prefix="bench-op-")) / "operator.log"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        metrics_port = sock.getsockname()[1]
+    metrics_port = free_port()
     argv = [
         sys.executable,
         "-m",
@@ -168,8 +167,7 @@ def main() -> int:
         "--log-level",
         "WARNING",
     ]
-    with log.open("wb") as f:
-        op = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    op = processes.spawn(argv, log)
     watch = DeploymentWatch(kubeconfig, ns)
     watch.start()
     watch.ready.wait(30)
@@ -251,11 +249,7 @@ def main() -> int:
         now, peak = rss_mb(op.pid)
         results["operator_rss_mb"] = {"now": round(now, 1), "peak": round(peak, 1)}
     finally:
-        op.terminate()
-        try:
-            op.wait(20)
-        except subprocess.TimeoutExpired:
-            op.kill()
+        processes.stop(op, timeout=20)
         subprocess.run([*kc, "delete", "namespace", ns, "--wait=false"], capture_output=True)
     print(json.dumps(results, indent=2))
     return 0

@@ -5,22 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import aiohttp
+from shoal_common import processes
+from shoal_common.ports import free_port
+
+__all__ = ["REPO", "cpu_seconds", "free_port", "percentile", "process", "router_cmd", "wait_ready"]
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -39,12 +35,7 @@ def process(
     try:
         yield proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        processes.stop(proc, timeout=10)
 
 
 def router_cmd(port: int, upstreams: Sequence[str], strategy: str = "LeastLoad", *extra: str) -> list[str]:

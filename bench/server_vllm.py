@@ -14,8 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +24,8 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "model-server"))
 
+from shoal_common import processes  # noqa: E402
+from shoal_common.ports import free_port  # noqa: E402
 from shoal_server.engines.vllm_engine import configure_environment  # noqa: E402
 from shoal_server.model_cli import prepare  # noqa: E402
 
@@ -33,17 +33,10 @@ MODEL = "smollm2"
 PROMPTS = [f"Write a short story about a fish called number {i}. Once upon a time" for i in range(64)]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start(cmd: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     configure_environment(env)  # the same CPU/cache settings for both servers
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    proc = processes.spawn(cmd, log, env=env, cwd=REPO)
     t0 = time.monotonic()
     ready_path = "/readyz" if "shoal_cli" in cmd else "/health"
     while time.monotonic() - t0 < 600:
@@ -56,17 +49,12 @@ def start(cmd: list[str], port: int, log: Path) -> subprocess.Popen[bytes]:
         except httpx.HTTPError:
             pass
         time.sleep(1)
-    proc.kill()
+    processes.kill(proc)
     raise RuntimeError("server did not become ready")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    processes.stop(proc, timeout=60)  # the group: vLLM's engine core too
 
 
 async def run_load(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -128,12 +128,63 @@ async def attempt(
     )
 
 
-async def _read_stream(resp: aiohttp.ClientResponse, started: float, chat: bool) -> Outcome:
-    parts: list[str] = []
+@dataclass(slots=True)
+class _StreamAnswer:
+    """What the events of one streamed answer have said so far."""
+
+    started: float
+    chat: bool
+    parts: list[str] = field(default_factory=list)
     usage: dict[str, Any] | None = None
     finish_reason: str | None = None
     ttft: float | None = None
-    chunks = 0
+    chunks: int = 0
+
+    def add(self, event: Any) -> None:
+        if event.get("usage"):
+            self.usage = event["usage"]
+        for choice in event.get("choices") or ():
+            piece = _choice_text(choice, self.chat)
+            if piece:
+                if self.ttft is None:
+                    self.ttft = time.perf_counter() - self.started
+                self.parts.append(piece)
+                self.chunks += 1
+            if choice.get("finish_reason"):
+                self.finish_reason = choice["finish_reason"]
+
+    def outcome(self, saw_done: bool) -> Outcome:
+        if not saw_done and self.finish_reason is None:
+            return _failure(
+                self.started, "connection", "stream ended before [DONE]", status=200, retryable=True
+            )
+        return Outcome(
+            ok=True,
+            latency_s=time.perf_counter() - self.started,
+            text="".join(self.parts),
+            usage=self.usage
+            if self.usage is not None
+            else {"completion_tokens": self.chunks, "estimated": True},
+            finish_reason=self.finish_reason,
+            ttft_s=self.ttft,
+        )
+
+
+def _stream_event(data: bytes, started: float) -> Any:
+    """One `data:` event decoded, or the failed Outcome that an unreadable or error event means."""
+    try:
+        event = json.loads(data)
+    except ValueError:
+        return _failure(started, "bad_response", "invalid JSON in stream", status=200, retryable=False)
+    if "error" in event and not event.get("choices"):
+        err = event["error"]
+        msg = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+        return _failure(started, "stream_error", str(msg)[:500], status=200, retryable=True)
+    return event
+
+
+async def _read_stream(resp: aiohttp.ClientResponse, started: float, chat: bool) -> Outcome:
+    answer = _StreamAnswer(started, chat)
     saw_done = False
     async for raw_line in resp.content:
         line = raw_line.strip()
@@ -143,37 +194,11 @@ async def _read_stream(resp: aiohttp.ClientResponse, started: float, chat: bool)
         if data == b"[DONE]":
             saw_done = True
             break
-        try:
-            event = json.loads(data)
-        except ValueError:
-            return _failure(started, "bad_response", "invalid JSON in stream", status=200, retryable=False)
-        if "error" in event and not event.get("choices"):
-            err = event["error"]
-            msg = err.get("message", str(err)) if isinstance(err, dict) else str(err)
-            return _failure(started, "stream_error", str(msg)[:500], status=200, retryable=True)
-        if event.get("usage"):
-            usage = event["usage"]
-        for choice in event.get("choices") or ():
-            piece = _choice_text(choice, chat)
-            if piece:
-                if ttft is None:
-                    ttft = time.perf_counter() - started
-                parts.append(piece)
-                chunks += 1
-            if choice.get("finish_reason"):
-                finish_reason = choice["finish_reason"]
-    if not saw_done and finish_reason is None:
-        return _failure(started, "connection", "stream ended before [DONE]", status=200, retryable=True)
-    if usage is None:
-        usage = {"completion_tokens": chunks, "estimated": True}
-    return Outcome(
-        ok=True,
-        latency_s=time.perf_counter() - started,
-        text="".join(parts),
-        usage=usage,
-        finish_reason=finish_reason,
-        ttft_s=ttft,
-    )
+        event = _stream_event(data, started)
+        if isinstance(event, Outcome):
+            return event
+        answer.add(event)
+    return answer.outcome(saw_done)
 
 
 async def discover_model(

@@ -48,50 +48,73 @@ def id_key(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
+def _decode(text: str) -> dict[str, Any] | str:
+    """The line's JSON object, or why it is not one."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"invalid JSON: {exc.msg} (column {exc.colno})"
+    except RecursionError:
+        return "invalid JSON: nested too deeply"
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits (Python's int-to-str limit)
+        return f"invalid JSON: {exc}"
+    if not isinstance(obj, dict):
+        return f"expected a JSON object, got {type(obj).__name__}"
+    return obj
+
+
+def _id_problem(obj: dict[str, Any]) -> str | None:
+    if "id" not in obj:
+        return "missing 'id'"
+    ident = obj["id"]
+    if isinstance(ident, bool) or not isinstance(ident, str | int) or ident == "":
+        return "'id' must be a non-empty string or an integer"
+    return None
+
+
+def _messages_problem(messages: Any) -> str | None:
+    if not isinstance(messages, list) or not messages:
+        return "'messages' must be a non-empty list"
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or "role" not in message:
+            return f"messages[{i}] must be an object with a 'role'"
+    return None
+
+
+def _body_problem(obj: dict[str, Any]) -> str | None:
+    """Why the prompt, messages or params are unusable, in the order a reader checks them; None if fine."""
+    prompt = obj.get("prompt")
+    messages = obj.get("messages")
+    if (prompt is None) == (messages is None):
+        return "exactly one of 'prompt' or 'messages' is required"
+    if prompt is not None and not isinstance(prompt, str):
+        return "'prompt' must be a string"
+    if messages is not None and (problem := _messages_problem(messages)) is not None:
+        return problem
+    if not isinstance(obj.get("params", {}), dict):
+        return "'params' must be an object"
+    return None
+
+
 def parse_line(text: str, line: int) -> Item | Malformed | None:
     """Parse one input line; ``None`` for blank lines and ``#`` comments."""
     stripped = text.strip()
     if not stripped or stripped.startswith("#"):
         return None
-    try:
-        obj = json.loads(stripped)
-    except json.JSONDecodeError as exc:
-        return Malformed(line, f"invalid JSON: {exc.msg} (column {exc.colno})")
-    except RecursionError:
-        return Malformed(line, "invalid JSON: nested too deeply")
-    except ValueError as exc:  # e.g. an integer of more than 4,300 digits (Python's int-to-str limit)
-        return Malformed(line, f"invalid JSON: {exc}")
-    if not isinstance(obj, dict):
-        return Malformed(line, f"expected a JSON object, got {type(obj).__name__}")
-    if "id" not in obj:
-        return Malformed(line, "missing 'id'")
-    ident = obj["id"]
-    if isinstance(ident, bool) or not isinstance(ident, str | int) or ident == "":
-        return Malformed(line, "'id' must be a non-empty string or an integer")
-    prompt = obj.get("prompt")
-    messages = obj.get("messages")
-    if (prompt is None) == (messages is None):
-        return Malformed(line, "exactly one of 'prompt' or 'messages' is required")
-    if prompt is not None and not isinstance(prompt, str):
-        return Malformed(line, "'prompt' must be a string")
-    if messages is not None:
-        if not isinstance(messages, list) or not messages:
-            return Malformed(line, "'messages' must be a non-empty list")
-        for i, message in enumerate(messages):
-            if not isinstance(message, dict) or "role" not in message:
-                return Malformed(line, f"messages[{i}] must be an object with a 'role'")
-    params = obj.get("params", {})
-    if not isinstance(params, dict):
-        return Malformed(line, "'params' must be an object")
+    obj = _decode(stripped)
+    if isinstance(obj, str):
+        return Malformed(line, obj)
+    problem = _id_problem(obj) or _body_problem(obj)
+    if problem is not None:
+        return Malformed(line, problem)
     extra = {k: v for k, v in obj.items() if k not in RESERVED_KEYS}
-    merged = {**extra, **params}
     return Item(
-        id=ident,
-        key=id_key(ident),
+        id=obj["id"],
+        key=id_key(obj["id"]),
         line=line,
-        prompt=prompt,
-        messages=messages,
-        params=merged,
+        prompt=obj.get("prompt"),
+        messages=obj.get("messages"),
+        params={**extra, **obj.get("params", {})},
         expected=obj.get("expected"),
     )
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from typing import Any
+
+from shoal_common.timestamps import rfc3339
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -14,8 +15,7 @@ _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": rfc3339(record.created, digits=3),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),

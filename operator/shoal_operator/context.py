@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 from shoal_common import names
+from shoal_common.timestamps import rfc3339
 
 from shoal_operator.kube import ApiError, Kube, path_for
 from shoal_operator.metrics import OperatorMetrics
@@ -48,7 +48,7 @@ class OperatorContext:
     ) -> None:
         """Post a core/v1 Event about `body` (an InferenceService); failures are logged, not raised."""
         meta = body.get("metadata", {})
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = rfc3339()
         event = {
             "apiVersion": "v1",
             "kind": "Event",

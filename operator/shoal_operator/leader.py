@@ -14,6 +14,8 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from shoal_common.timestamps import parse_rfc3339, rfc3339
+
 from shoal_operator.kube import ApiError, Kube, path_for
 
 log = logging.getLogger("shoal.operator.leader")
@@ -24,13 +26,11 @@ def _now() -> datetime:
 
 
 def _fmt(t: datetime) -> str:
-    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return rfc3339(t, digits=6)  # a Lease's times are MicroTime
 
 
 def _parse(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parse_rfc3339(value) if value else None
 
 
 class LeaseElector:

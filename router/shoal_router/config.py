@@ -59,31 +59,42 @@ class RouterConfig:
     shutdown_timeout_s: float = 30.0
 
     def validate(self) -> RouterConfig:
-        if self.discovery not in ("static", "kubernetes", "pods", "models"):  # models: --models-config
-            raise ValueError("--discovery must be static, kubernetes or pods")
-        if self.discovery == "static" and not self.upstreams:
-            raise ValueError("static discovery needs at least one --upstream URL")
-        if self.discovery == "kubernetes" and not self.service:
-            raise ValueError("--discovery kubernetes needs --service (the model-server Service, X-model)")
-        if self.discovery == "pods" and not (self.service or self.selector):
-            raise ValueError("--discovery pods needs --service or --selector")
-        if self.strategy not in STRATEGY_NAMES:
-            raise ValueError(f"--strategy must be one of {', '.join(STRATEGY_NAMES)}")
-        if self.api_keys_secret and self.discovery == "static":
-            raise ValueError("--api-keys-secret needs Kubernetes discovery (use --api-keys-file otherwise)")
-        if self.max_attempts < 1:
-            raise ValueError("--max-attempts must be >= 1")
-        if self.hash_load_factor < 1.0:
-            raise ValueError("--hash-load-factor must be >= 1.0")
-        if self.max_pending < 0 or self.max_queued_bytes < 0 or self.replica_queue < 0:
-            raise ValueError("--max-pending, --max-queued-bytes and --replica-queue must be >= 0")
-        if not (self.queue_timeout_s > 0 and self.pending_timeout_s > 0):
-            raise ValueError("--queue-timeout and --pending-timeout must be > 0")
-        if not 0 <= self.fair_reserve < 1:
-            raise ValueError("--fair-reserve must be in [0, 1)")
-        if not 0 <= self.load_poll_interval_s <= 10:
-            raise ValueError("--load-poll-interval must be between 0 (off) and 10 seconds")
+        problem = self._routing_problem() or self._bounds_problem()
+        if problem:
+            raise ValueError(problem)
         return self
+
+    def _routing_problem(self) -> str | None:
+        """What is wrong with discovery, strategy and credentials, first problem first; None if nothing."""
+        if self.discovery not in ("static", "kubernetes", "pods", "models"):  # models: --models-config
+            return "--discovery must be static, kubernetes or pods"
+        if self.discovery == "static" and not self.upstreams:
+            return "static discovery needs at least one --upstream URL"
+        if self.discovery == "kubernetes" and not self.service:
+            return "--discovery kubernetes needs --service (the model-server Service, X-model)"
+        if self.discovery == "pods" and not (self.service or self.selector):
+            return "--discovery pods needs --service or --selector"
+        if self.strategy not in STRATEGY_NAMES:
+            return f"--strategy must be one of {', '.join(STRATEGY_NAMES)}"
+        if self.api_keys_secret and self.discovery == "static":
+            return "--api-keys-secret needs Kubernetes discovery (use --api-keys-file otherwise)"
+        return None
+
+    def _bounds_problem(self) -> str | None:
+        """Which numeric setting is out of range, first problem first; None if none."""
+        if self.max_attempts < 1:
+            return "--max-attempts must be >= 1"
+        if self.hash_load_factor < 1.0:
+            return "--hash-load-factor must be >= 1.0"
+        if self.max_pending < 0 or self.max_queued_bytes < 0 or self.replica_queue < 0:
+            return "--max-pending, --max-queued-bytes and --replica-queue must be >= 0"
+        if not (self.queue_timeout_s > 0 and self.pending_timeout_s > 0):
+            return "--queue-timeout and --pending-timeout must be > 0"
+        if not 0 <= self.fair_reserve < 1:
+            return "--fair-reserve must be in [0, 1)"
+        if not 0 <= self.load_poll_interval_s <= 10:
+            return "--load-poll-interval must be between 0 (off) and 10 seconds"
+        return None
 
     def flow(self) -> FlowConfig:
         """The dispatcher's bounds and timings."""

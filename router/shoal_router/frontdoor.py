@@ -66,15 +66,7 @@ def flow_request(
         fairness_id=headers.get(FAIRNESS_HEADER),
         objectives=objectives,
     )
-    return FlowRequest(
-        tenant=c.tenant,
-        priority=c.priority,
-        weight=c.weight,
-        tokens_per_minute=c.tokens_per_minute,
-        size_bytes=size_bytes,
-        affinity_key=affinity_key,
-        request_id=request_id,
-    )
+    return c.flow_request(size_bytes=size_bytes, affinity_key=affinity_key, request_id=request_id)
 
 
 def request_id(headers: Mapping[str, str], make: str) -> str:

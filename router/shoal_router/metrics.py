@@ -5,72 +5,60 @@ from __future__ import annotations
 
 import contextlib
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from shoal_common.series import SeriesBuilder
 
 MAX_TENANT_LABELS = 100
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+FLOW_WAIT_BUCKETS = (0.0, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 class RouterMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        r = self.registry
-        self.requests = Counter(
-            "shoal_router_requests",
-            "Requests answered by the router, by HTTP status code.",
-            ["code"],
-            registry=r,
+        s = SeriesBuilder(self.registry)
+        self.requests = s.counter(
+            "shoal_router_requests", "Requests answered by the router, by HTTP status code.", "code"
         )
-        self.upstream_latency = Histogram(
+        self.upstream_latency = s.histogram(
             "shoal_router_upstream_latency_seconds",
             "Time from sending a request upstream to its response headers (time to first byte).",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            LATENCY_BUCKETS,
         )
-        self.request_duration = Histogram(
+        self.request_duration = s.histogram(
             "shoal_router_request_duration_seconds",
             "Whole request time through the router, including holding and retries.",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            LATENCY_BUCKETS,
         )
-        self.retries = Counter(
-            "shoal_router_retries",
-            "Attempts retried on another replica before any byte reached the client.",
-            registry=r,
+        self.retries = s.counter(
+            "shoal_router_retries", "Attempts retried on another replica before any byte reached the client."
         )
-        self.retries_denied = Counter(
+        self.retries_denied = s.counter(
             "shoal_router_retries_denied",
             "Retries not made because the retry budget or max attempts ran out.",
-            registry=r,
         )
-        self.ejections = Counter(
-            "shoal_router_ejections", "Outlier ejections of an endpoint after repeated failures.", registry=r
+        self.ejections = s.counter(
+            "shoal_router_ejections", "Outlier ejections of an endpoint after repeated failures."
         )
-        self.pending = Gauge(
+        self.pending = s.gauge(
             "shoal_router_pending_requests",
             "Requests held because no replica is ready (the scale-from-zero signal).",
-            registry=r,
         )
-        self.endpoint_inflight = Gauge(
-            "shoal_router_endpoint_inflight",
-            "Requests in flight per upstream endpoint.",
-            ["endpoint"],
-            registry=r,
+        self.endpoint_inflight = s.gauge(
+            "shoal_router_endpoint_inflight", "Requests in flight per upstream endpoint.", "endpoint"
         )
-        self.endpoints = Gauge(
+        self.endpoints = s.gauge(
             "shoal_router_endpoints",
             "Known endpoints by state (ready, terminating, ejected, not_ready).",
-            ["state"],
-            registry=r,
+            "state",
         )
-        self.rejected = Counter(
+        self.rejected = s.counter(
             "shoal_router_rejected",
             "Requests refused by the router itself, by reason "
             "(unauthorized, rate_limited, too_large, queue_full, hold_timeout).",
-            ["reason"],
-            registry=r,
+            "reason",
         )
-        self._flow_series(r)
+        self._flow_series(s)
         self._code_children: dict[int, Counter] = {}
 
     # PoolMetrics protocol
@@ -84,36 +72,37 @@ class RouterMetrics:
     def ejected(self, endpoint: str) -> None:
         self.ejections.inc()
 
-    def _flow_series(self, r: CollectorRegistry) -> None:
+    def _flow_series(self, s: SeriesBuilder) -> None:
         """Flow control, by priority band and tenant (the dispatcher's FlowMetrics)."""
         self._tenants: set[str] = set()
         self._dispatch_children: dict[tuple[int, str], tuple[Counter, Histogram]] = {}
-        self.flow_queue = Gauge(
+        self.flow_queue = s.gauge(
             "shoal_router_flow_queued_requests",
             "Requests waiting in the router for a free replica slot (replicas ready but full), by band and tenant; "
             "requests held while no replica is ready are in shoal_router_pending_requests instead.",
-            ["priority", "tenant"],
-            registry=r,
+            "priority",
+            "tenant",
         )
-        self.flow_dispatched_total = Counter(
+        self.flow_dispatched_total = s.counter(
             "shoal_router_flow_dispatched",
             "Requests handed to a replica (after any wait), by priority band and tenant.",
-            ["priority", "tenant"],
-            registry=r,
+            "priority",
+            "tenant",
         )
-        self.flow_shed_total = Counter(
+        self.flow_shed_total = s.counter(
             "shoal_router_flow_shed",
             "Requests refused by flow control, by band, tenant and reason "
             "(queue_full, shed, timeout, tokens_quota).",
-            ["priority", "tenant", "reason"],
-            registry=r,
+            "priority",
+            "tenant",
+            "reason",
         )
-        self.flow_wait = Histogram(
+        self.flow_wait = s.histogram(
             "shoal_router_flow_wait_seconds",
             "Time a request waited in the router's queue before dispatch, by band and tenant.",
-            ["priority", "tenant"],
-            buckets=(0.0, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
-            registry=r,
+            FLOW_WAIT_BUCKETS,
+            "priority",
+            "tenant",
         )
 
     # FlowMetrics protocol (the dispatcher's)

@@ -34,15 +34,14 @@ from shoal_router.flow.capacity import parse_load_headers
 from shoal_router.flow.dispatcher import Dispatcher
 from shoal_router.flow.lease import Lease
 from shoal_router.flow.model import FlowRequest, Outcome, Rejected
-from shoal_router.flow.usage import UsageCounter
 from shoal_router.limits import RateLimiter, RetryBudget
 from shoal_router.metrics import RouterMetrics
 from shoal_router.prompt import prompt_prefix
+from shoal_router.relay import Busy, Retry, relay
 from shoal_router.wire import (
     CLIENT_CLOSED,
     GATEWAY_FAILURE_STATUS,
     RequestLog,
-    copy_headers,
     error_response,
     upstream_headers,
 )
@@ -50,31 +49,8 @@ from shoal_router.wire import (
 access_log = logging.getLogger("shoal_router.access")
 log = logging.getLogger("shoal_router.proxy")
 
-_UPSTREAM_BROKEN = (
-    aiohttp.ClientPayloadError,
-    aiohttp.ServerDisconnectedError,
-    aiohttp.ClientOSError,
-    aiohttp.SocketTimeoutError,
-    TimeoutError,
-)
-
-
 # rejection codes whose metric label predates the flow-control core (a public series: keep the names)
 _REASON = {"no_replica_ready": "hold_timeout", "no_replica_queue_full": "queue_full"}
-
-
-class _Retry(Exception):
-    """This attempt failed before anything reached the client; try another replica."""
-
-    def __init__(self, reason: str, status: int, answered: bool = True) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-        self.answered = answered  # False: refused/reset, the replica never answered (it is ejected)
-
-
-class _Busy(Exception):
-    """The replica answered 429 (alive, full): the request waits in the queue and goes out again."""
 
 
 @dataclass(frozen=True)
@@ -225,7 +201,7 @@ class Proxy:
         self, request: web.Request, req: FlowRequest, body: bytes, entry: RequestLog, start: float
     ) -> web.StreamResponse:
         headers = upstream_headers(request, entry.request_id, drop_auth=self.keys.enabled)
-        last: _Retry | None = None
+        last: Retry | None = None
         requeue = False
         for _ in range(10_000):  # bounded: every pass either answers, or waits in the queue (deadline)
             try:
@@ -239,14 +215,14 @@ class Proxy:
             entry.endpoint, entry.pick = lease.endpoint, lease.reason
             try:
                 return await self._attempt(request, lease, body, headers, entry, start)
-            except _Busy:
+            except Busy:
                 # alive but full: back into the queue (keeping its turn) until the request's deadline
                 entry.attempts -= 1
                 if not requeue:
                     deadline = self.dispatcher.clock() + self.config.queue_timeout_s
                     req = replace(req, deadline=min(deadline, req.deadline or deadline))
                 requeue = True
-            except _Retry as retry:
+            except Retry as retry:
                 last = retry
                 if retry.answered:
                     entry.tried.append(lease.endpoint)  # an answer: do not ask the same replica again
@@ -276,7 +252,7 @@ class Proxy:
             return False
         return True
 
-    def _exhausted(self, last: _Retry, entry: RequestLog) -> web.Response:
+    def _exhausted(self, last: Retry, entry: RequestLog) -> web.Response:
         entry.error = last.reason
         message = f"No replica could serve the request ({last.reason})."
         return error_response(last.status or 502, message, "server_error", "upstream_unavailable")
@@ -303,10 +279,10 @@ class Proxy:
             )
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             lease.report(Outcome.CONNECT_FAILED)
-            raise _Retry(f"connect to {url} failed: {type(exc).__name__}", 502, answered=False) from exc
+            raise Retry(f"connect to {url} failed: {type(exc).__name__}", 502, answered=False) from exc
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
             lease.report(Outcome.CONNECT_FAILED)
-            raise _Retry(f"{url} closed the connection before answering", 502, answered=False) from exc
+            raise Retry(f"{url} closed the connection before answering", 502, answered=False) from exc
         except (aiohttp.SocketTimeoutError, TimeoutError):
             lease.report(Outcome.TIMEOUT)
             entry.error = "first-byte timeout"
@@ -325,7 +301,7 @@ class Proxy:
             self.metrics.upstream_latency.observe(now - sent)
             entry.ttfb_ms = (now - start) * 1000
             self._judge(lease, upstream.status, upstream.headers, entry)
-            return await self._stream(request, upstream, lease, entry)
+            return await relay(request, upstream, lease, entry, self.dispatcher)
         finally:
             if upstream.content.is_eof():
                 upstream.release()  # fully read: the connection goes back to the pool
@@ -337,11 +313,11 @@ class Proxy:
         load = parse_load_headers(headers)
         if status == 429:
             lease.report(Outcome.BUSY, load)
-            raise _Busy()
+            raise Busy()
         if status in GATEWAY_FAILURE_STATUS:
             lease.report(Outcome.UPSTREAM_ERROR, load)
             if self._could_retry(entry):
-                raise _Retry(f"{lease.endpoint} answered {status}", status)
+                raise Retry(f"{lease.endpoint} answered {status}", status)
             return
         lease.report(Outcome.SUCCESS, load)
 
@@ -349,68 +325,6 @@ class Proxy:
         """Cheap pre-check (no budget withdrawal) so a last attempt's answer is passed through as is."""
         others = self.pool.eligible([*entry.tried, entry.endpoint])
         return entry.attempts < self.config.max_attempts and bool(others)
-
-    async def _stream(
-        self, request: web.Request, upstream: aiohttp.ClientResponse, lease: Lease, entry: RequestLog
-    ) -> web.StreamResponse:
-        # The first piece of the body, as soon as it arrives. Nothing has reached the client yet, so an
-        # upstream failure here is still retryable.
-        try:
-            first = await upstream.content.readany()
-        except _UPSTREAM_BROKEN as exc:
-            lease.report(Outcome.CONNECT_FAILED)
-            raise _Retry(
-                f"{entry.endpoint} broke before the first byte: {type(exc).__name__}", 502, answered=False
-            ) from exc
-        entry.bytes_out += len(first)
-        usage = UsageCounter(lease.request.size_bytes) if lease.request.tokens_per_minute > 0 else None
-        if usage is not None:
-            usage.feed(first)
-        if upstream.content.is_eof():
-            # The whole body came in one piece (a small JSON answer): one write, one syscall. Nothing is
-            # held back to do this; a longer body takes the streaming path below.
-            small = web.Response(status=upstream.status, reason=upstream.reason, body=first)
-            copy_headers(upstream, small, entry.request_id, drop_length=True)
-            self._charge(lease, usage, small)
-            return small
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        copy_headers(upstream, response, entry.request_id, drop_length=False)
-        self._quota_headers(lease, response)
-        # committed from here on: nothing is retried
-        try:
-            await response.prepare(request)
-            await response.write(first)
-            async for chunk in upstream.content.iter_any():
-                entry.bytes_out += len(chunk)
-                if usage is not None:
-                    usage.feed(chunk)
-                await response.write(chunk)  # awaits drain: backpressure to the upstream read
-        except _UPSTREAM_BROKEN as exc:
-            # upstream broke mid-stream: report, and abort the client connection so it sees truncation
-            lease.report(Outcome.UPSTREAM_ERROR)
-            entry.error = f"upstream stream broke: {type(exc).__name__}"
-            if request.transport is not None:
-                request.transport.abort()
-            return response
-        except ConnectionResetError:
-            entry.error = "client disconnected"
-            entry.status = CLIENT_CLOSED
-            return response
-        finally:
-            if usage is not None:
-                lease.charge(usage.total())
-        await response.write_eof()
-        return response
-
-    def _charge(self, lease: Lease, usage: UsageCounter | None, response: web.StreamResponse) -> None:
-        if usage is not None:
-            lease.charge(usage.total())
-            self._quota_headers(lease, response)
-
-    def _quota_headers(self, lease: Lease, response: web.StreamResponse) -> None:
-        state = self.dispatcher.quota(lease.request)
-        if state is not None:
-            response.headers.update(state.headers())
 
     # for tests and debugging
     def describe(self) -> dict[str, Any]:

@@ -1,14 +1,16 @@
-"""`shoal demo`: the closed loop on this machine, start to finish.
+"""`shoal demo`: the closed loop on this machine, start to finish, as it would run in a cluster.
 
-1. The stack (:class:`Stack`): the sandbox control plane (with the pod runner's kwok stages), the CRD, the
-   pod runner, a real Prometheus and the operator (with its autoscaler), each a local process.
-2. The real model: ``examples/inferenceservice-smollm2.yaml`` (SmolLM2 on vLLM's CPU build) becomes Ready
-   and answers a few chat requests through its router, with the official ``openai`` client.
+1. The stack (:class:`shoal_sandbox.cluster.ClusterStack`): the sandbox's control plane and its real node
+   (kubelet, containerd, runc), shoal's images, the operator installed by the Helm chart, and Prometheus
+   discovering pods through the API server.
+2. The real model: ``examples/inferenceservice-smollm2.yaml`` (SmolLM2 on vLLM's CPU build, from the
+   sandbox's models volume) becomes Ready and answers a few chat requests through its Service and router,
+   with the official ``openai`` client.
 3. Scaling: ``examples/inferenceservice-sim.yaml`` (the simulated engine) under an open-loop load ramp from
    the batch client; a live ``kubectl get``-style table, then a PNG plot of offered load, queue depth and
-   desired/ready replicas over time, and a summary.
+   desired/ready replicas over time, and a summary (under ``$SHOAL_CACHE/demo/`` unless ``--out``).
 
-Everything it starts is stopped on exit and on Ctrl-C. The stack is reused by the e2e tests.
+Everything it starts is stopped on exit and on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -16,303 +18,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-import yaml
 from shoal_common import names
 
-from shoal_sandbox.podrunner import ApiError, SyncKube
-from shoal_sandbox.prometheus import PrometheusServer, free_port
+from shoal_sandbox.cluster import ClusterStack
+from shoal_sandbox.paths import cache_dir
+from shoal_sandbox.stack_support import Obj, StackError, bounded_wait, condition, load_example, prepare_model
 
-Obj = dict[str, Any]
-Log = Callable[[str], None]
-
-REPO = Path(__file__).resolve().parents[2]
+DemoError = StackError
 
 
-class DemoError(RuntimeError):
-    pass
-
-
-def _bounded_wait(probe: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise DemoError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
-
-
-@dataclass
-class ChildProcess:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, timeout: float = 20.0) -> None:
-        if self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> ChildProcess:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as f:
-        proc = subprocess.Popen(
-            argv,
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-        )
-    return ChildProcess(name, proc, log)
-
-
-@dataclass
-class Stack:
-    """Sandbox + CRD + pod runner + Prometheus + operator, started in that order, stopped in reverse.
-
-    The sandbox is left running if it was already up (or ``keep_sandbox``), else taken down at the end.
-    """
-
-    sandbox_name: str = "default"
-    with_prometheus: bool = True
-    with_operator: bool = True
-    autoscaler_period_s: float = 2.0
-    scrape_interval_s: float = 1.0
-    keep_sandbox: bool = False
-    log: Log = print
-    operator_env: dict[str, str] = field(default_factory=dict)
-    # set by start()
-    kubeconfig: Path = Path()
-    state_dir: Path = Path()
-    kube: SyncKube | None = None
-    prometheus: PrometheusServer | None = None
-    children: list[ChildProcess] = field(default_factory=list)
-    _sandbox: Any = None
-    _was_up: bool = True
-
-    @property
-    def prometheus_url(self) -> str:
-        return self.prometheus.url if self.prometheus else ""
-
-    @property
-    def runner_state(self) -> Path:
-        """The pod runner's state (pod logs: ``pods/<namespace>/<pod>/<container>.log``)."""
-        return self.state_dir.parent / "podrunner"
-
-    @property
-    def targets_file(self) -> Path:
-        """Prometheus file_sd targets, written by the pod runner."""
-        return self.state_dir.parent / "prometheus" / "pods.json"
-
-    def k(self) -> SyncKube:
-        assert self.kube is not None, "stack not started"
-        return self.kube
-
-    def start(self) -> Stack:
-        from shoal_sandbox.build import missing_binaries
-        from shoal_sandbox.sandbox import Sandbox
-
-        try:
-            probe = Sandbox(name=self.sandbox_name, log=self.log)
-            if missing_binaries():
-                from shoal_sandbox.build import build
-
-                self.log("building the control-plane binaries (once; cached by version) ...")
-                build(log=self.log)
-            # The sandbox runs the pod runner as one of its components (with kwok's pod stages to match).
-            self._sandbox = probe
-            self._was_up = probe.is_up()
-            self._sandbox.up(timeout=180)
-            self._sandbox.add_user()
-            self.kubeconfig = self._sandbox.kubeconfig_path
-            self.state_dir = self._sandbox.state_dir / "closed-loop"
-            self.kube = SyncKube(self.kubeconfig, field_manager="shoal-demo")
-            self.install_crds()
-            if self.with_prometheus:
-                self.ensure_prometheus()
-            if self.with_operator:
-                self.ensure_operator()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def ensure_prometheus(self) -> None:
-        if self.prometheus is None:
-            self.log("starting Prometheus ...")
-            self.prometheus = PrometheusServer(
-                self.state_dir / "prometheus",
-                [self.targets_file],
-                scrape_interval_s=self.scrape_interval_s,
-            ).start()
-
-    def ensure_operator(self) -> None:
-        if not any(c.name == "operator" and c.alive() for c in self.children):
-            self.start_operator()
-
-    def install_crds(self) -> None:
-        kube = self.k()
-        crd_dir = REPO / "crds"
-        files = sorted(crd_dir.glob("*.yaml"))
-        if not files:
-            raise DemoError(f"no CRDs in {crd_dir}")
-        for f in files:
-            for doc in yaml.safe_load_all(f.read_text()):
-                if doc and doc.get("kind") == "CustomResourceDefinition":
-                    kube.apply(doc)
-                    name = doc["metadata"]["name"]
-
-                    def established(n: str = name) -> bool:
-                        crd = kube.get("CustomResourceDefinition", None, n) or {}
-                        conds = crd.get("status", {}).get("conditions") or []
-                        return any(c["type"] == "Established" and c["status"] == "True" for c in conds)
-
-                    _bounded_wait(established, 30, f"CRD {name} established")
-        self.log("CRD installed: inferenceservices.shoal.dev")
-
-    def start_operator(self) -> None:
-        port = free_port()
-        self.log("starting the operator (with its autoscaler) ...")
-        env = {
-            "KUBECONFIG": str(self.kubeconfig),
-            "SHOAL_METRICS_HOST": "127.0.0.1",
-            "SHOAL_AUTOSCALER_PERIOD_SECONDS": str(self.autoscaler_period_s),
-            "SHOAL_DRIFT_PERIOD_SECONDS": "10",
-            **self.operator_env,
-        }
-        argv = [sys.executable, "-m", "shoal_cli", "operator", "--standalone", "--metrics-port", str(port)]
-        if self.prometheus is not None:
-            argv += ["--prometheus-url", self.prometheus.url]
-        op = spawn("operator", argv, self.state_dir / "logs" / "operator.log", env)
-        self.children.append(op)
-
-        def serving() -> bool:
-            if not op.alive():
-                raise DemoError(f"the operator exited; last lines of {op.log}:\n{op.tail()}")
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        _bounded_wait(serving, 60, "the operator's /metrics")
-        if self.prometheus is not None:
-            self.prometheus.add_static_target(
-                "shoal-operator", f"127.0.0.1:{port}", {"component": "operator"}
-            )
-
-    def check_children(self) -> None:
-        if self._sandbox is not None:
-            runner = next((c for c in self._sandbox.status() if c.name == "pod-runner"), None)
-            if runner is not None and not runner.running:
-                raise DemoError(
-                    "the sandbox's pod runner is not running; see its log under logs/ in the sandbox"
-                )
-        for c in self.children:
-            if not c.alive():
-                raise DemoError(f"{c.name} exited; last lines of {c.log}:\n{c.tail()}")
-
-    def stop(self) -> None:
-        for c in reversed(self.children):
-            c.stop()
-        self.children.clear()
-        if self.prometheus is not None:
-            self.prometheus.stop()
-            self.prometheus = None
-        if self.kube is not None:
-            self.kube.close()
-            self.kube = None
-        if self._sandbox is not None:
-            self._sandbox.remove_user()
-            if not self._was_up and not self.keep_sandbox and not self._sandbox.other_users():
-                self._sandbox.down()
-            self._sandbox = None
-
-    def __enter__(self) -> Stack:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # ---- helpers for the demo and the tests --------------------------------------------------------------
-    def isvc(self, namespace: str, name: str) -> Obj | None:
-        return self.k().get("InferenceService", namespace, name)
-
-    def router_url(self, namespace: str, name: str) -> str | None:
-        """The InferenceService's stable endpoint (Service ``X``), through a ready router pod."""
-        eps = self.k().ready_endpoints(namespace, names.public_service_name(name))
-        return eps[0] if eps else None
-
-    def prom_vector(self, promql: str, label: str = "pod") -> dict[str, float]:
-        """An instant query's values keyed by one label."""
-        if self.prometheus is None:
-            return {}
-        from shoal_sandbox.prometheus import query
-
-        return {r["metric"].get(label, ""): float(r["value"][1]) for r in query(self.prometheus.url, promql)}
-
-    def prom(self, promql: str) -> float | None:
-        """Sum of an instant query's values; None when there is no series."""
-        if self.prometheus is None:
-            return None
-        from shoal_sandbox.prometheus import query
-
-        try:
-            result = query(self.prometheus.url, promql)
-        except (httpx.HTTPError, RuntimeError):
-            return None
-        if not result:
-            return None
-        return sum(float(r["value"][1]) for r in result)
-
-
-def ensure_namespace(kube: SyncKube, namespace: str) -> None:
-    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
-
-
-def load_example(name: str) -> Obj:
-    doc: Obj = yaml.safe_load((REPO / "examples" / name).read_text())
-    return doc
-
-
-def condition(obj: Obj | None, ctype: str) -> bool:
-    conds = ((obj or {}).get("status") or {}).get("conditions") or []
-    return any(c.get("type") == ctype and c.get("status") == "True" for c in conds)
-
-
-# --------------------------------------------------------------------------------------------------------
-# The demo
-# --------------------------------------------------------------------------------------------------------
+def default_out_dir() -> Path:
+    return cache_dir() / "demo"
 
 
 @dataclass
@@ -322,11 +45,15 @@ class DemoOptions:
     peak_rps: float = 12.0
     base_rps: float = 2.0
     ramp_s: float = 150.0
-    plot: Path = Path("shoal-demo-scaling.png")
+    out_dir: Path = field(default_factory=default_out_dir)
     namespace: str = "shoal-demo"
     keep: bool = False
-    sandbox_name: str = "default"
+    sandbox_name: str = "node"
     real_model_timeout_s: float = 900.0
+
+    @property
+    def plot(self) -> Path:
+        return self.out_dir / "shoal-demo-scaling.png"
 
 
 @dataclass
@@ -340,36 +67,13 @@ class Sample:
     failed: int
 
 
-def _model_path() -> Path:
-    cache = Path(os.environ.get("SHOAL_CACHE") or Path.home() / ".cache" / "shoal")
-    return cache / "models" / "smollm2"
-
-
-def prepare_model(log: Log) -> Path:
-    path = _model_path()
-    if (path / "config.json").exists():
-        return path
-    log("preparing SmolLM2 (shoal model prepare smollm2) ...")
-    out = subprocess.run(
-        [sys.executable, "-m", "shoal_cli", "model", "prepare", "smollm2"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if out.returncode != 0:
-        raise DemoError(f"shoal model prepare smollm2 failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
-    lines = [ln for ln in out.stdout.strip().splitlines() if ln.strip()]
-    return Path(lines[-1].strip()) if lines else path
-
-
 class Demo:
     def __init__(self, opts: DemoOptions) -> None:
         from rich.console import Console
 
         self.opts = opts
         self.console = Console()
-        self.stack = Stack(sandbox_name=opts.sandbox_name, keep_sandbox=opts.keep, log=self._log)
+        self.stack = ClusterStack(sandbox_name=opts.sandbox_name, keep_sandbox=opts.keep, log=self._log)
         self.samples: list[Sample] = []
         self.summary: dict[str, Any] = {}
 
@@ -381,7 +85,7 @@ class Demo:
         try:
             self.console.rule("[bold]shoal demo[/bold]: the closed loop on this machine")
             self.stack.start()
-            ensure_namespace(self.stack.k(), self.opts.namespace)
+            self.stack.namespace(self.opts.namespace)
             if self.opts.real_model:
                 self.real_model_part()
             self.scaling_part()
@@ -402,9 +106,9 @@ class Demo:
                 kube = self.stack.k()
                 for isvc in kube.list("InferenceService", self.opts.namespace):
                     kube.delete("InferenceService", self.opts.namespace, isvc["metadata"]["name"])
-                # Let the pod runner stop the pods' processes (drain) before it stops itself.
-                _bounded_wait(lambda: not kube.list("Pod", self.opts.namespace), 90, "pods to go", 1.0)
-                kube.delete("Namespace", None, self.opts.namespace)
+                # Let the pods drain before the namespace goes.
+                bounded_wait(lambda: not kube.list("Pod", self.opts.namespace), 90, "pods to go", 1.0)
+                self.stack.delete_namespace(self.opts.namespace)
         if not self.opts.keep:
             self.stack.stop()
         else:
@@ -419,10 +123,10 @@ class Demo:
         self.console.rule("1. SmolLM2 on vLLM (CPU), through the router")
         path = prepare_model(self._log)
         isvc = load_example("inferenceservice-smollm2.yaml")
-        isvc["spec"]["model"]["uri"] = f"file://{path}"
         name = isvc["metadata"]["name"]
         self.stack.k().apply(isvc, self.opts.namespace)
-        self.console.print(f"applied InferenceService [bold]{name}[/bold] (model {path})")
+        uri = isvc["spec"]["model"]["uri"]
+        self.console.print(f"applied InferenceService [bold]{name}[/bold] ({uri}: {path} on the node)")
         url = self._wait_ready(name, self.opts.real_model_timeout_s)
         import openai
 
@@ -439,7 +143,7 @@ class Demo:
             answer = (resp.choices[0].message.content or "").strip()
             self.console.print(Panel(answer or "(empty)", title=f"[bold]{prompt}[/bold]", title_align="left"))
         self.stack.k().delete("InferenceService", self.opts.namespace, name)
-        _bounded_wait(
+        bounded_wait(
             lambda: not self.stack.k().list("Pod", self.opts.namespace, f"{names.LABEL_ISVC}={name}"),
             120,
             "the SmolLM2 pods to stop",
@@ -462,7 +166,8 @@ class Demo:
                     return url
                 if time.monotonic() - start > timeout:
                     raise DemoError(
-                        f"{name} not Ready in {timeout:.0f}s; pod logs: {self.stack.runner_state}/pods"
+                        f"{name} not Ready in {timeout:.0f}s; see `kubectl logs -n {self.opts.namespace} "
+                        f"-l {names.LABEL_ISVC}={name}` (KUBECONFIG={self.stack.kubeconfig})"
                     )
                 time.sleep(1.0)
 
@@ -676,6 +381,7 @@ class Demo:
             t.add_row("first scale-up at", f"{s['first_scale_up_s']:.0f}s into the ramp")
         t.add_row("plot", str(self.opts.plot))
         self.console.print(t)
+        self.console.print(f"plot and samples written to {self.opts.out_dir}")
         (self.opts.plot.with_suffix(".json")).write_text(
             json.dumps({"summary": s, "samples": [vars(x) for x in self.samples]}, indent=1, default=str)
         )
@@ -733,4 +439,4 @@ def run_demo(opts: DemoOptions) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-__all__ = ["ApiError", "Demo", "DemoOptions", "Stack", "plot", "run_demo"]
+__all__ = ["Demo", "DemoOptions", "plot", "run_demo"]

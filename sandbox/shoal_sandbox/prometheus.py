@@ -30,6 +30,8 @@ from typing import Any
 import httpx
 import yaml
 
+from shoal_sandbox.paths import bin_dir
+
 POD_JOB = "shoal-pods"
 
 
@@ -38,12 +40,14 @@ class PrometheusError(RuntimeError):
 
 
 def binary() -> str:
-    """The Prometheus binary: ``$SHOAL_CACHE/bin/prometheus`` when built there, else Debian's."""
-    cache = Path(os.environ.get("SHOAL_CACHE") or Path.home() / ".cache" / "shoal")
-    for cand in (cache / "bin" / "prometheus", shutil.which("prometheus")):
+    """The Prometheus binary: the pinned Go build (``shoal sandbox build --node``; it has Kubernetes service
+    discovery), else ``$SHOAL_CACHE/bin/prometheus``, else Debian's (file_sd only)."""
+    from shoal_sandbox.build import binary_path
+
+    for cand in (binary_path("prometheus"), bin_dir() / "prometheus", shutil.which("prometheus")):
         if cand and Path(cand).is_file() and os.access(cand, os.X_OK):
             return str(cand)
-    raise PrometheusError("prometheus not found: run scripts/setup.sh (apt-get install prometheus)")
+    raise PrometheusError("prometheus not found: run scripts/setup.sh (it builds the pinned Prometheus)")
 
 
 def _duration(seconds: float) -> str:
@@ -96,9 +100,9 @@ def argv(config_file: Path, data_dir: Path, port: int, host: str = "127.0.0.1") 
     ]
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         port: int = s.getsockname()[1]
         return port
 
@@ -140,10 +144,14 @@ class PrometheusServer:
     scrape_interval_s: float = 1.0
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    # On the real node: pods are discovered with kubernetes_sd through this kubeconfig (no file_sd), and
+    # the server listens on the node's bridge address so pods (the operator's autoscaler) can query it.
+    kubernetes_sd: Path | None = None
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def config_file(self) -> Path:
@@ -159,18 +167,25 @@ class PrometheusServer:
             if not f.exists():
                 f.parent.mkdir(parents=True, exist_ok=True)
                 f.write_text("[]")
-        text = render_config(self.file_sd, self.static_targets, self.static_labels, self.scrape_interval_s)
+        if self.kubernetes_sd is not None:
+            from shoal_sandbox.node.prometheus import render_config as render_kubernetes_sd
+
+            text = render_kubernetes_sd(self.kubernetes_sd, self.scrape_interval_s)
+        else:
+            text = render_config(
+                self.file_sd, self.static_targets, self.static_labels, self.scrape_interval_s
+            )
         self.config_file.write_text(text)
 
     def start(self, timeout: float = 30.0) -> PrometheusServer:
         self._write_config()
         if not self.port:
-            self.port = free_port()
+            self.port = free_port(self.host)
         data = self.state_dir / "data"
         data.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as logf:
             self.proc = subprocess.Popen(
-                argv(self.config_file, data, self.port),
+                argv(self.config_file, data, self.port, self.host),
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

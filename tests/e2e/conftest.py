@@ -1,26 +1,33 @@
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
-from e2e.support import Kube, closed_loop_stack, kube_of
-from shoal_sandbox.demo import Stack
+from e2e.support import Kube, kube_of
+from shoal_sandbox.cluster import ClusterStack
+from support.cluster import cluster_stack
 
 
 @pytest.fixture(scope="session")
-def stack(request: pytest.FixtureRequest) -> Stack:
-    """Sandbox + pod runner + Prometheus (1 s scrapes) + the operator (autoscaler every 2 s)."""
-    return closed_loop_stack(request, full=True)
+def stack(request: pytest.FixtureRequest) -> ClusterStack:
+    """The real node + the chart's operator (autoscaler every 2 s) + Prometheus (kubernetes_sd, 1 s scrapes)."""
+    return cluster_stack(request)
 
 
 @pytest.fixture(scope="session")
-def kube(stack: Stack) -> Iterator[Kube]:
-    k = kube_of(stack)
+def kube(stack: ClusterStack) -> Iterator[Kube]:
+    k = kube_of(stack.kubeconfig)
     yield k
     k.close()
 
 
 @pytest.fixture
-def ns(kube: Kube) -> Iterator[str]:
-    with kube.namespace("e2e") as name:
+def ns(stack: ClusterStack) -> Iterator[str]:
+    """A namespace enforcing the `restricted` Pod Security Standard, with the models claim bound."""
+    name = f"e2e-{uuid.uuid4().hex[:6]}"
+    stack.namespace(name)
+    try:
         yield name
+    finally:
+        stack.delete_namespace(name)

@@ -1,6 +1,6 @@
-"""Helpers shared by the closed-loop tests (pod runner integration tests and e2e): a small synchronous
-Kubernetes client over the sandbox's admin kubeconfig, a bounded `eventually`, and the closed-loop stack
-(sandbox + pod runner + Prometheus + operator) as one object."""
+"""Helpers shared by the closed-loop tests (e2e on the real node; the pod runner's and the chart's
+integration tests): the sandbox's synchronous Kubernetes client, a bounded `eventually`, and the pod
+runner's closed-loop stack (sandbox + pod runner + Prometheus + operator) as one object."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from shoal_sandbox.demo import Stack
-from shoal_sandbox.podrunner import ApiError, SyncKube
+from shoal_sandbox.kube import ApiError, SyncKube
+from shoal_sandbox.runner_stack import Stack
 
 T = TypeVar("T")
 Obj = dict[str, Any]
@@ -102,5 +103,5 @@ def closed_loop_stack(request: Any, *, full: bool) -> Stack:
     return _STACK
 
 
-def kube_of(stack: Stack) -> Kube:
-    return Kube(stack.kubeconfig, field_manager="shoal-tests")
+def kube_of(kubeconfig: Path) -> Kube:
+    return Kube(kubeconfig, field_manager="shoal-tests")

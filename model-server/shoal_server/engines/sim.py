@@ -19,7 +19,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import Counter, generate_latest
+from prometheus_client import generate_latest
+from shoal_common.series import SeriesBuilder
 
 from shoal_server.engines.adapters import AdapterError, AdapterRegistry, LoraSettings, SlotCache
 from shoal_server.engines.base import Delta, EngineInputError, Prompt, Sampling
@@ -123,26 +124,18 @@ class SimEngine:
         self._loop_task: asyncio.Task[None] | None = None
         self.prefix_cache = PrefixCache(timing.prefix_cache_tokens)
         # vLLM's names: prompt tokens looked up in / found in the prefix cache
-        self.prefix_queries = Counter(
-            "vllm:prefix_cache_queries",
-            "Prompt tokens looked up in the prefix cache.",
-            registry=self.metrics.registry,
+        series = SeriesBuilder(self.metrics.registry)
+        self.prefix_queries = series.counter(
+            "vllm:prefix_cache_queries", "Prompt tokens looked up in the prefix cache."
         )
-        self.prefix_hits = Counter(
-            "vllm:prefix_cache_hits",
-            "Prompt tokens found in the prefix cache.",
-            registry=self.metrics.registry,
+        self.prefix_hits = series.counter(
+            "vllm:prefix_cache_hits", "Prompt tokens found in the prefix cache."
         )
-
-        self.lora_loads = Counter(
-            "shoal_sim_lora_loads",
-            "Adapters brought into a batch slot (simulated).",
-            registry=self.metrics.registry,
+        self.lora_loads = series.counter(
+            "shoal_sim_lora_loads", "Adapters brought into a batch slot (simulated)."
         )
-        self.lora_evictions = Counter(
-            "shoal_sim_lora_evictions",
-            "Adapters evicted from a batch slot (simulated).",
-            registry=self.metrics.registry,
+        self.lora_evictions = series.counter(
+            "shoal_sim_lora_evictions", "Adapters evicted from a batch slot (simulated)."
         )
 
     async def add_adapter(self, name: str, path: str) -> bool:

@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from shoal_common.paths import cache_dir
+
 from shoal_server.config import ServerConfig
 from shoal_server.engines.adapters import AdapterError, AdapterRegistry
 from shoal_server.engines.base import Delta, EngineInputError, Prompt, Sampling
@@ -28,15 +30,11 @@ from shoal_server.redact import redact_settings
 log = logging.getLogger("shoal.server.vllm")
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("SHOAL_CACHE") or Path.home() / ".cache" / "shoal")
-
-
 def configure_environment(env: MutableMapping[str, str] | None = None) -> dict[str, str]:
     """Environment for vLLM and torch: caches under $SHOAL_CACHE, no hub, no telemetry, all CPU cores.
     Existing values win. Must run before vllm is imported (the EngineCore child inherits it)."""
     target: MutableMapping[str, str] = os.environ if env is None else env
-    root = cache_root()
+    root = cache_dir()
     defaults = {
         "VLLM_CACHE_ROOT": str(root / "vllm"),
         "VLLM_CONFIG_ROOT": str(root / "vllm" / "config"),

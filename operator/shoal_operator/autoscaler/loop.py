@@ -21,9 +21,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from shoal_common import names
+from shoal_common.series import SeriesBuilder
+from shoal_common.timestamps import rfc3339
 
 from shoal_operator.api import InferenceService
 from shoal_operator.kube import ApiError
@@ -32,7 +34,7 @@ from . import adapter
 from .metrics import ServiceQuery, Snapshot
 from .model import Decision, Direction, PolicyInput, PolicyState, Reason
 from .policy import decide
-from .report import PodCounts, count_pods, last_decision, live_pods, rfc3339, status_patch
+from .report import PodCounts, count_pods, last_decision, live_pods, status_patch
 
 log = logging.getLogger("shoal.autoscaler")
 
@@ -70,21 +72,20 @@ class AutoscalerMetrics:
     """The loop's collectors; built once per process by the composition root."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.desired = Gauge(
+        s = SeriesBuilder(registry)
+        self.desired = s.gauge(
             "shoal_autoscaler_desired_replicas",
             "Replicas the autoscaler wants for an InferenceService.",
-            ["namespace", "inferenceservice"],
-            registry=registry,
+            "namespace",
+            "inferenceservice",
         )
-        self.decisions = Counter(
+        self.decisions = s.counter(
             "shoal_autoscaler_decisions_total",
             "Autoscaler decisions (one per service per cycle) by direction and reason.",
-            ["direction", "reason"],
-            registry=registry,
+            "direction",
+            "reason",
         )
-        self.cycle_errors = Counter(
-            "shoal_autoscaler_cycle_errors_total", "Autoscaler cycles that failed.", registry=registry
-        )
+        self.cycle_errors = s.counter("shoal_autoscaler_cycle_errors_total", "Autoscaler cycles that failed.")
 
 
 @dataclass

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from shoal_common import names
@@ -53,10 +52,6 @@ def live_pods(items: list[dict[str, Any]]) -> dict[tuple[str, str], frozenset[st
         if isvc and not meta.get("deletionTimestamp") and meta.get("name"):
             out.setdefault((str(meta.get("namespace")), str(isvc)), set()).add(str(meta["name"]))
     return {k: frozenset(v) for k, v in out.items()}
-
-
-def rfc3339(now: float) -> str:
-    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def last_decision(d: Decision) -> dict[str, Any]:

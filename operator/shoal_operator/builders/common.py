@@ -73,6 +73,17 @@ def metadata(isvc: InferenceService, name: str, component: str | None = None) ->
     }
 
 
+def bind_role(isvc: InferenceService, name: str, component: str) -> dict[str, Any]:
+    """RoleBinding `name`: the Role `name` to the ServiceAccount `name` (a front end's own identity)."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": metadata(isvc, name, component),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": isvc.namespace}],
+    }
+
+
 def url(isvc: InferenceService, opts: BuildOptions) -> str:
     return f"http://{names.public_service_name(isvc.name)}.{isvc.namespace}.svc.{opts.cluster_domain}"
 

@@ -11,6 +11,7 @@ from shoal_common import names
 from shoal_operator.api import InferenceService
 from shoal_operator.builders.common import (
     BuildOptions,
+    bind_role,
     container_security_context,
     front_end_deployment,
     metadata,
@@ -107,14 +108,7 @@ def role(isvc: InferenceService) -> dict[str, Any]:
 
 
 def role_binding(isvc: InferenceService) -> dict[str, Any]:
-    name = epp_name(isvc.name)
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": metadata(isvc, name, COMPONENT),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": isvc.namespace}],
-    }
+    return bind_role(isvc, epp_name(isvc.name), COMPONENT)
 
 
 def service(isvc: InferenceService) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from shoal_operator.api import InferenceService
 from shoal_operator.builders import waivers
 from shoal_operator.builders.common import (
     BuildOptions,
+    bind_role,
     container_security_context,
     front_end_deployment,
     http_probe,
@@ -86,14 +87,7 @@ def role(isvc: InferenceService) -> dict[str, Any]:
 
 
 def role_binding(isvc: InferenceService) -> dict[str, Any]:
-    name = names.router_name(isvc.name)
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": metadata(isvc, name, COMPONENT),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": isvc.namespace}],
-    }
+    return bind_role(isvc, names.router_name(isvc.name), COMPONENT)
 
 
 def deployment(isvc: InferenceService, opts: BuildOptions) -> dict[str, Any]:

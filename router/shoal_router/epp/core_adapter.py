@@ -48,11 +48,7 @@ def flow_request(req: PickRequest, objectives: Mapping[str, int]) -> FlowRequest
         fairness_id=req.headers.get(FAIRNESS_HEADER),
         objectives=objectives,
     )
-    return FlowRequest(
-        tenant=c.tenant,
-        priority=c.priority,
-        weight=c.weight,
-        tokens_per_minute=c.tokens_per_minute,
+    return c.flow_request(
         affinity_key=req.key,
         model=req.model,
         request_id=req.request_id,

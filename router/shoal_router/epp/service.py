@@ -18,16 +18,13 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc
     def __init__(
         self, picker: Picker, metrics: EppMetrics, limits: StreamLimits, splits: SplitTable | None = None
     ) -> None:
-        self.picker = picker
         self.metrics = metrics
-        self.limits = limits
-        self.splits = splits
+        # what every stream shares; each `Process` call gets a stream of its own
+        self._stream_args = (picker, metrics, limits, splits)
 
     async def Process(
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: Any
     ) -> AsyncIterator[pb.ProcessingResponse]:
         self.metrics.streams.inc()
-        async for resp in ExtProcStream(self.picker, self.metrics, self.limits, self.splits).run(
-            request_iterator
-        ):
+        async for resp in ExtProcStream(*self._stream_args).run(request_iterator):
             yield resp

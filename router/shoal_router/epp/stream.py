@@ -74,7 +74,12 @@ class ExtProcStream:
             self._finish()
 
     async def _on(self, req: pb.ProcessingRequest) -> AsyncIterator[pb.ProcessingResponse]:
-        kind = req.WhichOneof("request")
+        kind = req.WhichOneof("request") or ""
+        handle = self._on_request if kind.startswith("request_") else self._on_response
+        async for resp in handle(kind, req):
+            yield resp
+
+    async def _on_request(self, kind: str, req: pb.ProcessingRequest) -> AsyncIterator[pb.ProcessingResponse]:
         x = self.x
         if kind == "request_headers":
             x.headers = header_map(req.request_headers.headers)
@@ -83,25 +88,34 @@ class ExtProcStream:
                 async for resp in self._decide(end_of_body=True, send_body=False):
                     yield resp
         elif kind == "request_body":
-            x.body += req.request_body.body
-            if len(x.body) > self.limits.max_body_bytes:
-                x.finished = True
-                self.metrics.refused.labels("too_large").inc()
-                yield r.immediate(
-                    413,
-                    f"Request body larger than {self.limits.max_body_bytes} bytes.",
-                    "invalid_request_error",
-                    "request_too_large",
-                )
-            elif req.request_body.end_of_stream:
-                async for resp in self._decide(end_of_body=True, send_body=True):
-                    yield resp
+            async for resp in self._on_request_body(req):
+                yield resp
         elif kind == "request_trailers":
             if not x.decided:
                 async for resp in self._decide(end_of_body=False, send_body=True):
                     yield resp
             yield r.continue_request_trailers()
-        elif kind == "response_headers":
+
+    async def _on_request_body(self, req: pb.ProcessingRequest) -> AsyncIterator[pb.ProcessingResponse]:
+        x = self.x
+        x.body += req.request_body.body
+        if len(x.body) > self.limits.max_body_bytes:
+            x.finished = True
+            self.metrics.refused.labels("too_large").inc()
+            yield r.immediate(
+                413,
+                f"Request body larger than {self.limits.max_body_bytes} bytes.",
+                "invalid_request_error",
+                "request_too_large",
+            )
+        elif req.request_body.end_of_stream:
+            async for resp in self._decide(end_of_body=True, send_body=True):
+                yield resp
+
+    async def _on_response(
+        self, kind: str, req: pb.ProcessingRequest
+    ) -> AsyncIterator[pb.ProcessingResponse]:
+        if kind == "response_headers":
             self._observe_response(req, header_map(req.response_headers.headers))
             yield r.continue_response_headers()
             if req.response_headers.end_of_stream:

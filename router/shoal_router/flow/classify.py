@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from shoal_router.flow.model import FlowRequest
+
 OBJECTIVE_HEADER = "x-gateway-inference-objective"
 FAIRNESS_HEADER = "x-gateway-inference-fairness-id"
 PRIORITY_NAMES = {"critical": 2, "high": 1, "standard": 0, "normal": 0, "low": -1, "sheddable": -2}
@@ -27,6 +29,28 @@ class Classification:
     priority: int
     weight: float
     tokens_per_minute: int
+
+    def flow_request(
+        self,
+        *,
+        size_bytes: int = 0,
+        affinity_key: str | None = None,
+        model: str = "",
+        request_id: str = "",
+        candidates: frozenset[str] | None = None,
+    ) -> FlowRequest:
+        """The dispatcher's view of a request in this tenant and band (both front ends build it here)."""
+        return FlowRequest(
+            tenant=self.tenant,
+            priority=self.priority,
+            weight=self.weight,
+            tokens_per_minute=self.tokens_per_minute,
+            size_bytes=size_bytes,
+            affinity_key=affinity_key,
+            model=model,
+            request_id=request_id,
+            candidates=candidates,
+        )
 
 
 def parse_priority(value: str) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import Counter
+from shoal_common.series import SeriesBuilder
 
 from shoal_router import frontdoor
 from shoal_router.auth import ApiKeys
@@ -69,12 +69,12 @@ class ModelGateway:
         self.catalog = cat_mod.Catalog()
         self.declared: dict[str, str] = {}  # base model -> pool (InferenceService specs)
         self.session: aiohttp.ClientSession | None = None
-        self.routed = Counter(
+        self.routed = SeriesBuilder(self.metrics.registry).counter(
             "shoal_router_model_requests",
             "Requests of the multi-model entry point by requested model and the model it went to "
             "(differs under a split); target `-` for unknown models (404).",
-            ["model", "target"],
-            registry=self.metrics.registry,
+            "model",
+            "target",
         )
         self.configured = False
         self.discovered = False  # pools from Kubernetes (kube_source), not from the models file

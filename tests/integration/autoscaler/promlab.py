@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -20,13 +18,9 @@ from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
+from shoal_common import processes
+from shoal_common.ports import free_port
 from support.eventually import eventually
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def prometheus_binary() -> str:
@@ -119,20 +113,15 @@ class Prometheus:
         self._write_targets()
 
     def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    prometheus_binary(),
-                    f"--config.file={self.workdir / 'prometheus.yml'}",
-                    f"--storage.tsdb.path={self.workdir / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                    "--storage.tsdb.retention.time=1h",
-                    "--log.level=warn",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        argv = [
+            prometheus_binary(),
+            f"--config.file={self.workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={self.workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--storage.tsdb.retention.time=1h",
+            "--log.level=warn",
+        ]
+        self.proc = processes.spawn(argv, self.log)
         eventually(
             self._ready, timeout=30, desc="prometheus ready", retry_on=(AssertionError, httpx.HTTPError)
         )
@@ -144,13 +133,7 @@ class Prometheus:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
+        processes.stop(self.proc, timeout=15)
         self.proc = None
 
     def query(self, promql: str) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from integration.autoscaler.promlab import Exporter, Prometheus
 from prometheus_client import CollectorRegistry
-from shoal_common import names
+from shoal_common import names, processes
 from shoal_operator.autoscaler.loop import Autoscaler, AutoscalerMetrics, AutoscalerSettings
 from shoal_operator.autoscaler.metrics import MetricsSource
 from shoal_operator.kube import Kube, connect
@@ -45,16 +45,10 @@ def operator(crds: Path, namespace: str, tmp_path: Path) -> Iterator[subprocess.
         "--drift-period", "2", "--metrics-port", "0", "--no-autoscaler",
     ]  # fmt: skip
     env = {**os.environ, "SHOAL_PEERING": "false", "SHOAL_HEALTH_PORT": "0"}
-    with log.open("wb") as f:
-        proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    proc = processes.spawn(argv, log, env=env)
     yield proc
-    proc.terminate()
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-    print("--- operator log tail ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-20:]))
+    processes.stop(proc, timeout=20)
+    print("--- operator log tail ---\n" + processes.log_tail(log, 3000))
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The sandbox (with the pod runner, so model-server pods really run) for the chart's integration tests.
+"""The real node's in-cluster stack (so model-server pods really run) for the chart's integration tests.
 
 Only the stack's admin kubeconfig is used; everything else goes through the real `helm` and `kubectl`."""
 
@@ -9,8 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from e2e.support import closed_loop_stack
-from shoal_sandbox.demo import Stack
+from shoal_sandbox.cluster import ClusterStack
+from support.cluster import cluster_stack
 
 
 def find_tool(name: str) -> str:
@@ -26,9 +26,10 @@ def find_tool(name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def stack(request: pytest.FixtureRequest) -> Stack:
-    """Sandbox + pod runner (shared with the other closed-loop suites; one per session)."""
-    return closed_loop_stack(request, full=False)
+def stack(request: pytest.FixtureRequest) -> ClusterStack:
+    """The real node + the chart's cluster-wide operator + Prometheus (shared with the e2e suite). Tests
+    here install releases of their own and pause that operator while they run (`operator_paused`)."""
+    return cluster_stack(request)
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,10 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from shoal_sandbox.demo import Stack
+from shoal_sandbox.cluster import ClusterStack as Stack
+from shoal_sandbox.cluster_manifests import image_values
+from shoal_sandbox.images.index import read_index
+from shoal_sandbox.paths import cache_dir
 from support.eventually import eventually
 
 pytestmark = pytest.mark.integration
@@ -162,8 +165,19 @@ def _condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
+def paused_operator(stack: Stack) -> Iterator[None]:
+    """The shared stack's cluster-wide operator would reconcile these releases' namespaces too."""
+    with stack.operator_paused():
+        yield
+
+
+@pytest.fixture(scope="module")
 def release(
-    stack: Stack, tmp_path_factory: pytest.TempPathFactory, helm_bin: str, kubectl_bin: str
+    stack: Stack,
+    paused_operator: None,
+    tmp_path_factory: pytest.TempPathFactory,
+    helm_bin: str,
+    kubectl_bin: str,
 ) -> Iterator[Release]:
     suffix = uuid.uuid4().hex[:5]
     rel = Release(
@@ -181,6 +195,7 @@ def release(
         "operator": {"replicas": 0, "watchNamespaces": [rel.app_namespace], "logLevel": "INFO"},
         "rbac": {"apiKeySecrets": [{"namespace": rel.app_namespace, "names": ["chat-keys"]}]},
         "autoscaler": {"prometheusUrl": stack.prometheus_url or "http://127.0.0.1:9"},
+        "images": image_values(read_index(cache_dir() / "images")),  # the node runs what was built here
     }
     values_file = rel.workdir / "values.yaml"
     values_file.write_text(yaml.safe_dump(values))
@@ -524,9 +539,12 @@ def test_clusterwide_install_cannot_read_secrets(
         rel.kubectl("delete", "namespace", rel.namespace, "--wait=false", "--ignore-not-found", check=False)
 
 
-def test_chart_operator_pod_reconciles(stack: Stack, tmp_path: Path, helm_bin: str, kubectl_bin: str) -> None:
-    """The chart's own operator Deployment, run by the sandbox's pod runner exactly as rendered (command,
-    SHOAL_* environment, downward API, the ServiceAccount's token), reconciles an InferenceService."""
+def test_chart_operator_pod_reconciles(
+    stack: Stack, paused_operator: None, tmp_path: Path, helm_bin: str, kubectl_bin: str
+) -> None:
+    """A namespaced release's operator pod (the chart's Deployment, from the operator image, under the
+    kubelet, with the ServiceAccount's token and per-namespace RBAC) reconciles an InferenceService in the
+    namespace it watches, to Ready pods."""
     suffix = uuid.uuid4().hex[:5]
     rel = Release(
         name=f"pod{suffix}",
@@ -537,18 +555,11 @@ def test_chart_operator_pod_reconciles(stack: Stack, tmp_path: Path, helm_bin: s
         helm_bin=helm_bin,
         kubectl_bin=kubectl_bin,
     )
-    rel.kubectl("create", "namespace", rel.app_namespace)
+    stack.namespace(rel.app_namespace)  # enforces the `restricted` Pod Security Standard
     values = {
-        "operator": {
-            "replicas": 1,
-            "watchNamespaces": [rel.app_namespace],
-            # The pod runner runs pods that opt in with this label as local processes.
-            "podLabels": {"sandbox.shoal.dev/run": "local"},
-            # Local processes share the host's ports: pick free ones.
-            "metricsPort": _free_port(),
-            "healthPort": _free_port(),
-        },
+        "operator": {"replicas": 1, "watchNamespaces": [rel.app_namespace]},
         "autoscaler": {"prometheusUrl": stack.prometheus_url or "http://127.0.0.1:9"},
+        "images": image_values(read_index(cache_dir() / "images")),
     }
     (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
     try:

@@ -2,83 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from support.envoy import free_port
+from support.procs import REPO, Proc, free_port, spawn_cli, wait_for
 
-REPO = Path(__file__).resolve().parents[3]
-
-
-def wait_for(cond: Callable[[], bool], within: float, what: str, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {within}s waiting for: {what}")
-
-
-@dataclass
-class Proc:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def hostport(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.hostport}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        if self.alive():
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
-def spawn(tmp: Path, name: str, args: list[str], port: int) -> Proc:
-    log_path = tmp / f"{name}-{port}.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "shoal_cli", *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-            env=env,
-        )
-    return Proc(proc, port, log_path)
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+__all__ = ["REPO", "Epp", "Proc", "start_epp", "start_model_server", "start_replica", "wait_for"]
 
 
 def start_replica(tmp: Path, *extra: str, port: int | None = None, wait: bool = True) -> Proc:
@@ -88,26 +18,13 @@ def start_replica(tmp: Path, *extra: str, port: int | None = None, wait: bool = 
 def start_model_server(
     tmp: Path, engine_args: list[str], port: int | None = None, wait: bool = True, ready_within: float = 30.0
 ) -> Proc:
+    """A model-server on `port` (or a free one); `wait=False` returns at once (a replica that starts late)."""
     port = port or free_port()
     args = ["model-server", "--host", "127.0.0.1", "--port", str(port), *engine_args]
-    p = spawn(tmp, "replica", args, port)
+    p = spawn_cli(tmp, "replica", args, port)
     if wait:
-        try:
-            wait_for(
-                lambda: _alive_or_raise(p) and _http_ok(p.url + "/readyz"),
-                ready_within,
-                f"replica {port} ready",
-            )
-        except BaseException:
-            p.stop()
-            raise
+        p.wait_ready(ready_within)
     return p
-
-
-def _alive_or_raise(p: Proc) -> bool:
-    if not p.alive():
-        raise AssertionError(f"process exited with {p.proc.returncode}:\n{p.log()}")
-    return True
 
 
 @dataclass
@@ -134,15 +51,7 @@ def start_epp(tmp: Path, upstreams: list[str], *extra: str, tls: bool = True) ->
         args += ["--upstream", u]
     if not tls:
         args.append("--plaintext")
-    p = spawn(tmp, "epp", [*args, *extra], grpc_port)
+    p = spawn_cli(tmp, "epp", [*args, *extra], grpc_port)
     epp = Epp(p.proc, p.port, p.log_path, health, metrics)
-    try:
-        wait_for(
-            lambda: _alive_or_raise(epp) and _http_ok(f"http://127.0.0.1:{metrics}/healthz"),
-            30,
-            "EPP listening",
-        )
-    except BaseException:
-        epp.stop()
-        raise
+    epp.wait_ready(30, f"http://127.0.0.1:{metrics}/healthz")
     return epp

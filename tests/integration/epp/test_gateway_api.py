@@ -5,13 +5,13 @@ operator reports a clear condition while the InferencePool CRD is absent."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from shoal_common import processes
 from support.eventually import eventually
 from support.kubectl import Kubectl, KubectlError
 
@@ -61,18 +61,12 @@ def operator(gw_kubectl: Kubectl, namespace: str, tmp_path: Path) -> Iterator[Pa
     log = tmp_path / "operator.log"
     argv = [sys.executable, "-m", "shoal_cli", "operator", "--kubeconfig", str(gw_kubectl.kubeconfig)]
     argv += ["--namespace", namespace, "--drift-period", "2", "--metrics-port", "0", "--no-autoscaler"]
-    with log.open("wb") as f:
-        proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT)
+    proc = processes.spawn(argv, log, cwd=ROOT)
     try:
         yield log
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        print("--- operator log tail ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-20:]))
+        processes.stop(proc, timeout=20)
+        print("--- operator log tail ---\n" + processes.log_tail(log, 3000))
 
 
 def _route(name: str, pool: str) -> list[dict[str, Any]]:

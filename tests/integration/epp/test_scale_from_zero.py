@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from integration.epp.procs import wait_for
-from support.envoy import free_port
+from shoal_common.ports import free_port
 from support.kubectl import Kubectl
 
 pytestmark = pytest.mark.integration

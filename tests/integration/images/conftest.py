@@ -9,7 +9,6 @@ These tests FAIL (never skip) when buildah/podman are missing: scripts/setup.sh 
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import uuid
 from collections.abc import Iterator, Sequence
@@ -17,18 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from shoal_common.paths import cache_dir
 from shoal_operator.builders.common import SHOAL_UID
 
 REPO = Path(__file__).resolve().parents[3]
 # The machine's limits cannot be raised (no CAP_SYS_RESOURCE), and podman would ask runc to raise them
 # to its defaults; these match what a kubelet's containerd gives a pod on most nodes.
 ULIMITS = ("--ulimit", "nofile=16384:16384", "--ulimit", "nproc=4096:4096")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -142,7 +136,6 @@ def built_image(name: str) -> str:
     from shoal_sandbox.images.build import build_images, ensure_loaded
     from shoal_sandbox.images.spec import by_name
     from shoal_sandbox.images.tools import ImageBuildError
-    from shoal_sandbox.paths import cache_dir
 
     lines: list[str] = []
     try:

@@ -8,12 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from shoal_common.ports import free_port
 from shoal_operator.builders.common import SHOAL_UID
 from shoal_sandbox import Sandbox
 from support.eventually import eventually
 from support.kubectl import Kubectl, KubectlError
 
-from .conftest import REPO, Containers, built_image, free_port
+from .conftest import REPO, Containers, built_image
 
 # The image fixtures build what changed first: minutes on 2 cores (model-server-cpu: about 17).
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(3600)]

@@ -4,16 +4,17 @@ SmolLM2 with vLLM from a mounted, read-only folder and knows the capital of Fran
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from shoal_common.paths import cache_dir
+from shoal_common.ports import free_port
 from support.eventually import eventually
 
-from .conftest import Containers, built_image, free_port
+from .conftest import Containers, built_image
 
 # The image fixtures build what changed first: minutes on 2 cores (model-server-cpu: about 17).
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(3600)]
@@ -80,7 +81,7 @@ def test_router_image_serves_healthz_and_routes(
 def test_vllm_model_server_image_loads_a_mounted_model(
     containers: Containers, model_server_image: str, tmp_path: Path
 ) -> None:
-    cache = Path(os.environ.get("SHOAL_CACHE") or Path.home() / ".cache" / "shoal")
+    cache = cache_dir()
     model = cache / "models" / "smollm2"
     if not (model / "config.json").is_file():
         pytest.fail(f"{model} is missing: run `shoal model prepare smollm2` (scripts/setup.sh does)")

@@ -1,6 +1,6 @@
 """The real node's fixtures: a sandbox started with `node_mode="real"` (root, one per host).
 
-`SHOAL_SANDBOX_NAME` names it (use `node` on a shared machine). It stays up between test files;
+`SHOAL_NODE_SANDBOX_NAME` names it (default `node`; the e2e suite's in-cluster stack uses the same one). It stays up between test files;
 test_restore.py, collected last, takes it down and checks the host against the record `up` made.
 """
 
@@ -18,6 +18,7 @@ import pytest
 from shoal_sandbox import Sandbox, SandboxError
 from shoal_sandbox.node import oci
 from shoal_sandbox.paths import cache_dir
+from support.cluster import node_sandbox_name
 from support.kubectl import Kubectl
 
 TEST_IMAGE = "localhost/shoal/node-test-http:1"
@@ -25,7 +26,7 @@ _SERVER = Path(__file__).parent / "testserver" / "main.go"
 
 
 def node_sandbox() -> Sandbox:
-    return Sandbox(name=os.environ.get("SHOAL_SANDBOX_NAME", "node"), node_mode="real", log=print)
+    return Sandbox(name=node_sandbox_name(), node_mode="real", log=print)
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,12 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 from integration.node.pods import pod, running_ip
 from shoal_sandbox import Sandbox
 from shoal_sandbox.node import hoststate
 from shoal_sandbox.node.config import BRIDGE, RUN_DIR
+from support.cluster import stop_cluster_stack
 from support.eventually import eventually
 from support.kubectl import Kubectl
 
@@ -24,7 +26,10 @@ def _our_chains(saved: dict[str, str]) -> dict[str, set[str]]:
     return found
 
 
-def test_down_restores_the_host(real_sandbox: Sandbox, kube: Kubectl, test_image: str) -> None:
+def test_down_restores_the_host(
+    real_sandbox: Sandbox, kube: Kubectl, test_image: str, request: pytest.FixtureRequest
+) -> None:
+    stop_cluster_stack(request.config, keep_sandbox=True)  # the e2e suite's stack, if it ran: this test downs
     # A pod still running at `down` (its netns, mounts and cgroups must go too). Its namespace is deleted
     # first, so the next `up` finishes the deletion instead of restarting it; the pod drains for longer
     # than this test takes, so it is still running when `down` comes.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +14,8 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+from shoal_common import processes
+from shoal_common.paths import cache_dir
 
 ROOT = Path(__file__).resolve().parents[3]
 T = TypeVar("T")
@@ -55,7 +56,7 @@ def _kubectl_binary() -> str:
     found = shutil.which("kubectl")
     if found:
         return found
-    cache = Path(os.environ.get("SHOAL_CACHE", Path.home() / ".cache" / "shoal"))
+    cache = cache_dir()
     candidate = cache / "bin" / "kubectl"
     if candidate.exists():
         return str(candidate)
@@ -172,21 +173,12 @@ def operator_process(
         "--log-level",
         "INFO",
     ]
-    with log.open("wb") as f:
-        proc = subprocess.Popen(
-            argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-        )
+    proc = processes.spawn(argv, log)
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-        print(f"--- operator log tail ({log}) ---\n{tail}")
+        processes.stop(proc, timeout=20)
+        print(f"--- operator log tail ({log}) ---\n{processes.log_tail(log, 4000)}")
 
 
 condition = _condition

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 from e2e.support import Kube, closed_loop_stack, kube_of
-from shoal_sandbox.demo import Stack
+from shoal_sandbox.runner_stack import Stack
 
 
 @pytest.fixture(scope="session")
@@ -14,7 +14,7 @@ def stack(request: pytest.FixtureRequest) -> Stack:
 
 @pytest.fixture(scope="session")
 def kube(stack: Stack) -> Iterator[Kube]:
-    k = kube_of(stack)
+    k = kube_of(stack.kubeconfig)
     yield k
     k.close()
 

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from e2e.support import Kube, eventually, pod_ready
-from shoal_sandbox.demo import Stack
+from shoal_sandbox.runner_stack import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

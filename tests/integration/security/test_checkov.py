@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from shoal_common.paths import cache_dir
 from shoal_operator.api import InferenceService
 from shoal_operator.builders import BuildOptions, desired_children
 
@@ -69,7 +70,7 @@ def tool(name: str, *candidates: Path) -> str:
 
 
 def cache() -> Path:
-    return Path(os.environ.get("SHOAL_CACHE") or Path.home() / ".cache" / "shoal")
+    return cache_dir()
 
 
 def render_chart(helm: str, values: dict[str, Any], out: Path) -> None:

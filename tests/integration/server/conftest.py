@@ -4,33 +4,19 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from shoal_common import processes
+from shoal_common.ports import free_port
+from support.procs import wait_for as eventually
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def eventually(cond: Callable[[], bool], within: float, what: str, interval: float = 0.05) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {within}s waiting for: {what}")
 
 
 def metric(text: str, name: str) -> float:
@@ -71,20 +57,14 @@ class ServerProc:
             return False
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
+        return processes.log_tail(self.log_path)
 
     def terminate(self) -> None:
         """SIGTERM to the server process only (as the kubelet does), not to its process group."""
         self.proc.send_signal(signal.SIGTERM)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        processes.stop(self.proc, timeout=30)  # not a session leader: the signal goes to it alone
 
 
 def start_server(
@@ -94,8 +74,8 @@ def start_server(
     log_path = tmp / f"server-{port}.log"
     cmd = [sys.executable, "-m", "shoal_cli", "model-server", "--host", host, "--port", str(port), *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+    # In the test's process group (like the kubelet's SIGTERM, `terminate` reaches the server alone).
+    proc = processes.spawn(cmd, log_path, env=env, cwd=REPO, new_session=False)
     server = ServerProc(proc, host, port, log_path)
     try:
         eventually(server.ready, ready_within, f"{' '.join(cmd)} to become ready")

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from shoal_common.ports import free_port
 
-from .conftest import ServerProc, eventually, free_port, metric
+from .conftest import ServerProc, eventually, metric
 
 pytestmark = pytest.mark.integration
 

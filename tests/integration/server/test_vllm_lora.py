@@ -20,6 +20,7 @@ import httpx
 import openai
 import pytest
 from integration.router.procs import Proc, _start
+from shoal_common.paths import cache_dir
 
 from .conftest import ServerProc, start_server
 
@@ -39,7 +40,7 @@ get_peft_model(model, config).save_pretrained(sys.argv[2])
 
 
 def model_dir() -> Path:
-    cache = Path(os.environ.get("SHOAL_CACHE") or Path.home() / ".cache" / "shoal")
+    cache = cache_dir()
     return cache / "models" / BASE
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from shoal_common.paths import cache_dir
 
 REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "shoal"
@@ -22,7 +23,7 @@ def find_tool(name: str) -> str:
     found = shutil.which(name)
     if found:
         return found
-    cache = Path(os.environ.get("SHOAL_CACHE", Path.home() / ".cache" / "shoal"))
+    cache = cache_dir()
     candidate = cache / "bin" / name
     if candidate.is_file() and os.access(candidate, os.X_OK):
         return str(candidate)
