@@ -8,6 +8,10 @@ API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "InferenceService"
 PLURAL = "inferenceservices"
 SHORT_NAME = "infsvc"
+# The shared entry point: one router in front of the InferenceServices of a namespace (or a labelled group).
+GATEWAY_KIND = "InferenceGateway"
+GATEWAY_PLURAL = "inferencegateways"
+GATEWAY_SHORT_NAME = "infgw"
 
 # Pod / object labels (the router and Prometheus relabelling select on these).
 LABEL_ISVC = "shoal.dev/inferenceservice"
@@ -18,6 +22,8 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "shoal-operator"
 COMPONENT_MODEL_SERVER = "model-server"
 COMPONENT_ROUTER = "router"
+COMPONENT_ENTRY_POINT = "entry-point"
+LABEL_GATEWAY = "shoal.dev/inferencegateway"  # on an InferenceGateway's children (not LABEL_ISVC)
 
 # Server-side apply field managers: one writer per field.
 FIELD_MANAGER_OPERATOR = "shoal-operator"
@@ -36,6 +42,12 @@ def model_server_name(isvc: str) -> str:
 
 def router_name(isvc: str) -> str:
     return f"{isvc}-router"
+
+
+def entry_point_name(gateway: str) -> str:
+    """An InferenceGateway's entry-point Deployment, ServiceAccount, Role and RoleBinding (its Service is
+    the gateway's own name: the URL clients use)."""
+    return f"{gateway}-entry"
 
 
 def public_service_name(isvc: str) -> str:

@@ -1,6 +1,10 @@
 """The replica's load signal for routers and EPPs: every answer carries its queue depth, in-flight count
 and limits as headers, and `GET /load` returns them as JSON (cheap: no engine call), so a router polling
-every 100 ms sees load that other routers put here too."""
+every 100 ms sees load that other routers put here too.
+
+`GET /load` also names the LoRA adapters the replica serves right now: a replica turns Ready before the
+operator has loaded its adapters into it, and the router must not send an adapter's request there until
+it lists the adapter."""
 
 from __future__ import annotations
 
@@ -28,9 +32,20 @@ class _Admission(Protocol):
     def queued(self) -> int: ...
 
 
+class _Adapters(Protocol):
+    def names(self) -> list[str]: ...
+
+
+class _Engine(Protocol):
+    @property
+    def adapters(self) -> _Adapters: ...
+
+
 class _State(Protocol):
     @property
     def admission(self) -> _Admission: ...
+    @property
+    def engine(self) -> _Engine: ...
     @property
     def draining(self) -> bool: ...
     @property
@@ -46,6 +61,7 @@ def load_doc(state: _State) -> dict[str, Any]:
         "max_queue": a.max_queue,
         "ready": state.ready,
         "draining": state.draining,
+        "adapters": state.engine.adapters.names(),
     }
 
 

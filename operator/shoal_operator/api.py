@@ -199,7 +199,11 @@ class RoutingSpec(_Model):
         description="Router: an LLM-aware router in front of the pods; Service: the Service targets the pods; "
         "Gateway: an InferencePool for your Gateway API gateway, with shoal's endpoint picker (docs/gateway.md).",
     )
-    strategy: Literal["LeastLoad", "PrefixHash", "PrefixLoad", "RoundRobin"] = "LeastLoad"
+    strategy: Literal["LeastLoad", "PrefixHash", "PrefixLoad", "RoundRobin", "AdapterAffinity"] = Field(
+        default="LeastLoad",
+        description="Replica picking. AdapterAffinity: a LoRA adapter's requests stay on the replicas holding it "
+        "(within a load bound); base-model requests by least load.",
+    )
     replicas: int = Field(default=1, ge=1, le=100, description="Router (or endpoint picker) replicas.")
     failure_mode: Literal["FailClose", "FailOpen"] = Field(
         default="FailClose",

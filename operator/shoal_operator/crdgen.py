@@ -1,6 +1,7 @@
-"""Generate the InferenceService CRD from the pydantic models in `api.py`.
+"""Generate the InferenceService and InferenceGateway CRDs from the pydantic models in `api.py` and
+`api_gateway.py`.
 
-`python -m shoal_operator.crdgen [--out crds/shoal.dev_inferenceservices.yaml]` (also `shoal operator crd`).
+`python -m shoal_operator.crdgen [--out-dir crds/]` (also `shoal operator crd`).
 The pydantic JSON schema is turned into a Kubernetes *structural* OpenAPI v3 schema: references inlined,
 optional fields un-nullable, `const` as a one-value enum, titles dropped, `default: null` removed.
 """
@@ -16,10 +17,11 @@ from typing import Any
 import yaml
 from shoal_common import names
 
-from shoal_operator import api
+from shoal_operator import api, api_gateway
 from shoal_operator.api_schema import _Model
 
 CRD_FILE = "shoal.dev_inferenceservices.yaml"
+GATEWAY_CRD_FILE = "shoal.dev_inferencegateways.yaml"
 PEERING_FILE = "kopf.dev_peerings.yaml"
 
 _DROP_KEYS = {"title", "propertyNames"}  # propertyNames: not in Kubernetes' schema subset
@@ -139,6 +141,60 @@ def openapi_schema() -> dict[str, Any]:
     }
 
 
+def gateway_openapi_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "One OpenAI endpoint for several InferenceServices: routes by the request's model, "
+        "lists every model and adapter in /v1/models, splits traffic by weight (docs/models.md).",
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": _expand_defaults({**structural_schema(api_gateway.InferenceGatewaySpec), "default": {}}),
+            "status": structural_schema(api_gateway.InferenceGatewayStatus),
+        },
+        "x-kubernetes-validations": [{"rule": api_gateway.NAME_RULE[0], "message": api_gateway.NAME_RULE[1]}],
+    }
+
+
+def gateway_crd() -> dict[str, Any]:
+    kind = names.GATEWAY_KIND
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{names.GATEWAY_PLURAL}.{names.GROUP}",
+            "labels": {"app.kubernetes.io/name": "shoal", "app.kubernetes.io/part-of": "shoal"},
+        },
+        "spec": {
+            "group": names.GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": names.GATEWAY_PLURAL,
+                "singular": kind.lower(),
+                "shortNames": [names.GATEWAY_SHORT_NAME],
+                "categories": ["shoal", "all"],
+            },
+            "versions": [
+                {
+                    "name": names.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": gateway_openapi_schema()},
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
+                        {"name": "URL", "type": "string", "jsonPath": ".status.url"},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                }
+            ],
+        },
+    }
+
+
 def crd() -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -238,6 +294,12 @@ def render_crd() -> str:
     return HEADER + yaml.safe_dump(crd(), sort_keys=False, width=120)
 
 
+def render_gateway_crd() -> str:
+    return HEADER.replace("api.py", "api_gateway.py") + yaml.safe_dump(
+        gateway_crd(), sort_keys=False, width=120
+    )
+
+
 def render_peering() -> str:
     return HEADER + "---\n".join(yaml.safe_dump(doc, sort_keys=False, width=120) for doc in peering_crds())
 
@@ -248,9 +310,10 @@ def default_dir() -> Path:
 
 def write(out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / CRD_FILE, out_dir / PEERING_FILE]
+    paths = [out_dir / CRD_FILE, out_dir / PEERING_FILE, out_dir / GATEWAY_CRD_FILE]
     paths[0].write_text(render_crd())
     paths[1].write_text(render_peering())
+    paths[2].write_text(render_gateway_crd())
     return paths
 
 

@@ -82,22 +82,24 @@ class Retries:
                 await task
 
 
-async def list_names(kube: Kube, namespaces: Sequence[str]) -> list[Key]:
-    """(namespace, name) of every InferenceService in the watched namespaces (all when empty)."""
+async def list_names(kube: Kube, namespaces: Sequence[str], kind: str = "InferenceService") -> list[Key]:
+    """(namespace, name) of every object of `kind` in the watched namespaces (all when empty)."""
     out: list[Key] = []
     scopes: list[str | None] = list(namespaces) or [None]
     for ns in scopes:
-        for item in await kube.list("InferenceService", ns):
+        for item in await kube.list(kind, ns):
             meta = item.get("metadata") or {}
             if not meta.get("deletionTimestamp"):
                 out.append((str(meta.get("namespace")), str(meta.get("name"))))
     return out
 
 
-async def drift_pass(kube: Kube, namespaces: Sequence[str], refresh: Refresh, retries: Retries) -> int:
-    """One pass: re-reconcile every InferenceService; the number repaired without error."""
+async def drift_pass(
+    kube: Kube, namespaces: Sequence[str], refresh: Refresh, retries: Retries, kind: str = "InferenceService"
+) -> int:
+    """One pass: re-reconcile every object of `kind`; the number repaired without error."""
     done = 0
-    for key in await list_names(kube, namespaces):
+    for key in await list_names(kube, namespaces, kind):
         try:
             await refresh(*key)
         except TransientError as exc:
@@ -115,6 +117,7 @@ async def drift_loop(
     retries: Retries,
     period: float,
     stop: asyncio.Event,
+    kind: str = "InferenceService",
 ) -> None:
     """Run `drift_pass` every `period` seconds until `stop` is set."""
     while not stop.is_set():
@@ -123,6 +126,6 @@ async def drift_loop(
         if stop.is_set():
             return
         try:
-            await drift_pass(kube, namespaces, refresh, retries)
+            await drift_pass(kube, namespaces, refresh, retries, kind)
         except ApiError as exc:
             log.warning("drift check failed; next period retries", extra={"error": str(exc)})

@@ -86,18 +86,26 @@ def build_registry(
     ctx: OperatorContext, reconciler: Reconciler, leader_work: list[LeaderWork] | None = None
 ) -> kopf.OperatorRegistry:
     """The kopf handlers; `leader_work` (e.g. the autoscaler) runs beside drift repair in the leader."""
+    # InferenceGateways: the shared entry point (imported here: those modules import this one)
+    from shoal_operator.gateway_handlers import gateway_drift_work, register_gateway
+    from shoal_operator.gateway_reconcile import GatewayReconciler
+
     registry = kopf.OperatorRegistry()
     retries = Retries(lambda ns, name: reconciler.refresh(ns, name, apply_children=True))
+    gateways = GatewayReconciler(ctx.kube, reconciler.config.build)
+    gateway_retries = Retries(gateways.refresh)
 
     @kopf.on.startup(registry=registry)
     async def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_kopf(settings, ctx)
-        start_leader_work(ctx, [drift_work(ctx, reconciler, retries), *(leader_work or [])])
+        drift = [drift_work(ctx, reconciler, retries), gateway_drift_work(ctx, gateways, gateway_retries)]
+        start_leader_work(ctx, [*drift, *(leader_work or [])])
 
     @kopf.on.cleanup(registry=registry)
     async def _cleanup(**_: Any) -> None:
         ctx.stop.set()
         await retries.close()
+        await gateway_retries.close()
         if ctx.background:
             await asyncio.wait(ctx.background, timeout=10)
 
@@ -128,6 +136,7 @@ def build_registry(
                 retries.succeeded(key)
 
     _register_child_events(registry, reconciler)
+    register_gateway(registry, gateways)
     return registry
 
 

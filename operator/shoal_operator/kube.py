@@ -37,6 +37,7 @@ RESOURCES: dict[str, tuple[str, str, bool]] = {
     "PodMonitor": ("monitoring.coreos.com/v1", "podmonitors", True),
     "NetworkPolicy": ("networking.k8s.io/v1", "networkpolicies", True),
     "InferenceService": ("shoal.dev/v1alpha1", "inferenceservices", True),
+    "InferenceGateway": ("shoal.dev/v1alpha1", "inferencegateways", True),
     "KopfPeering": ("kopf.dev/v1", "kopfpeerings", True),
     "ClusterKopfPeering": ("kopf.dev/v1", "clusterkopfpeerings", False),
     "Lease": ("coordination.k8s.io/v1", "leases", True),

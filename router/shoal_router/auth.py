@@ -11,6 +11,7 @@ import base64
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from shoal_router.flow.classify import TenantPolicy, parse_priority
 
@@ -54,6 +55,13 @@ class ApiKeys:
 
     def lookup(self, key: str) -> KeyInfo | None:
         return self._by_digest.get(hashlib.sha256(key.encode()).digest())
+
+
+class KeyHolder(Protocol):
+    """What a key source fills: the per-InferenceService router and the multi-model entry point alike."""
+
+    keys: ApiKeys
+    keys_loaded: bool
 
 
 def bearer_token(authorization: str | None, api_key_header: str | None = None) -> str | None:

@@ -140,8 +140,15 @@ def _security(p: argparse.ArgumentParser) -> None:
         "--models-namespace",
         default=None,
         metavar="NS",
-        help="with --models-config: the pools are the InferenceServices of NS (their model-server pods, "
-        "narrowed by --selector); the file then only needs the splits",
+        help="the pools are the InferenceServices of NS (their model-server pods); --selector key=value "
+        "narrows them by the InferenceServices' labels; the models file then only needs the splits",
+    )
+    g.add_argument(
+        "--models-gateway",
+        default=None,
+        metavar="NAME",
+        help="with --models-namespace: take the splits and the InferenceService selector from the "
+        "InferenceGateway NAME (watched: changes apply at once); how the operator runs the entry point",
     )
 
 
@@ -158,14 +165,15 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.listen_host is not None:
         print("shoal router: --listen-host is deprecated; use --host", file=sys.stderr)
-    if args.models_config and args.discovery is None:
-        args.discovery = "models"  # the pools' replicas come from the models config
+    multi = bool(args.models_config or args.models_gateway)
+    if multi and args.discovery is None:
+        args.discovery = "models"  # the pools' replicas come from the models config or the cluster
     try:
         config = from_args(args)
     except ValueError as exc:
         raise SystemExit(f"shoal router: {exc}") from exc
-    if args.models_config:
+    if multi:
         from shoal_router.multimodel.server import main as gateway_main
 
-        return gateway_main(config, args.models_config, args.models_namespace)
+        return gateway_main(config, args.models_config, args.models_namespace, args.models_gateway)
     return main(config)

@@ -83,6 +83,7 @@ class EndpointState:
     connect_ejected: bool = False  # ejected for a refused/reset connection: a good probe restores it
     polled: bool = False  # the load poller has tried it once (its capacity is known, or known unknown)
     load: LoadView = field(default_factory=LoadView)
+    adapters: frozenset[str] | None = None  # LoRA adapters it listed in its last `GET /load` (None: unknown)
 
 
 @dataclass(slots=True)
@@ -314,6 +315,24 @@ class EndpointPool:
         st.load.at = self.clock()
         st.load.own_at_report = st.inflight
         self._notify()
+
+    def report_adapters(self, url: str, adapters: frozenset[str] | None) -> None:
+        """The adapters the replica serves now (the poller's `GET /load`); None keeps what was known."""
+        st = self._states.get(url)
+        if st is not None and adapters is not None:
+            st.adapters = adapters
+
+    def serves_adapters(self) -> bool:
+        return any(st.adapters for st in self._states.values())
+
+    def adapter_holders(self, model: str) -> frozenset[str] | None:
+        """The endpoints that list `model` as a loaded adapter, or None when none does (then `model` is the
+        base model, or unknown, and any replica answers it). A replica that turned Ready before the
+        operator loaded its adapters is left out until it lists them."""
+        holders = frozenset(
+            url for url, st in self._states.items() if not st.removed and st.adapters and model in st.adapters
+        )
+        return holders or None
 
     def mark_busy(self, url: str, hold_s: float) -> None:
         """It answered 429: alive but full. Nothing new goes there for `hold_s` (a fresh report does not

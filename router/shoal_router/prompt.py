@@ -1,4 +1,5 @@
-"""The affinity key of a request for PrefixHash: the first characters of its prompt."""
+"""What the router reads from a request body: the affinity key for PrefixHash (the first characters of its
+prompt) and the requested `model`."""
 
 from __future__ import annotations
 
@@ -53,3 +54,15 @@ def _prefix_of(doc: Any, limit: int) -> str | None:
     if isinstance(prompt, list):  # token ids
         return ",".join(str(t) for t in prompt[:limit] if isinstance(t, int))
     return None
+
+
+def request_model(body: bytes) -> str | None:
+    """The body's `model` when it is a non-empty string; never raises (the replica judges bad bodies)."""
+    if not body:
+        return None
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    model = doc.get("model") if isinstance(doc, dict) else None
+    return model if isinstance(model, str) and model else None

@@ -63,6 +63,7 @@ class Override:
     model: str = ""
     affinity_key: str | None = None
     candidates: frozenset[str] | None = None
+    caller: frontdoor.Caller | None = None  # authenticated and rate-limited already (once per request)
 
 
 class Proxy:
@@ -151,13 +152,14 @@ class Proxy:
     async def _handle(
         self, request: web.Request, entry: RequestLog, start: float, override: Override | None = None
     ) -> web.StreamResponse:
-        caller = frontdoor.authenticate(self.keys, request.headers, request.remote)
+        admitted = override.caller if override is not None else None
+        caller = admitted or frontdoor.authenticate(self.keys, request.headers, request.remote)
         if isinstance(caller, Rejected):
             entry.error = "missing or invalid API key"
             self.metrics.rejected.labels("unauthorized").inc()
             return web.Response(status=caller.status, body=caller.body(), headers=caller.headers())
         entry.key_id = caller.key.id if caller.key else ""
-        limited = frontdoor.rate_limit(self.limiter, caller)
+        limited = None if admitted else frontdoor.rate_limit(self.limiter, caller)
         if limited is not None:
             return self._refuse(limited, entry, "rate_limited")
         try:
@@ -190,6 +192,8 @@ class Proxy:
         )
         if override is not None:
             req = replace(req, model=override.model, candidates=override.candidates)
+        else:
+            req = frontdoor.adapter_scope(self.pool, self.dispatcher.strategy.needs_key, req, body)
         self.budget.deposit()
         return await self._dispatch(request, req, body, entry, start)
 

@@ -10,13 +10,14 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 import aiohttp
 import aiohttp.abc
 from aiohttp import web
 
-from shoal_router.auth import ApiKeys, parse_keys_file_entries
+from shoal_router.auth import ApiKeys, KeyHolder, parse_keys_file_entries
 from shoal_router.config import RouterConfig
 from shoal_router.endpoints import DiscoveredEndpoint, EjectionPolicy, EndpointPool
 from shoal_router.flow.dispatcher import Dispatcher
@@ -200,13 +201,20 @@ def default_sources(config: RouterConfig) -> list[Source]:
         from shoal_router.discovery.kubernetes import endpoint_slice_source
 
         sources.append(endpoint_slice_source(config))
+    sources += key_sources(config)
+    return sources
+
+
+def key_sources(config: RouterConfig) -> list[Callable[[KeyHolder], Coroutine[Any, Any, None]]]:
+    """The API keys' sources (a file, a Secret): one implementation for the router and the entry point."""
+    sources: list[Callable[[KeyHolder], Coroutine[Any, Any, None]]] = []
     if config.api_keys_file:
         path = config.api_keys_file
 
-        async def keys_file(router: Router) -> None:
+        async def keys_file(holder: KeyHolder) -> None:
             text = await asyncio.to_thread(_read_text, path)
-            router.keys.replace(parse_keys_file_entries(text))
-            log.info("API keys loaded from file", extra={"keys": len(router.keys)})
+            holder.keys.replace(parse_keys_file_entries(text))
+            log.info("API keys loaded from file", extra={"keys": len(holder.keys)})
 
         sources.append(keys_file)
     if config.api_keys_secret:

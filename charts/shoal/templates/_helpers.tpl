@@ -71,13 +71,14 @@ The operator's rules on namespaced resources: exactly what shoal reads and write
 Children are written by server-side apply (verbs create + patch), removed with delete.
 */}}
 {{- define "shoal.namespacedRules" -}}
-# InferenceServices: watched by kopf; patched for kopf's finalizer and progress annotations.
+# InferenceServices and InferenceGateways: watched by kopf; patched for kopf's finalizer and progress
+# annotations. (A gateway's entry point reads both: its Role grants get/list/watch on them.)
 - apiGroups: ["shoal.dev"]
-  resources: ["inferenceservices"]
+  resources: ["inferenceservices", "inferencegateways"]
   verbs: ["get", "list", "watch", "patch"]
 # Status is written by the operator (field manager shoal-operator).
 - apiGroups: ["shoal.dev"]
-  resources: ["inferenceservices/status"]
+  resources: ["inferenceservices/status", "inferencegateways/status"]
   verbs: ["get", "patch", "update"]
 # The autoscaler's only write: the scale subresource (field manager shoal-autoscaler).
 - apiGroups: ["shoal.dev"]

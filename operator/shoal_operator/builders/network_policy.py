@@ -1,5 +1,5 @@
-"""The model-server pods' NetworkPolicy: only the router (or endpoint picker), Prometheus and listed
-namespaces reach them, so the router's API keys and rate limits cannot be bypassed from inside the cluster.
+"""The model-server pods' NetworkPolicy: only the router (or endpoint picker), the namespace's shared
+entry points, Prometheus and listed namespaces reach them, so the router's API keys and rate limits cannot be bypassed from inside the cluster.
 
 Enforced only where the cluster's network plugin implements NetworkPolicy (Calico, Cilium, ...);
 elsewhere the API server stores it and nothing changes.
@@ -44,6 +44,9 @@ def allowed_peers(isvc: InferenceService) -> list[dict[str, Any]]:
         # No router in front: clients reach the pods through the Service, from their own namespace.
         peers.append({"podSelector": {}})
     peers += [_namespace(ns) for ns in sorted(set(np.allowed_namespaces))]
+    # The namespace's shared entry points (InferenceGateway): they check API keys and rate limits too.
+    entry = {names.LABEL_COMPONENT: names.COMPONENT_ENTRY_POINT, names.LABEL_MANAGED_BY: names.MANAGED_BY}
+    peers.append({"podSelector": {"matchLabels": entry}})
     return peers
 
 

@@ -15,7 +15,7 @@ import random
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from shoal_router.auth import parse_secret_entries
+from shoal_router.auth import KeyHolder, parse_secret_entries
 from shoal_router.config import RouterConfig
 from shoal_router.discovery.endpointslice import merge_slices
 from shoal_router.discovery.pods import merge_pods, selector_string
@@ -189,11 +189,11 @@ def pod_source(config: RouterConfig) -> Callable[[Router], Coroutine[Any, Any, N
     return run
 
 
-def api_keys_secret_source(config: RouterConfig) -> Callable[[Router], Coroutine[Any, Any, None]]:
+def api_keys_secret_source(config: RouterConfig) -> Callable[[KeyHolder], Coroutine[Any, Any, None]]:
     assert config.api_keys_secret
     secret_name = config.api_keys_secret
 
-    async def run(router: Router) -> None:
+    async def run(router: KeyHolder) -> None:
         from kubernetes_asyncio import client
 
         async with await api_client(config.kubeconfig) as api:

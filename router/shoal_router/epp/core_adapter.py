@@ -7,7 +7,7 @@ Ids: the core names endpoints by URL (`http://10.0.0.7:8000`); the gateway by `i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shoal_router.endpoints import EndpointPool
 from shoal_router.epp.picking import Picked, PickRequest, Refused
@@ -15,6 +15,7 @@ from shoal_router.flow.classify import FAIRNESS_HEADER, OBJECTIVE_HEADER, classi
 from shoal_router.flow.dispatcher import Dispatcher
 from shoal_router.flow.lease import Lease
 from shoal_router.flow.model import FlowRequest, Outcome, Rejected
+from shoal_router.frontdoor import scope_to_adapter
 
 BUSY_STATUS = 429
 UPSTREAM_ERROR_STATUS = frozenset({502, 503, 504})
@@ -79,6 +80,10 @@ class DispatcherPicker:
             # proposal 004: nothing in the gateway's subset is eligible -> 503 now, never another endpoint
             raise Refused(503, "No endpoint of the gateway's subset is ready.", "no_endpoint")
         freq = flow_request(req, self.objectives)
+        needs_key = self.dispatcher.strategy.needs_key
+        if not needs_key:  # as the HTTP router: a prompt key only for strategies that hash prompts
+            freq = replace(freq, affinity_key=None)
+        freq = scope_to_adapter(self.pool, needs_key, freq, req.model or None)
         try:
             lease = await self.dispatcher.acquire(freq)
         except Rejected as rej:

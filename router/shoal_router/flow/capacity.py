@@ -88,4 +88,15 @@ def parse_load_json(doc: object) -> LoadReport | None:
     return LoadReport(inflight, queued, max_c, max_q, ready=bool(doc.get("ready", True)))
 
 
+MAX_ADAPTERS = 4096  # a replica's `adapters` list beyond this is not believed (bounded memory per replica)
+
+
+def parse_adapters(doc: object) -> frozenset[str] | None:
+    """The LoRA adapters a `GET /load` body lists; None when it has no (valid) list (an older server)."""
+    names = doc.get("adapters") if isinstance(doc, dict) else None
+    if not isinstance(names, list) or len(names) > MAX_ADAPTERS:
+        return None
+    return frozenset(n for n in names if isinstance(n, str) and n)
+
+
 LOAD_HEADERS = ("X-Shoal-Inflight", "X-Shoal-Queued", "X-Shoal-Max-Concurrency", "X-Shoal-Max-Queue")

@@ -15,7 +15,7 @@ import logging
 import aiohttp
 
 from shoal_router.endpoints import EndpointPool
-from shoal_router.flow.capacity import parse_load_json
+from shoal_router.flow.capacity import parse_adapters, parse_load_json
 
 log = logging.getLogger("shoal_router.flow.poller")
 
@@ -39,6 +39,7 @@ async def _poll(session: aiohttp.ClientSession, pool: EndpointPool, url: str, ti
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return  # slow or odd: a busy replica is not a dead one; no verdict
     pool.probe_result(url, True)
+    pool.report_adapters(url, parse_adapters(doc))
     report = parse_load_json(doc)
     if report is not None:
         pool.report_load(url, report)

@@ -14,7 +14,8 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,11 +23,14 @@ import aiohttp
 from aiohttp import web
 from shoal_common.series import SeriesBuilder
 
+from shoal_router import frontdoor
 from shoal_router.auth import ApiKeys
 from shoal_router.config import RouterConfig
 from shoal_router.endpoints import DiscoveredEndpoint, EjectionPolicy, EndpointPool
 from shoal_router.flow.dispatcher import Dispatcher
+from shoal_router.flow.model import Rejected
 from shoal_router.flow.poller import poll_loads
+from shoal_router.frontdoor import Caller
 from shoal_router.limits import RateLimiter, RetryBudget
 from shoal_router.metrics import RouterMetrics
 from shoal_router.multimodel import catalog as cat_mod
@@ -56,10 +60,14 @@ class ModelGateway:
         self.config = config
         self.rng = rng or random.Random()
         self.metrics = RouterMetrics()
-        self.keys = ApiKeys(enabled=False)
+        # one set of keys and one rate limiter for every pool: a key's budget is per entry point
+        self.keys = ApiKeys(enabled=bool(config.api_keys_file or config.api_keys_secret))
+        self.keys_loaded = not config.api_keys_secret
+        self.limiter = RateLimiter(config.rate_limit_rps, config.rate_burst, time.monotonic)
         self.pools: dict[str, PoolRuntime] = {}
         self.splits: dict[str, Split] = {}
         self.catalog = cat_mod.Catalog()
+        self.declared: dict[str, str] = {}  # base model -> pool (InferenceService specs)
         self.session: aiohttp.ClientSession | None = None
         self.routed = SeriesBuilder(self.metrics.registry).counter(
             "shoal_router_model_requests",
@@ -82,8 +90,13 @@ class ModelGateway:
         self.configured = True
         self.rebuild()
 
-    def set_pools(self, pools: Mapping[str, Sequence[DiscoveredEndpoint]]) -> None:
-        """Pools added, removed or re-pointed. Runs in the event loop (needs `session`)."""
+    def set_pools(
+        self, pools: Mapping[str, Sequence[DiscoveredEndpoint]], declared: Mapping[str, str] | None = None
+    ) -> None:
+        """Pools added, removed or re-pointed, and (from Kubernetes) each pool's base model by its spec.
+        Runs in the event loop (needs `session`)."""
+        if declared is not None:
+            self.declared = {model: pool for model, pool in declared.items() if pool in pools}
         for name in list(self.pools):
             if name not in pools:
                 self._drop_pool(name)
@@ -103,14 +116,15 @@ class ModelGateway:
         pool = EndpointPool(policy=policy, metrics=self.metrics)
         pool.clock = loop.time
         strategy = make_strategy(cfg.strategy, load_factor=cfg.hash_load_factor)
-        dispatcher = Dispatcher(pool, strategy, cfg.flow(), metrics=self.metrics, rng=self.rng)
+        flow = _SummedPending(self.metrics, lambda: sum(rt.dispatcher.pending for rt in self.pools.values()))
+        dispatcher = Dispatcher(pool, strategy, cfg.flow(), metrics=flow, rng=self.rng)
         proxy = Proxy(
             config=cfg,
             dispatcher=dispatcher,
             metrics=self.metrics,
             session=self.session,
             keys=self.keys,
-            limiter=RateLimiter(cfg.rate_limit_rps, cfg.rate_burst, loop.time),
+            limiter=self.limiter,
             budget=RetryBudget(cfg.retry_budget_ratio, cfg.retry_budget_min_per_s, loop.time),
             objectives=dict(cfg.objectives),
         )
@@ -131,7 +145,7 @@ class ModelGateway:
 
     def rebuild(self) -> None:
         answers = {name: dict(rt.models) for name, rt in self.pools.items()}
-        self.catalog = cat_mod.build(answers)
+        self.catalog = cat_mod.build(answers, self.declared)
 
     async def close(self) -> None:
         for name in list(self.pools):
@@ -165,10 +179,28 @@ class ModelGateway:
         runtime.models.pop(url, None)  # unreachable or not answering: it serves nothing for now
 
     # --- requests ----------------------------------------------------------------------------------
-    def models_response(self) -> web.Response:
+    def admit(self, request: web.Request) -> Caller | web.Response:
+        """The API key and the key's request rate, checked once per request before anything else (the
+        same code as the per-InferenceService router's): an unknown caller learns nothing about models."""
+        caller = frontdoor.authenticate(self.keys, request.headers, request.remote)
+        refused = caller if isinstance(caller, Rejected) else frontdoor.rate_limit(self.limiter, caller)
+        if refused is not None:
+            reason = "unauthorized" if refused.status == 401 else "rate_limited"
+            self.metrics.rejected.labels(reason).inc()
+            return web.Response(status=refused.status, body=refused.body(), headers=refused.headers())
+        assert isinstance(caller, Caller)
+        return caller
+
+    def models_response(self, request: web.Request) -> web.Response:
+        caller = self.admit(request)
+        if isinstance(caller, web.Response):
+            return caller
         return web.json_response({"object": "list", "data": cat_mod.model_list(self.catalog, self.splits)})
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        caller = self.admit(request)
+        if isinstance(caller, web.Response):
+            return caller
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -192,8 +224,30 @@ class ModelGateway:
             model=target,
             affinity_key=target if route.adapter else None,
             candidates=route.endpoints,
+            caller=caller,
         )
         return await self.pools[route.pool].proxy.handle(request, override)
+
+
+class _SummedPending:
+    """A pool's flow metrics: the shared ones, except that `shoal_router_pending_requests` is the sum over
+    the pools (each pool's dispatcher reports only its own count; the last writer must not win)."""
+
+    def __init__(self, metrics: RouterMetrics, total: Callable[[], int]) -> None:
+        self.metrics = metrics
+        self.total = total
+
+    def flow_queued(self, priority: int, tenant: str, delta: int) -> None:
+        self.metrics.flow_queued(priority, tenant, delta)
+
+    def flow_dispatched(self, priority: int, tenant: str, wait_s: float) -> None:
+        self.metrics.flow_dispatched(priority, tenant, wait_s)
+
+    def flow_shed(self, priority: int, tenant: str, reason: str) -> None:
+        self.metrics.flow_shed(priority, tenant, reason)
+
+    def set_pending(self, value: int) -> None:
+        self.metrics.set_pending(self.total())
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

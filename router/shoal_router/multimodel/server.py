@@ -22,6 +22,7 @@ from aiohttp import web
 from shoal_router.config import RouterConfig
 from shoal_router.multimodel.config import parse_text
 from shoal_router.multimodel.gateway import ModelGateway
+from shoal_router.server import key_sources
 from shoal_router.serving import run, serve_app
 from shoal_router.wire import error_response
 
@@ -72,8 +73,9 @@ async def poll_models(gateway: ModelGateway, interval_s: float) -> None:
 
 def build_gateway_app(
     config: RouterConfig,
-    models_config: str,
+    models_config: str | None,
     pools_namespace: str | None = None,
+    gateway_name: str | None = None,
     *,
     reload_s: float = 1.0,
     models_poll_s: float = 1.0,
@@ -82,7 +84,7 @@ def build_gateway_app(
     gateway = ModelGateway(config, rng=rng)
     app = web.Application(client_max_size=config.max_body_bytes)
     app[GATEWAY_KEY] = gateway
-    path = Path(models_config)
+    path = Path(models_config) if models_config else None
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, enable_cleanup_closed=True)
@@ -93,17 +95,20 @@ def build_gateway_app(
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         gateway.discovered = pools_namespace is not None
-        reload_if_changed(gateway, path, None)
         tasks = [
-            asyncio.create_task(watch_file(gateway, path, reload_s)),
             asyncio.create_task(poll_models(gateway, models_poll_s)),
+            *(asyncio.create_task(source(gateway)) for source in key_sources(config)),
         ]
+        if path is not None:
+            reload_if_changed(gateway, path, None)
+            tasks.append(asyncio.create_task(watch_file(gateway, path, reload_s)))
         if pools_namespace is not None:
-            from shoal_router.multimodel.kube_source import watch_pods
+            from shoal_router.multimodel.kube_source import watch_kubernetes
 
-            tasks.append(
-                asyncio.create_task(watch_pods(gateway, pools_namespace, config.selector, config.kubeconfig))
+            watch = watch_kubernetes(
+                gateway, pools_namespace, config.selector, gateway_name, config.kubeconfig
             )
+            tasks.append(asyncio.create_task(watch))
         try:
             yield
         finally:
@@ -123,7 +128,7 @@ def build_gateway_app(
 def _add_routes(app: web.Application, gateway: ModelGateway) -> None:
 
     async def models(request: web.Request) -> web.Response:
-        return gateway.models_response()
+        return gateway.models_response(request)
 
     async def generate(request: web.Request) -> web.StreamResponse:
         return await gateway.handle(request)
@@ -137,8 +142,13 @@ def _add_routes(app: web.Application, gateway: ModelGateway) -> None:
         return web.json_response({"status": "ok"})
 
     async def readyz(request: web.Request) -> web.Response:
-        ready = gateway.configured
-        state = {"configured": ready, "pools": sorted(gateway.pools), "models": sorted(gateway.catalog.where)}
+        ready = gateway.configured and gateway.keys_loaded
+        state = {
+            "configured": gateway.configured,
+            "keys_loaded": gateway.keys_loaded,
+            "pools": sorted(gateway.pools),
+            "models": sorted(gateway.catalog.where),
+        }
         return web.json_response(state, status=200 if ready else 503)
 
     async def metrics(request: web.Request) -> web.Response:
@@ -157,16 +167,33 @@ def _add_routes(app: web.Application, gateway: ModelGateway) -> None:
 
 async def serve(
     config: RouterConfig,
-    models_config: str,
+    models_config: str | None,
     pools_namespace: str | None = None,
+    gateway_name: str | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    app = build_gateway_app(config, models_config, pools_namespace)
-    details = {"models_config": models_config, "pid": os.getpid()}
+    app = build_gateway_app(config, models_config, pools_namespace, gateway_name)
+    details = {"models_config": models_config, "gateway": gateway_name, "pid": os.getpid()}
     await serve_app(app, config, "multi-model entry point", details, stop)
 
 
-def main(config: RouterConfig, models_config: str, pools_namespace: str | None = None) -> int:
-    if not Path(models_config).is_file():
+def main(
+    config: RouterConfig,
+    models_config: str | None,
+    pools_namespace: str | None = None,
+    gateway_name: str | None = None,
+) -> int:
+    """Checks the combination once, then serves (a bad one is a readable exit, not a crash loop)."""
+    from shoal_router.multimodel.kube_source import parse_match_labels
+
+    if models_config and not Path(models_config).is_file():
         raise SystemExit(f"shoal router: --models-config {models_config}: no such file")
-    return run(serve(config, models_config, pools_namespace), config.log_level)
+    if gateway_name and not pools_namespace:
+        raise SystemExit("shoal router: --models-gateway needs --models-namespace")
+    if not models_config and not gateway_name:
+        raise SystemExit("shoal router: the entry point needs --models-config or --models-gateway")
+    try:
+        parse_match_labels(config.selector)
+    except ValueError as exc:
+        raise SystemExit(f"shoal router: --selector: {exc}") from None
+    return run(serve(config, models_config, pools_namespace, gateway_name), config.log_level)

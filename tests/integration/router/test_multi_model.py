@@ -64,8 +64,9 @@ def wait_for(cond: object, within: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def model_ids(url: str) -> dict[str, dict[str, object]]:
-    return {c["id"]: c for c in httpx.get(url + "/v1/models", timeout=5).json()["data"]}
+def model_ids(url: str, headers: dict[str, str] | None = None) -> dict[str, dict[str, object]]:
+    resp = httpx.get(url + "/v1/models", headers=headers, timeout=5)
+    return {c["id"]: c for c in resp.json()["data"]} if resp.status_code == 200 else {}
 
 
 async def send_many(url: str, model: str, n: int, concurrency: int = 32) -> list[int]:
@@ -81,7 +82,7 @@ async def send_many(url: str, model: str, n: int, concurrency: int = 32) -> list
 
 
 @contextlib.contextmanager
-def setup(tmp_path: Path) -> Iterator[tuple[Proc, list[Proc], list[Proc], Path]]:
+def setup(tmp_path: Path, *extra: str) -> Iterator[tuple[Proc, list[Proc], list[Proc], Path]]:
     fast = (
         "--sim-decode-tokens-per-s",
         "5000",
@@ -99,10 +100,13 @@ def setup(tmp_path: Path) -> Iterator[tuple[Proc, list[Proc], list[Proc], Path]]
         cfg = tmp_path / "models.json"
         write_config(cfg, {"chat-v1": v1, "chat-v2": v2}, {"chat": {"chat-v1": 90, "chat-v2": 10}})
         args = ["router", "--log-level", "WARNING", "--no-access-log", "--models-config", str(cfg)]
-        args += ["--strategy", "AdapterAffinity"]
+        args += ["--strategy", "AdapterAffinity", *extra]
         gw = _start(tmp_path, "gateway", args, "/readyz")
         try:
-            wait_for(lambda: {"chat-v1", "chat-v2", "sql"} <= set(model_ids(gw.url)), 15, "the catalog")
+            headers = {"Authorization": "Bearer sk-team-a"} if extra else {}
+            wait_for(
+                lambda: {"chat-v1", "chat-v2", "sql"} <= set(model_ids(gw.url, headers)), 15, "the catalog"
+            )
             yield gw, v1, v2, cfg
         finally:
             gw.stop()
@@ -171,3 +175,43 @@ def test_adapter_added_live_becomes_routable(tmp_path: Path) -> None:
         httpx.post(v2[0].url + "/v1/unload_lora_adapter", json={"lora_name": "live"})
         wait_for(lambda: "live" not in model_ids(gw.url), 10, "the adapter gone from the catalog")
         assert httpx.post(gw.url + "/v1/chat/completions", json=chat("live"), timeout=5).status_code == 404
+
+
+def test_api_keys_and_rate_limit_are_the_routers(tmp_path: Path) -> None:
+    """`--api-keys-file` / `--rate-limit-*`: the per-InferenceService router's code, once per request
+    before the model is looked up; one bucket per key across every pool of the entry point."""
+    keys = tmp_path / "keys.txt"
+    keys.write_text("team-a:sk-team-a\n")
+    limits = ("--rate-limit-rps", "0.5", "--rate-limit-burst", "4")
+    with setup(tmp_path, "--api-keys-file", str(keys), *limits) as (gw, v1, v2, _cfg):
+        url = gw.url + "/v1/chat/completions"
+        before = [answered(p) for p in (*v1, *v2)]
+        for body in (chat("chat-v1"), chat("nope")):
+            resp = httpx.post(url, json=body, timeout=5)
+            assert resp.status_code == 401 and resp.json()["error"]["code"] == "invalid_api_key"
+        wrong = httpx.post(url, json=chat("chat-v1"), headers={"Authorization": "Bearer sk-x"}, timeout=5)
+        assert wrong.status_code == 401
+        assert httpx.get(gw.url + "/v1/models", timeout=5).status_code == 401
+        assert [answered(p) for p in (*v1, *v2)] == before  # refused callers reach no replica
+
+        auth = {"Authorization": "Bearer sk-team-a"}
+        # the catalog wait spent some of the key's burst; the bucket refills at 0.5/s
+        wait_for(
+            lambda: httpx.post(url, json=chat("chat-v1"), headers=auth, timeout=5).status_code == 200,
+            15,
+            "the key to be served",
+        )
+        assert served(v1[0], "chat-v1") + served(v1[1], "chat-v1") >= 1
+        codes = [
+            httpx.post(url, json=chat(m), headers=auth, timeout=5).status_code
+            for m in ("chat-v1", "chat-v2", "sql", "nope", "chat-v1", "chat-v2", "sql", "chat-v1")
+        ]
+        # at most 4 left in the burst, over all pools (404s count too), then 429 with Retry-After
+        assert codes.count(429) >= 4, codes
+        assert set(codes) <= {200, 404, 429}
+        limited = httpx.post(url, json=chat("chat-v2"), headers=auth, timeout=5)
+        assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+        assert limited.json()["error"]["code"] == "rate_limit_exceeded"
+        metrics = httpx.get(gw.url + "/metrics", timeout=5).text
+        assert 'shoal_router_rejected_total{reason="unauthorized"}' in metrics
+        assert 'shoal_router_rejected_total{reason="rate_limited"}' in metrics

@@ -46,8 +46,12 @@ def grant(group: str, resources: tuple[str, ...] | str, verbs: tuple[str, ...]) 
 
 # Exactly what the operator touches in the namespaces it serves (see templates/_helpers.tpl).
 NAMESPACED_RULES: set[Rule] = (
-    grant("shoal.dev", "inferenceservices", ("get", "list", "watch", "patch"))
-    | grant("shoal.dev", ("inferenceservices/status", "inferenceservices/scale"), ("get", "patch", "update"))
+    grant("shoal.dev", ("inferenceservices", "inferencegateways"), ("get", "list", "watch", "patch"))
+    | grant(
+        "shoal.dev",
+        ("inferenceservices/status", "inferenceservices/scale", "inferencegateways/status"),
+        ("get", "patch", "update"),
+    )
     | grant("apps", "deployments", CRUD)  # watched: kopf follows the rollouts
     # Read by name, applied and deleted; never listed or watched.
     | grant("", ("services", "serviceaccounts"), APPLY)
@@ -412,7 +416,7 @@ def test_chart_crds_include_inferenceservice() -> None:
     names = []
     for path in (CHART / "crds").glob("*.yaml"):
         names += [d["metadata"]["name"] for d in yaml.safe_load_all(path.read_text()) if d]
-    assert "inferenceservices.shoal.dev" in names
+    assert "inferenceservices.shoal.dev" in names and "inferencegateways.shoal.dev" in names
 
 
 ARCH_METRICS = set(

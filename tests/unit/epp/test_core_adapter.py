@@ -106,3 +106,25 @@ def test_status_to_outcome():
     assert outcome_of(200) is Outcome.SUCCESS and outcome_of(400) is Outcome.SUCCESS
     assert outcome_of(429) is Outcome.BUSY
     assert outcome_of(503) is Outcome.UPSTREAM_ERROR
+
+
+async def test_adapter_requests_only_to_replicas_listing_the_adapter():
+    pool, picker = make([A, B, C])
+    pool.report_adapters("http://" + A, frozenset({"sql"}))
+    pool.report_adapters("http://" + B, frozenset())  # Ready, adapters not loaded yet
+    for _ in range(6):
+        p = await picker.pick(PickRequest("r", model="sql"))
+        assert p.endpoints == (A,)
+        picker.finish(p, 200)
+    # the base model (listed by nobody as an adapter) goes anywhere
+    seen = set()
+    for _ in range(6):
+        p = await picker.pick(PickRequest("r", model="base"))
+        seen.add(p.endpoints[0])
+    assert seen == {A, B, C}
+    # a gateway subset is narrowed, never widened; without a holder in it, it stays as it was
+    pool.report_adapters("http://" + C, frozenset({"sql"}))
+    p = await picker.pick(PickRequest("r", model="sql", subset=frozenset({B, C})))
+    assert p.endpoints == (C,)
+    p = await picker.pick(PickRequest("r", model="sql", subset=frozenset({B})))
+    assert p.endpoints == (B,)

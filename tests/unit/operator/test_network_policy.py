@@ -23,7 +23,9 @@ def test_router_mode_allows_router_and_prometheus_only() -> None:
     assert spec["policyTypes"] == ["Ingress"]
     (rule,) = spec["ingress"]
     assert rule["ports"] == [{"protocol": "TCP", "port": names.MODEL_SERVER_PORT}]
-    front, prometheus = rule["from"]
+    front, prometheus, entry = rule["from"]
+    assert entry == {"podSelector": {"matchLabels": {names.LABEL_COMPONENT: "entry-point",
+                                                     names.LABEL_MANAGED_BY: names.MANAGED_BY}}}  # fmt: skip
     assert front["podSelector"]["matchLabels"] == {names.LABEL_ISVC: "chat"}
     assert front["podSelector"]["matchExpressions"][0]["values"] == ["router", "endpoint-picker"]
     assert "namespaceSelector" not in front  # same namespace only
@@ -45,7 +47,7 @@ def test_listed_namespaces_and_service_mode() -> None:
     assert peers[1]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "obs"}
     assert peers[1]["podSelector"] == {"matchLabels": {"app": "prom"}}
     assert peers[2] == {"podSelector": {}}  # Service mode: the service's own namespace
-    assert [p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for p in peers[3:]] == [
+    assert [p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for p in peers[3:-1]] == [
         "batch",
         "gateway",
     ]

@@ -69,7 +69,7 @@ def test_registry_has_no_finalizer_and_all_triggers() -> None:
         # no change-detecting handlers: kopf writes nothing into InferenceServices
         assert not registry._changing.get_all_handlers()
         watched = {h.selector.any_name for h in registry._watching.get_all_handlers()}  # type: ignore[union-attr]
-        assert watched == {"inferenceservices", "deployments"}
+        assert watched == {"inferenceservices", "inferencegateways", "deployments"}
         await kube.aclose()
 
     asyncio.run(build())

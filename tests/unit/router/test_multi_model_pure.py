@@ -57,6 +57,15 @@ def test_catalog_routes_models_and_adapters() -> None:
     assert cards["chat"]["targets"] == [{"model": "chat-v1", "weight": 9}, {"model": "chat-v2", "weight": 1}]
     assert catalog.missing_targets(cat, splits) == ["missing"]
 
+    # an InferenceService at zero replicas: its model is still routed (to its pool, which holds) and listed
+    declared = catalog.build(answers, {"chat-v1": "chat-v1", "chat-v3": "chat-v3"})
+    v3 = declared.route("chat-v3")
+    assert v3 is not None and v3.pool == "chat-v3" and v3.endpoints is None and not v3.adapter
+    assert declared.route("chat-v1") == v1  # replicas that list it win
+    cards = {c["id"]: c for c in catalog.model_list(declared, {})}
+    assert cards["chat-v3"]["replicas"] == 0 and cards["chat-v3"]["owned_by"] == "chat-v3"
+    assert declared.route("nope") is None
+
 
 def test_config_round_trip_and_refusals() -> None:
     cfg = GatewayConfig(pools={"p": ("http://127.0.0.1:1",)}, splits=parse_splits({"m": {"p": 1}}))
@@ -86,7 +95,7 @@ def test_adapter_affinity_prefers_holders_within_bound_and_spreads_cold_adapters
 
 
 def test_group_pods_by_inference_service() -> None:
-    from shoal_router.multimodel.kube_source import group_pods, selector
+    from shoal_router.multimodel.kube_source import Selection, group_pods
 
     def pod(name: str, isvc: str | None, ip: str, ready: bool = True) -> dict[str, object]:
         labels = {"shoal.dev/inferenceservice": isvc} if isvc else {}
@@ -100,8 +109,40 @@ def test_group_pods_by_inference_service() -> None:
         ("http://10.0.0.1:8000", True),
         ("http://10.0.0.2:8000", False),
     ]
-    assert selector("") == "app.kubernetes.io/component=model-server"
-    assert selector("team=a") == "app.kubernetes.io/component=model-server,team=a"
+    # a selector narrows the pools by the InferenceServices' own labels (pods do not carry them)
+    pods = [pod("a", "chat-v1", "10.0.0.1"), pod("c", "chat-v2", "10.0.0.3")]
+    sel = Selection(match_labels={"team": "chat"}, pods=pods, services={})
+    assert sel.pools() == {}  # no InferenceService listed yet: nothing is selected
+    sel.services = {
+        "chat-v1": {"team": "chat", "x": "y"},
+        "chat-v2": {"team": "other"},
+        "z": {"team": "chat"},
+    }
+    sel.models = {"chat-v1": "m1", "chat-v2": "m2", "z": "mz"}
+    pools = sel.pools()
+    assert sorted(pools) == ["chat-v1", "z"] and pools["z"] == []  # z: selected, no pod (an empty pool)
+    assert sel.declared() == {"m1": "chat-v1", "mz": "z"}
+    sel.match_labels = None  # every InferenceService of the namespace
+    assert sorted(sel.pools()) == ["chat-v1", "chat-v2", "z"]
+    assert sorted(Selection(pods=pods).pools()) == ["chat-v1", "chat-v2"]  # pods only: no services watched
+    assert Selection(pods=pods).declared() == {}
+
+
+def test_selector_and_gateway_settings() -> None:
+    from shoal_router.multimodel.kube_source import gateway_settings, parse_match_labels
+
+    assert parse_match_labels("team=chat, tier==gold") == {"team": "chat", "tier": "gold"}
+    assert parse_match_labels("") == {}
+    for bad in ("team", "team!=chat", "=x"):
+        with pytest.raises(ValueError):
+            parse_match_labels(bad)
+    splits, match = gateway_settings(
+        {"spec": {"selector": {"matchLabels": {"team": "chat"}}, "splits": {"chat": {"a": 9, "b": 1}}}}
+    )
+    assert match == {"team": "chat"} and splits["chat"].targets == ("a", "b")
+    assert gateway_settings({"spec": {}}) == ({}, None)
+    with pytest.raises(ValueError):
+        gateway_settings({"spec": {"splits": {"chat": {"a": 0}}}})
 
 
 def test_rewrite_model_keeps_the_rest_of_the_body() -> None:

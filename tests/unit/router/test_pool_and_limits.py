@@ -155,3 +155,31 @@ def test_prompt_prefix() -> None:
     assert prompt_prefix(b'{"prompt": [1, 2, 3]}', 100) == "1,2,3"
     assert prompt_prefix(b"not json", 100) is None
     assert prompt_prefix(b"", 100) is None
+
+
+async def test_adapter_holders_from_load_reports() -> None:
+    from shoal_router.flow.capacity import parse_adapters
+    from shoal_router.flow.model import FlowRequest
+    from shoal_router.frontdoor import adapter_scope
+
+    pool = EndpointPool(clock=Clock())
+    pool.update([DiscoveredEndpoint("http://a"), DiscoveredEndpoint("http://b")])
+    assert not pool.serves_adapters() and pool.adapter_holders("sql") is None
+    pool.report_adapters("http://a", parse_adapters({"inflight": 0, "adapters": ["sql", 3, ""]}))
+    pool.report_adapters("http://b", parse_adapters({"inflight": 0}))  # an older server: unknown
+    assert pool.serves_adapters()
+    assert pool.adapter_holders("sql") == frozenset({"http://a"})
+    assert pool.adapter_holders("base") is None  # nobody lists it: any replica answers
+    assert parse_adapters({"adapters": "sql"}) is None and parse_adapters([]) is None
+
+    body = b'{"model": "sql", "prompt": "x"}'
+    scoped = adapter_scope(pool, False, FlowRequest(), body)
+    assert scoped.candidates == frozenset({"http://a"}) and scoped.affinity_key == "sql"
+    assert adapter_scope(pool, True, FlowRequest(affinity_key="x"), body).affinity_key == "x"
+    assert adapter_scope(pool, False, FlowRequest(), b'{"model": "base"}').candidates is None
+    assert adapter_scope(pool, False, FlowRequest(), b"[not json").candidates is None
+
+    pool.report_adapters("http://b", frozenset({"sql"}))
+    assert pool.adapter_holders("sql") == frozenset({"http://a", "http://b"})
+    pool.update([DiscoveredEndpoint("http://b")])  # a left: no longer a holder
+    assert pool.adapter_holders("sql") == frozenset({"http://b"})

@@ -150,9 +150,11 @@ async def test_live_load_and_unload() -> None:
         assert added.status_code == 200, added.text
         assert (await client.post("/v1/chat/completions", json=_chat("live"))).status_code == 200
         assert "live" in [c["id"] for c in (await client.get("/v1/models")).json()["data"]]
+        assert (await client.get("/load")).json()["adapters"] == ["live"]  # what routers poll
         removed = await client.post("/v1/unload_lora_adapter", json={"lora_name": "live"})
         assert removed.status_code == 200
         assert (await client.post("/v1/chat/completions", json=_chat("live"))).status_code == 404
+        assert (await client.get("/load")).json()["adapters"] == []
         again = await client.post("/v1/unload_lora_adapter", json={"lora_name": "live"})
         assert again.status_code == 404 and again.json()["error"]["code"] == "adapter_not_found"
         bad = await client.post("/v1/load_lora_adapter", json={"lora_name": "x"})
