@@ -1,23 +1,22 @@
-"""The shared entry point in the sandbox: the operator (a local process) turns an InferenceGateway into an
-entry-point router pod, and two InferenceServices into sim model-server pods; the sandbox's pod runner
-runs all of them as real processes on their pod IPs, with their service accounts' own RBAC. Requests
-through the entry point reach the pool of their `model` (read from the model-servers' own metrics)."""
+"""The shared entry point on the real node: the chart's operator turns an InferenceGateway into an
+entry-point router pod, and two InferenceServices into sim model-server pods, all from shoal's images
+under the kubelet with their service accounts' own RBAC, in a `restricted` namespace. Requests through
+the entry point reach the pool of their `model` (read from the model-servers' own metrics)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import concurrent.futures
-import subprocess
 from typing import Any
 
 import httpx
 import pytest
+from integration.operator.conftest import Kubectl, condition, consistently, eventually
 from shoal_common import names
+from shoal_sandbox.cluster import ClusterStack
 
-from .conftest import Kubectl, condition, consistently, eventually
-
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.timeout(420)]
 
 KEY = "sk-entry-test"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -27,7 +26,7 @@ def _isvc(name: str, labels: dict[str, str], **spec: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "model": {"name": name, "uri": "hf://org/tiny"},
         "engine": {"kind": "sim", "sim": {"startupSeconds": 0.2, "decodeTokensPerSecond": 2000}},
-        "resources": {"gpus": 1, "cpu": "100m", "memory": "256Mi"},
+        "resources": {"gpus": 1, "cpu": "100m", "memory": "512Mi"},
         "routing": {"mode": "Service"},
         "serving": {"drainSeconds": 1},
         **spec,
@@ -73,7 +72,12 @@ def _chat(model: str) -> dict[str, Any]:
     return {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 
 
-def test_entry_point_routes_by_model(kubectl: Kubectl, operator_process: subprocess.Popen[bytes]) -> None:
+@pytest.fixture
+def kubectl(stack: ClusterStack, ns: str) -> Kubectl:
+    return Kubectl(stack.kubeconfig, ns)
+
+
+def test_entry_point_routes_by_model(stack: ClusterStack, kubectl: Kubectl) -> None:
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "entry-keys"},
               "data": {"team-a": base64.b64encode(KEY.encode()).decode()}}  # fmt: skip
     kubectl.apply(secret)
@@ -155,7 +159,7 @@ def test_entry_point_routes_by_model(kubectl: Kubectl, operator_process: subproc
     # drift repair: a deleted child of the gateway comes back
     kubectl.run("delete", "service", "models", "--wait=true")
     eventually(lambda: kubectl.get("service", "models"), timeout=30, what="the Service re-created")
-    assert operator_process.poll() is None
+    stack.check_children()  # the chart's operator pod stayed ready throughout
 
 
 def _held_while_at_zero(kubectl: Kubectl, url: str) -> None:
