@@ -41,7 +41,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from shoal_sandbox.sandbox import SandboxError
+    from shoal_sandbox.errors import SandboxError
 
     if args.build and _build(args) != 0:
         return 1

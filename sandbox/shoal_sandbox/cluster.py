@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,6 +236,26 @@ class ClusterStack:
             raise StackError("Prometheus is not running")
         if not self._operator_ready():
             raise StackError(f"no ready operator pod in {manifests.RELEASE_NAMESPACE}")
+
+    def restart_control_plane(self, component: str) -> None:
+        """SIGKILLs one control-plane process (etcd, kube-apiserver ...), as a crash would, then brings it back
+        with `up` (which restarts whatever is not running)."""
+        from shoal_sandbox import procs
+
+        assert self._sandbox is not None, "stack not started"
+        rec = procs.load(self._sandbox.state_dir / "procs" / f"{component}.json")
+        if rec is None or not procs.is_alive(rec):
+            raise StackError(f"{component} is not running")
+        os.kill(rec.pid, signal.SIGKILL)
+        bounded_wait(lambda: not procs.is_alive(rec), 30, f"{component} to exit", 0.1)
+        self._sandbox.up(timeout=180)
+
+    def pause_prometheus(self, seconds: float) -> None:
+        """Stops Prometheus for `seconds`, then starts it again on the same port with the same data."""
+        assert self.prometheus is not None, "stack not started"
+        self.prometheus.stop()
+        time.sleep(seconds)
+        self.prometheus.start()
 
     def kill_container(self, pod: Obj, container: str) -> None:
         """SIGKILLs one container's process through the node's containerd (as an OOM kill or a crash would)."""

@@ -15,11 +15,9 @@ Everything it starts is stopped on exit and on Ctrl-C.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,8 @@ from typing import Any
 from shoal_common import names
 
 from shoal_sandbox.cluster import ClusterStack
+from shoal_sandbox.demo_load import BackgroundLoad
+from shoal_sandbox.demo_plot import Sample, plot
 from shoal_sandbox.paths import cache_dir
 from shoal_sandbox.stack_support import Obj, StackError, bounded_wait, condition, load_example, prepare_model
 
@@ -54,17 +54,6 @@ class DemoOptions:
     @property
     def plot(self) -> Path:
         return self.out_dir / "shoal-demo-scaling.png"
-
-
-@dataclass
-class Sample:
-    t: float
-    offered_rps: float
-    queue: float
-    desired: int
-    ready: int
-    completed: int
-    failed: int
 
 
 class Demo:
@@ -253,49 +242,38 @@ class Demo:
         )
 
     def scaling_part(self) -> None:
-        from rich.live import Live
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-        from shoal_batch.config import LoadConfig
-        from shoal_batch.runner import run_open_loop_async
-
         self.console.rule("2. A simulated model under a load ramp: the autoscaler at work")
         isvc = self._sim_isvc()
-        name = isvc["metadata"]["name"]
-        ns = self.opts.namespace
+        name, ns = isvc["metadata"]["name"], self.opts.namespace
         self.stack.k().apply(isvc, ns)
         self.console.print(
             f"applied InferenceService [bold]{name}[/bold] (simulated engine, autoscaling 1..6)"
         )
         url = self._wait_ready(name, 300)
         stabilization = isvc["spec"]["autoscaling"]["behavior"]["scaleDown"]["stabilizationSeconds"]
-        ramp_end = self.opts.ramp_s / (2 if self.opts.short else 1)
         # After the ramp: watch the scale-down (stabilization window + a margin), bounded.
         curve = self._curve(tail_s=stabilization + 90)
-        duration = curve.duration
-        cfg = LoadConfig(
-            endpoints=[url],
-            curve=curve,
-            # A well-behaved client: a 429 (load shed while replicas start) is retried after its Retry-After.
-            max_attempts=6,
-            timeout_s=300.0,
-            params={"max_tokens": 24},
-            drain_timeout_s=120.0,
-            max_duration_s=duration,
-        )
-        result: dict[str, Any] = {}
-        loop_box: dict[str, Any] = {}
+        load = BackgroundLoad(url, curve)
+        load.start()
+        try:
+            self._watch_scaling(name, curve, load)
+        except KeyboardInterrupt:
+            load.stop(30)
+            raise
+        load.join(150)
+        if load.error is not None:
+            raise DemoError(f"load generator failed: {load.error!r}")
+        self._summarise(name, load.report)
 
-        def load_thread() -> None:
-            async def go() -> None:
-                stop = asyncio.Event()
-                loop_box["loop"], loop_box["stop"] = asyncio.get_running_loop(), stop
-                result["report"] = await run_open_loop_async(cfg, stop=stop)
+    def _watch_scaling(self, name: str, curve: Any, load: BackgroundLoad) -> None:
+        """A live table of the InferenceService, its pods and the queue, sampled every second until the
+        load ends or, after the ramp, the service is back at one replica (then the base load stops)."""
+        from rich.console import Group
+        from rich.live import Live
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-            try:
-                asyncio.run(go())
-            except Exception as exc:
-                result["error"] = exc
-
+        ns, duration = self.opts.namespace, curve.duration
+        ramp_end = self.opts.ramp_s / (2 if self.opts.short else 1)
         progress = Progress(
             TextColumn("[bold]load ramp[/bold]"),
             BarColumn(),
@@ -303,66 +281,53 @@ class Demo:
             TimeRemainingColumn(),
         )
         task = progress.add_task("load", total=duration, rps=0.0)
-        q_server = f'sum(shoal_server_queue_depth{{namespace="{ns}",inferenceservice="{name}"}})'
-        q_router = f'sum(shoal_router_pending_requests{{namespace="{ns}",inferenceservice="{name}"}})'
-        q_ok = f'sum(shoal_server_requests_total{{namespace="{ns}",inferenceservice="{name}"}})'
-        th = threading.Thread(target=load_thread, name="load", daemon=True)
         t_start = time.monotonic()
-        th.start()
-        interrupted = False
-        try:
-            with Live(console=self.console, refresh_per_second=2) as live:
-                while True:
-                    now = time.monotonic() - t_start
-                    self.stack.check_children()
-                    obj = self.stack.isvc(ns, name) or {}
-                    st, spec = obj.get("status") or {}, obj.get("spec") or {}
-                    desired = int(
-                        (st.get("autoscaler") or {}).get("desiredReplicas") or spec.get("replicas") or 0
-                    )
-                    ready = int(st.get("readyReplicas") or 0)
-                    queue = (self.stack.prom(q_server) or 0.0) + (self.stack.prom(q_router) or 0.0)
-                    offered = curve.rate(now) if now <= duration else 0.0
-                    self.samples.append(Sample(now, offered, queue, desired, ready, 0, 0))
-                    progress.update(task, completed=min(now, duration), rps=offered)
-                    extra = f"queue depth (server + router): {queue:.0f}"
-                    from rich.console import Group
+        with Live(console=self.console, refresh_per_second=2) as live:
+            for _ in range(int(duration) + 600):  # bounded: one sample a second
+                now = time.monotonic() - t_start
+                sample = self._sample(ns, name, now, curve.rate(now) if now <= duration else 0.0)
+                progress.update(task, completed=min(now, duration), rps=sample.offered_rps)
+                extra = f"queue depth (server + router): {sample.queue:.0f}"
+                live.update(Group(progress, self._isvc_table([name], extra=extra)))
+                if not load.is_alive():
+                    return
+                if now > ramp_end + 10 and sample.ready <= 1 and sample.desired <= 1:
+                    load.stop(150)  # back at one replica after the ramp: the story is told
+                    return
+                time.sleep(1.0)
 
-                    live.update(Group(progress, self._isvc_table([name], extra=extra)))
-                    if not th.is_alive():
-                        break
-                    if now > ramp_end + 10 and ready <= 1 and desired <= 1 and "stop" in loop_box:
-                        # Back at one replica after the ramp: the story is told; stop the base load.
-                        loop_box["loop"].call_soon_threadsafe(loop_box["stop"].set)
-                        th.join(150)
-                        break
-                    time.sleep(1.0)
-        except KeyboardInterrupt:
-            interrupted = True
-            if "loop" in loop_box:
-                loop_box["loop"].call_soon_threadsafe(loop_box["stop"].set)
-            th.join(30)
-            raise
-        finally:
-            if not interrupted:
-                th.join(150)
-        if "error" in result:
-            raise DemoError(f"load generator failed: {result['error']!r}")
-        report = result.get("report")
-        served = self.stack.prom(q_ok)
+    def _sample(self, ns: str, name: str, now: float, offered: float) -> Sample:
+        self.stack.check_children()
+        obj = self.stack.isvc(ns, name) or {}
+        st, spec = obj.get("status") or {}, obj.get("spec") or {}
+        desired = int((st.get("autoscaler") or {}).get("desiredReplicas") or spec.get("replicas") or 0)
+        ready = int(st.get("readyReplicas") or 0)
+        selector = f'namespace="{ns}",inferenceservice="{name}"'
+        queue = (self.stack.prom(f"sum(shoal_server_queue_depth{{{selector}}})") or 0.0) + (
+            self.stack.prom(f"sum(shoal_router_pending_requests{{{selector}}})") or 0.0
+        )
+        sample = Sample(now, offered, queue, desired, ready, 0, 0)
+        self.samples.append(sample)
+        return sample
+
+    def _summarise(self, name: str, report: Any) -> None:
+        ns = self.opts.namespace
+        served = self.stack.prom(
+            f'sum(shoal_server_requests_total{{namespace="{ns}",inferenceservice="{name}"}})'
+        )
+        latency = getattr(report, "latency_s", None)
         self.summary = {
             "requests_ok": getattr(report, "ok", 0),
             "requests_failed": getattr(report, "failed", 0),
             "retries": getattr(report, "retries", 0),
-            "latency_p50_s": getattr(getattr(report, "latency_s", None), "p50", None),
-            "latency_p95_s": getattr(getattr(report, "latency_s", None), "p95", None),
+            "latency_p50_s": getattr(latency, "p50", None),
+            "latency_p95_s": getattr(latency, "p95", None),
             "max_desired": max((s.desired for s in self.samples), default=0),
             "max_ready": max((s.ready for s in self.samples), default=0),
             "max_queue": max((s.queue for s in self.samples), default=0.0),
             "served_by_model_servers": served,
+            "first_scale_up_s": next((s.t for s in self.samples if s.desired > 1), None),
         }
-        scale_up = next((s.t for s in self.samples if s.desired > 1), None)
-        self.summary["first_scale_up_s"] = scale_up
         plot(self.samples, self.opts.plot, title=f"shoal demo: {name} under a load ramp")
         self._print_summary()
 
@@ -385,44 +350,6 @@ class Demo:
         (self.opts.plot.with_suffix(".json")).write_text(
             json.dumps({"summary": s, "samples": [vars(x) for x in self.samples]}, indent=1, default=str)
         )
-
-
-def plot(samples: list[Sample], path: Path, title: str = "") -> Path:
-    """Offered load, queue depth and desired/ready replicas over time, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    t = [s.t for s in samples]
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 6.5), sharex=True, height_ratios=[1.1, 1])
-    ax1.plot(t, [s.offered_rps for s in samples], color="tab:blue", label="offered load (req/s)")
-    ax1.set_ylabel("req/s", color="tab:blue")
-    ax1.set_ylim(bottom=0)
-    ax1b = ax1.twinx()
-    ax1b.plot(
-        t, [s.queue for s in samples], color="tab:red", alpha=0.8, label="queue depth (server + router)"
-    )
-    ax1b.set_ylabel("queued requests", color="tab:red")
-    ax1b.set_ylim(bottom=0)
-    lines = ax1.get_lines() + ax1b.get_lines()
-    ax1.legend(lines, [str(ln.get_label()) for ln in lines], loc="upper left")
-    ax2.step(t, [s.desired for s in samples], where="post", color="tab:purple", label="desired replicas")
-    ax2.step(t, [s.ready for s in samples], where="post", color="tab:green", label="ready replicas")
-    ax2.set_ylabel("replicas")
-    ax2.set_xlabel("seconds since the load started")
-    ax2.set_ylim(bottom=0)
-    ax2.yaxis.get_major_locator().set_params(integer=True)
-    ax2.legend(loc="upper left")
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def run_demo(opts: DemoOptions) -> int:

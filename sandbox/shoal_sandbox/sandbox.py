@@ -7,39 +7,28 @@ State lives in `$SHOAL_CACHE/sandbox/<name>/`: `pki/` (certificates, service-acc
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import errno
-import fcntl
-import ipaddress
 import json
 import os
 import shlex
 import shutil
-import socket
-import ssl
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from shoal_common.ports import free_port
 
-from shoal_sandbox import procs
-from shoal_sandbox.build import binary_path, missing_binaries
+from shoal_sandbox import health, procs, users
+from shoal_sandbox.build import missing_binaries
 from shoal_sandbox.certs import generate_pki, pki_complete
+from shoal_sandbox.control_plane import SERVICE_CIDR, SERVICE_IP, Layout, component_argv
+from shoal_sandbox.errors import SandboxError
+from shoal_sandbox.kubeconfigs import KWOK_CONFIG, render_kubeconfig, write_if_changed
 from shoal_sandbox.kwok_stages import write_kwok_stages
-from shoal_sandbox.nodes import KWOK_ANNOTATION, KWOK_ANNOTATION_VALUE, GpuNodeSpec, gpu_node, node_name
+from shoal_sandbox.nodes import GpuNodeSpec, gpu_node, node_name
 from shoal_sandbox.paths import state_root
-
-# kwok's fake pods get IPs in the loopback range (nothing serves on them; the real node runs real pods).
-POD_CIDR = "127.1.0.0/16"
-NODE_IP = "127.0.0.1"
-# Service cluster IPs are never routed here (no kube-proxy); any private range will do.
-SERVICE_CIDR = "10.96.0.0/16"
-SERVICE_IP = "10.96.0.1"
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 # Components of earlier versions: a sandbox started by one is cleaned up by `up` and `down`.
@@ -48,10 +37,6 @@ NODE_MODES = ("kwok", "real")
 _PORT_NAMES = ("etcd", "etcd-peer", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 
 Log = Callable[[str], None]
-
-
-class SandboxError(RuntimeError):
-    """A component did not come up; the message names it and carries its log tail."""
 
 
 @dataclass(frozen=True)
@@ -175,7 +160,7 @@ class Sandbox:
             running = rec is not None and procs.is_alive(rec)
             healthy, detail = (False, "not running")
             if running and ports:
-                healthy, detail = self._probe(component, ports)
+                healthy, detail = health.probe(component, ports[component], self._api_host(), self._pki)
             result.append(ComponentStatus(component, rec.pid if rec else None, running, healthy, detail))
         if self.node_mode == "real":
             result += [ComponentStatus(*row) for row in self.real_node().status()]
@@ -229,53 +214,18 @@ class Sandbox:
 
     # ---- users (so one pytest session does not stop a sandbox another session is using) ---------------
     def add_user(self, pid: int | None = None) -> None:
-        users = self.state_dir / "users"
-        users.mkdir(parents=True, exist_ok=True)
-        pid = pid or os.getpid()
-        (users / str(pid)).write_text(str(procs.start_time_of(pid) or 0))
+        users.add(self.state_dir / "users", pid)
 
     def remove_user(self, pid: int | None = None) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            (self.state_dir / "users" / str(pid or os.getpid())).unlink()
+        users.remove(self.state_dir / "users", pid)
 
     def other_users(self) -> list[int]:
-        live = []
-        users = self.state_dir / "users"
-        for entry in users.glob("*") if users.is_dir() else []:
-            with contextlib.suppress(ValueError, OSError):
-                pid = int(entry.name)
-                if pid != os.getpid() and procs.start_time_of(pid) == int(entry.read_text() or 0):
-                    live.append(pid)
-                    continue
-                if pid != os.getpid():
-                    entry.unlink()  # a user that died without cleaning up
-        return live
+        return users.others(self.state_dir / "users")
 
     # ---- internals ---------------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def lock(self, timeout: float = 300.0) -> Iterator[None]:
+    def lock(self, timeout: float = 300.0) -> contextlib.AbstractContextManager[None]:
         """An exclusive file lock: concurrent `up`s (two pytest sessions) wait instead of racing."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.state_dir / "lock", "w") as lock:
-            deadline = time.monotonic() + timeout
-            announced = False
-            while True:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() > deadline:
-                        raise SandboxError(
-                            f"could not lock {self.state_dir / 'lock'} within {timeout:.0f}s"
-                        ) from exc
-                    if not announced:
-                        self.log("waiting for another `shoal sandbox` command on this sandbox ...")
-                        announced = True
-                    time.sleep(0.2)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        return users.exclusive(self.state_dir / "lock", timeout, self.log)
 
     def _up_locked(self, deadline: float, started: list[tuple[str, procs.ProcRecord]]) -> None:
         if not pki_complete(self._pki):
@@ -338,7 +288,7 @@ class Sandbox:
             component = "etcd" if port_name == "etcd-peer" else port_name
             rec = procs.load(self._proc_file(component))
             owned = rec is not None and procs.is_alive(rec)
-            if port_name not in ports or (not owned and not _port_free(ports[port_name])):
+            if port_name not in ports or (not owned and not health.port_free(ports[port_name])):
                 ports[port_name] = free_port()
                 changed = True
         if changed:
@@ -358,10 +308,10 @@ class Sandbox:
         kdir = self.state_dir / "kubeconfigs"
         kdir.mkdir(exist_ok=True)
         for stem in ("controller-manager", "scheduler", "kwok"):
-            _write_if_changed(kdir / f"{stem}.kubeconfig", _kubeconfig(server, pki, stem, embed=False))
+            write_if_changed(kdir / f"{stem}.kubeconfig", render_kubeconfig(server, pki, stem, embed=False))
         # The admin kubeconfig embeds its certificates so it still works when copied elsewhere.
-        _write_if_changed(self.kubeconfig_path, _kubeconfig(server, pki, "admin", embed=True))
-        _write_if_changed(self.state_dir / "kwok.yaml", _KWOK_CONFIG)
+        write_if_changed(self.kubeconfig_path, render_kubeconfig(server, pki, "admin", embed=True))
+        write_if_changed(self.state_dir / "kwok.yaml", KWOK_CONFIG)
         # kwok uses its default pod stages only without a --config; ours has one, so they are written out.
         write_kwok_stages(self.state_dir / "kwok-pod-stages.yaml")
 
@@ -369,145 +319,25 @@ class Sandbox:
         # SHOAL_SANDBOX_<COMPONENT>_ARGS (e.g. SHOAL_SANDBOX_KUBE_APISERVER_ARGS="--v=4") appends flags,
         # for debugging a component without editing code.
         env_name = "SHOAL_SANDBOX_" + component.upper().replace("-", "_") + "_ARGS"
-        return [*self._base_argv(component, ports), *shlex.split(os.environ.get(env_name, ""))]
-
-    def _base_argv(self, component: str, ports: dict[str, int]) -> list[str]:
-        d, pki, kc = self.state_dir, self._pki, self.state_dir / "kubeconfigs"
-        loop = "127.0.0.1"
-        if component == "etcd":
-            client, peer = f"http://{loop}:{ports['etcd']}", f"http://{loop}:{ports['etcd-peer']}"
-            return [
-                str(binary_path("etcd")),
-                "--name=sandbox",
-                f"--data-dir={d / 'etcd'}",
-                f"--listen-client-urls={client}",
-                f"--advertise-client-urls={client}",
-                f"--listen-peer-urls={peer}",
-                f"--initial-advertise-peer-urls={peer}",
-                f"--initial-cluster=sandbox={peer}",
-                # A throwaway test cluster: durability is worth less than fast writes on a busy disk.
-                "--unsafe-no-fsync",
-                "--quota-backend-bytes=4294967296",
-                "--log-level=warn",
-            ]
-        if component == "kube-apiserver":
-            api_host = self._api_host()
-            return [
-                str(binary_path("kube-apiserver")),
-                f"--etcd-servers=http://{loop}:{ports['etcd']}",
-                f"--bind-address={api_host}",
-                f"--advertise-address={api_host}",
-                f"--secure-port={ports['kube-apiserver']}",
-                f"--tls-cert-file={pki / 'apiserver.crt'}",
-                f"--tls-private-key-file={pki / 'apiserver.key'}",
-                f"--client-ca-file={pki / 'ca.crt'}",
-                f"--service-account-key-file={pki / 'sa.pub'}",
-                f"--service-account-signing-key-file={pki / 'sa.key'}",
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--authorization-mode=Node,RBAC",
-                "--enable-admission-plugins=NodeRestriction",
-                "--allow-privileged=true",
-                # Endpoints may not hold loopback IPs, so the `kubernetes` Service gets no endpoints here;
-                # clients use the kubeconfig instead. The real node's API server is on 198.18.0.1: it has.
-                f"--endpoint-reconciler-type={'lease' if self.node_mode == 'real' else 'none'}",
-                "--profiling=false",
-                "--event-ttl=1h",
-                *(self._apiserver_node_flags() if self.node_mode == "real" else []),
-            ]
-        if component == "kube-controller-manager":
-            return [
-                str(binary_path("kube-controller-manager")),
-                *_component_kubeconfig_flags(kc / "controller-manager.kubeconfig"),
-                f"--bind-address={loop}",
-                f"--secure-port={ports['kube-controller-manager']}",
-                f"--cert-dir={d / 'serving' / 'controller-manager'}",
-                # Single instance: leader election would only add a lease wait after an unclean stop.
-                "--leader-elect=false",
-                f"--service-account-private-key-file={pki / 'sa.key'}",
-                f"--root-ca-file={pki / 'ca.crt'}",
-                "--use-service-account-credentials=true",
-                f"--cluster-signing-cert-file={pki / 'ca.crt'}",
-                f"--cluster-signing-key-file={pki / 'ca.key'}",
-                "--cluster-name=shoal-sandbox",
-                "--controllers=*",
-                # Tests create and delete many objects; the default client rate limit (20 qps) slows them.
-                "--kube-api-qps=100",
-                "--kube-api-burst=200",
-                "--profiling=false",
-            ]
-        if component == "kube-scheduler":
-            return [
-                str(binary_path("kube-scheduler")),
-                *_component_kubeconfig_flags(kc / "scheduler.kubeconfig"),
-                f"--bind-address={loop}",
-                f"--secure-port={ports['kube-scheduler']}",
-                f"--cert-dir={d / 'serving' / 'scheduler'}",
-                "--leader-elect=false",
-                "--profiling=false",
-            ]
-        if component == "kwok":
-            return [
-                str(binary_path("kwok")),
-                f"--kubeconfig={kc / 'kwok.kubeconfig'}",
-                # Only our annotated fake nodes: a shared cluster's real nodes are never touched.
-                "--manage-all-nodes=false",
-                f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}={KWOK_ANNOTATION_VALUE}",
-                # kwok hands out IPs upwards from the address given, so start at .1, not the network address.
-                f"--cidr={_first_ip(POD_CIDR)}",
-                f"--node-ip={NODE_IP}",
-                f"--server-address={loop}:{ports['kwok']}",
-                # Always an explicit config, so a user's ~/.kwok/kwok.yaml (kwok's default) never leaks in.
-                f"--config={d / 'kwok.yaml'}",
-                f"--config={d / 'kwok-pod-stages.yaml'}",
-                *(f"--config={p}" for p in self.kwok_configs),
-                *self.kwok_args,
-            ]
-        raise KeyError(component)
+        layout = Layout(
+            self.state_dir,
+            self._pki,
+            ports,
+            self._api_host(),
+            self.node_mode,
+            self.kwok_configs,
+            self.kwok_args,
+        )
+        return [*component_argv(component, layout), *shlex.split(os.environ.get(env_name, ""))]
 
     # ---- health ------------------------------------------------------------------------------------------
-    def _probe(self, component: str, ports: dict[str, int]) -> tuple[bool, str]:
-        import httpx  # deferred: keeps `shoal --help` fast
-
-        port = ports[component]
-        if component == "etcd":
-            url, ctx = f"http://127.0.0.1:{port}/health", None
-        elif component == "kube-apiserver":
-            url, ctx = f"https://{self._api_host()}:{port}/readyz", self._admin_ssl()
-        elif component == "kwok":
-            url, ctx = f"http://127.0.0.1:{port}/healthz", None
-        else:
-            # Self-signed serving certs; /healthz is always allowed, so no client identity is needed.
-            url, ctx = f"https://127.0.0.1:{port}/healthz", ssl._create_unverified_context()
-        try:
-            with httpx.Client(verify=ctx if ctx is not None else True, timeout=2.0) as client:
-                resp = client.get(url)
-        except httpx.HTTPError as exc:
-            return False, f"{url}: {type(exc).__name__}"
-        ok = resp.status_code == 200 and (component != "etcd" or '"health":"true"' in resp.text)
-        return ok, f"{url}: {resp.status_code}"
-
-    def _apiserver_node_flags(self) -> list[str]:
-        pki = self._pki
-        return [
-            # Otherwise `kubectl logs`/`exec` resolve the node's hostname through the host's resolver.
-            "--kubelet-preferred-address-types=InternalIP",
-            f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
-            f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
-        ]
-
-    def _admin_ssl(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=str(self._pki / "ca.crt"))
-        ctx.load_cert_chain(str(self._pki / "admin.crt"), str(self._pki / "admin.key"))
-        return ctx
-
     def _wait_healthy(self, component: str, ports: dict[str, int], deadline: float) -> None:
         rec = procs.load(self._proc_file(component))
         detail = ""
         while time.monotonic() < deadline:
             if rec is None or not procs.is_alive(rec):
                 raise self._failure(component, "exited")
-            ok, detail = self._probe(component, ports)
+            ok, detail = health.probe(component, ports[component], self._api_host(), self._pki)
             if ok:
                 self.log(f"  {component} healthy")
                 return
@@ -534,7 +364,7 @@ class Sandbox:
         """An httpx client authenticated as the sandbox admin (for small calls without kubectl)."""
         import httpx
 
-        return httpx.Client(base_url=self.api_server_url(), verify=self._admin_ssl(), timeout=10.0)
+        return httpx.Client(base_url=self.api_server_url(), verify=health.admin_ssl(self._pki), timeout=10.0)
 
     def _ensure_nodes(self, deadline: float) -> None:
         names = [node_name(self.nodes, i) for i in range(self.nodes.count)]
@@ -561,71 +391,3 @@ class Sandbox:
         if pending:
             raise self._failure("kwok", f"did not make nodes {sorted(pending)} Ready in time")
         self.log(f"  {len(names)} GPU nodes Ready ({self.nodes.gpus} x nvidia.com/gpu each)")
-
-
-_KWOK_CONFIG = """\
-# kwok's own options come from flags (see Sandbox._argv); Stages come from the default set unless
-# extra --config files add some.
-apiVersion: config.kwok.x-k8s.io/v1alpha1
-kind: KwokConfiguration
-options: {}
-"""
-
-
-def _first_ip(cidr: str) -> str:
-    net = ipaddress.ip_network(cidr)
-    return f"{net.network_address + 1}/{net.prefixlen}"
-
-
-def _component_kubeconfig_flags(path: Path) -> list[str]:
-    return [
-        f"--kubeconfig={path}",
-        f"--authentication-kubeconfig={path}",
-        f"--authorization-kubeconfig={path}",
-    ]
-
-
-def _kubeconfig(server: str, pki: Path, stem: str, embed: bool) -> str:
-    def b64(p: Path) -> str:
-        return base64.b64encode(p.read_bytes()).decode()
-
-    cluster: dict[str, str] = {"server": server}
-    user: dict[str, str] = {}
-    if embed:
-        cluster["certificate-authority-data"] = b64(pki / "ca.crt")
-        user = {
-            "client-certificate-data": b64(pki / f"{stem}.crt"),
-            "client-key-data": b64(pki / f"{stem}.key"),
-        }
-    else:
-        cluster["certificate-authority"] = str(pki / "ca.crt")
-        user = {"client-certificate": str(pki / f"{stem}.crt"), "client-key": str(pki / f"{stem}.key")}
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "shoal-sandbox", "cluster": cluster}],
-        "users": [{"name": stem, "user": user}],
-        "contexts": [{"name": "shoal-sandbox", "context": {"cluster": "shoal-sandbox", "user": stem}}],
-        "current-context": "shoal-sandbox",
-        "preferences": {},
-    }
-    return yaml.safe_dump(config, sort_keys=False)
-
-
-def _write_if_changed(path: Path, text: str) -> None:
-    with contextlib.suppress(OSError):
-        if path.read_text() == text:
-            return
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.chmod(0o600)
-    os.replace(tmp, path)
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True

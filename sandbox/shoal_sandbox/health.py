@@ -1,0 +1,53 @@
+"""Health of the control plane's processes: one probe per component, and whether a port is free."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from pathlib import Path
+
+
+def admin_ssl(pki: Path) -> ssl.SSLContext:
+    """TLS as the sandbox admin: the sandbox's CA, the admin's client certificate."""
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    return ctx
+
+
+def _self_signed() -> ssl.SSLContext:
+    """The controller-manager's and scheduler's self-signed serving certs: /healthz needs no identity and
+    proves only liveness, so the certificate is not checked."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def probe(component: str, port: int, api_host: str, pki: Path) -> tuple[bool, str]:
+    import httpx  # deferred: keeps `shoal --help` fast
+
+    verify: ssl.SSLContext | bool = True
+    if component == "etcd":
+        url = f"http://127.0.0.1:{port}/health"
+    elif component == "kube-apiserver":
+        url, verify = f"https://{api_host}:{port}/readyz", admin_ssl(pki)
+    elif component == "kwok":
+        url = f"http://127.0.0.1:{port}/healthz"
+    else:
+        url, verify = f"https://127.0.0.1:{port}/healthz", _self_signed()
+    try:
+        with httpx.Client(verify=verify, timeout=2.0) as client:
+            resp = client.get(url)
+    except httpx.HTTPError as exc:
+        return False, f"{url}: {type(exc).__name__}"
+    ok = resp.status_code == 200 and (component != "etcd" or '"health":"true"' in resp.text)
+    return ok, f"{url}: {resp.status_code}"
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
