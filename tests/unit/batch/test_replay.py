@@ -215,3 +215,23 @@ def test_load_config_takes_a_curve_or_a_replay_not_both() -> None:
         LoadConfig(endpoints=["http://127.0.0.1:1"]).validate()
     with pytest.raises(ConfigError, match="--input is not used"):
         LoadConfig(endpoints=["http://127.0.0.1:1"], replay=plan, input="x.jsonl").validate()
+
+
+def test_committed_traces_are_the_scripts_and_parse() -> None:
+    """bench/traces/*.csv are what bench/traces/generate.py makes, and the replay reads each whole."""
+    import importlib.util
+    import sys
+
+    folder = Path(__file__).resolve().parents[3] / "bench" / "traces"
+    spec = importlib.util.spec_from_file_location("shoal_bench_traces_generate", folder / "generate.py")
+    assert spec is not None and spec.loader is not None
+    generate = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = generate  # its dataclasses look their module up there
+    spec.loader.exec_module(generate)
+    assert generate.main(["--check"]) == 0
+    for name in ("diurnal", "step5x", "onoff"):
+        path = folder / f"{name}.csv"
+        assert path.stat().st_size < 200_000
+        plan = load_replay(path)
+        assert len(plan.requests) > 1000
+        assert all(r.prompt_tokens + r.output_tokens <= 8192 for r in plan.requests)
