@@ -13,6 +13,7 @@ gets the same two metrics with the same targets (RunningRequests 12 per replica,
 
     .venv/bin/python bench/autoscaler_sim.py                 # table (markdown) + docs/autoscaler-traces.png
     .venv/bin/python bench/autoscaler_sim.py --seeds 3 --step-seeds 20 --no-plot
+    .venv/bin/python bench/autoscaler_sim.py --seeds 1 --replay bench/traces/*.csv   # the committed traces
 """
 
 from __future__ import annotations
@@ -88,6 +89,22 @@ def traces(seed: int) -> list[Trace]:
         Trace("sinusoid ±50%", 3600, lambda t: 20.0 * (1 + 0.5 * math.sin(2 * math.pi * t / 1200.0))),
         Trace("steady ±10%", 600, lambda t: 10.0 * noise(t)),
     ]
+
+
+def trace_from_file(path: Path, bin_s: float = 10.0) -> Trace:
+    """A committed request trace (`bench/traces/*.csv`, the replay's format) as a rate: its arrivals per
+    `bin_s` bucket. One trace format for the simulator and `shoal batch load --replay`; the simulator draws
+    its own service times, so only the arrival rate is used."""
+    sys.path.insert(0, str(ROOT / "batch"))
+    from shoal_batch.replay import load_replay
+
+    times = load_replay(path, max_requests=10_000_000).times
+    counts = [0] * (int(times[-1] // bin_s) + 1)
+    for t in times:
+        counts[int(t // bin_s)] += 1
+    return Trace(
+        path.stem, len(counts) * bin_s, lambda t: counts[min(int(t // bin_s), len(counts) - 1)] / bin_s
+    )
 
 
 # ------------------------------------------------------------------------------------------ the fleet
@@ -464,8 +481,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--step-seeds", type=int, default=20)
     ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "autoscaler-traces.png")
     ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument(
+        "--replay",
+        type=Path,
+        nargs="+",
+        metavar="TRACE",
+        help="only these request traces (bench/traces/*.csv)",
+    )
     args = ap.parse_args(argv)
     fleet = Fleet()
+    if args.replay:
+        replayed = {
+            (trace.name, name): [simulate(trace, make, seed, fleet) for seed in range(args.seeds)]
+            for trace in map(trace_from_file, args.replay)
+            for name, make in SCALERS.items()
+        }
+        print(table(replayed, fleet))
+        return 0
     results = run(args.seeds, args.step_seeds, fleet)
     print(table(results, fleet))
     print()

@@ -118,9 +118,9 @@ def _register_load(sub: Any) -> None:
     load = sub.add_parser(
         "load", help="open loop: send at a requests/s schedule regardless of response times"
     )
-    load.add_argument(
+    source = load.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "--trace",
-        required=True,
         metavar="SPEC|FILE",
         help="a trace file or a shape: "
         "constant:rps=R,duration=S | step:rps=R1/R2/...,hold=S | ramp:from=R,to=R,duration=S | "
@@ -150,8 +150,33 @@ def _register_load(sub: Any) -> None:
         metavar="S",
         help="after the last send, wait at most S for requests in flight",
     )
+    _replay_flags(load, source)
     _common(load)
     load.set_defaults(handler=_load_handler)
+
+
+def _replay_flags(load: argparse.ArgumentParser, source: Any) -> None:
+    source.add_argument(
+        "--replay",
+        metavar="FILE",
+        help="a request trace (CSV or JSONL: timestamp, prompt tokens, output tokens; Azure and BurstGPT "
+        "column names too): each request at its own instant with its own lengths; implies --stream",
+    )
+    load.add_argument(
+        "--speedup", type=float, default=1.0, metavar="X", help="replay X times faster (default 1)"
+    )
+    load.add_argument(
+        "--window",
+        default=":",
+        metavar="START:END",
+        help="replay only seconds START..END of the trace (either may be empty; default: all)",
+    )
+    load.add_argument(
+        "--time-unit",
+        choices=("s", "ms"),
+        default="s",
+        help="unit of numeric timestamps in the replayed trace (default s)",
+    )
 
 
 def _base_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -223,19 +248,46 @@ def _run_handler(args: argparse.Namespace) -> int:
     return _execute(config, args, load=False)
 
 
+def _load_replay(args: argparse.Namespace) -> Any:
+    """The replay plan of --replay; raises ValueError or OSError with a readable message."""
+    from shoal_batch.replay import load_replay, parse_window
+    from shoal_batch.trace_file import TimeUnit
+
+    return load_replay(
+        args.replay,
+        window=parse_window(args.window),
+        speedup=args.speedup,
+        max_requests=args.max_requests,
+        max_duration=args.max_duration,
+        unit=TimeUnit(args.time_unit),
+    )
+
+
 def _load_handler(args: argparse.Namespace) -> int:
+    import sys
+
     from shoal_batch.config import LoadConfig
     from shoal_batch.schedule import Arrivals, TraceError, load_curve
 
+    curve = replay = None
     try:
-        curve = load_curve(args.trace)
-    except (TraceError, OSError) as exc:
-        print(f"shoal batch load: bad --trace: {exc}", flush=True)
+        if args.replay is not None:
+            replay = _load_replay(args)
+            args.stream = True  # a replay measures time to first token
+        else:
+            curve = load_curve(args.trace)
+    except (TraceError, ValueError, OSError) as exc:
+        print(
+            f"shoal batch load: bad --{'replay' if args.replay else 'trace'}: {exc}",
+            file=sys.stderr,
+            flush=True,
+        )
         return 2
     config = LoadConfig(
         input=args.input,
         prompt=args.prompt,
         curve=curve,
+        replay=replay,
         arrivals=Arrivals(args.arrivals),
         schedule_seed=args.schedule_seed,
         max_requests=args.max_requests,

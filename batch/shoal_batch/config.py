@@ -10,6 +10,7 @@ from typing import Any
 from shoal_batch.balancer import Balance
 from shoal_batch.grading import GradeMode
 from shoal_batch.inputs import Item
+from shoal_batch.replay import ReplayPlan
 from shoal_batch.schedule import Arrivals, RateCurve
 
 
@@ -65,6 +66,9 @@ class LoadConfig(BatchConfig):
     """Open loop: send at the curve's schedule whatever the responses do."""
 
     curve: RateCurve | None = None
+    replay: ReplayPlan | None = (
+        None  # a request trace: its own instants and token counts (instead of a curve)
+    )
     arrivals: Arrivals = Arrivals.UNIFORM
     schedule_seed: int = 0
     max_requests: int = 100_000
@@ -75,8 +79,10 @@ class LoadConfig(BatchConfig):
     max_attempts: int = 1
 
     def validate(self) -> None:
-        if self.curve is None:
-            raise ConfigError("a trace or shape is required")
+        if (self.curve is None) == (self.replay is None):
+            raise ConfigError("exactly one of a rate trace or shape (--trace) and a request trace (--replay)")
+        if self.replay is not None and (self.input is not None or self.items):
+            raise ConfigError("--input is not used with --replay (the trace gives every prompt's length)")
         if self.input is None and self.items is None:
             self.items = []
         BatchConfig.validate(self)

@@ -5,20 +5,30 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from shoal_batch.config import LoadConfig
 from shoal_batch.inputs import Item
 from shoal_batch.progress import Counters
+from shoal_batch.replay import ReplayItems
 from shoal_batch.report import Report, summarise
 from shoal_batch.run_state import RunState, TaskTracker, drive, finish_report, load_items, open_run
 from shoal_batch.schedule import arrival_times
 from shoal_batch.send import send_item
 
 
+class Sources(Protocol):
+    """Items by send sequence (modulo its length): a list, or a replay's items made when sent."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Item: ...
+
+
 @dataclass(slots=True)
 class _Schedule:
     times: list[float]
-    sources: list[Item]
+    sources: Sources
     dropped: int = 0
     lags: list[float] = field(default_factory=list)
 
@@ -48,17 +58,12 @@ async def _feed(run: RunState, config: LoadConfig, sched: _Schedule) -> None:
     tracker.raise_crash()
 
 
-async def run_open_loop_async(config: LoadConfig, *, stop: asyncio.Event | None = None) -> Report:
-    """Send requests at the schedule of ``config.curve`` regardless of how fast responses come back.
-
-    Items cycle through the input (or a single synthetic prompt); each send gets a sequence id and records
-    its scheduled offset ``t_s`` and the actual ``sent_s``. Bounded by ``max_requests`` and ``max_duration_s``;
-    after the last send, requests in flight get ``drain_timeout_s`` to finish.
-    """
-    config.validate()
+def _schedule(config: LoadConfig, items: list[Item]) -> _Schedule:
+    """The send instants and their items: a replay's own, or a rate curve's over the input's prompts."""
+    if config.replay is not None:
+        times = [t for t in config.replay.times if t < config.max_duration_s][: config.max_requests]
+        return _Schedule(times, ReplayItems(config.replay, seed=config.schedule_seed))
     assert config.curve is not None
-    parsed = load_items(config)
-    sources = parsed.items or [Item(id="synthetic", key="synthetic", line=0, prompt=config.prompt)]
     times = arrival_times(
         config.curve,
         arrivals=config.arrivals,
@@ -66,10 +71,26 @@ async def run_open_loop_async(config: LoadConfig, *, stop: asyncio.Event | None 
         max_requests=config.max_requests,
         max_duration=config.max_duration_s,
     )
-    sched = _Schedule(list(times), sources)
+    return _Schedule(times, items or [Item(id="synthetic", key="synthetic", line=0, prompt=config.prompt)])
+
+
+async def run_open_loop_async(config: LoadConfig, *, stop: asyncio.Event | None = None) -> Report:
+    """Send requests at the schedule of ``config.curve`` (or of ``config.replay``, each traced request with
+    its own prompt and output length) regardless of how fast responses come back.
+
+    Items cycle through the input (or a single synthetic prompt); each send gets a sequence id and records
+    its scheduled offset ``t_s`` and the actual ``sent_s``. Bounded by ``max_requests`` and ``max_duration_s``;
+    after the last send, requests in flight get ``drain_timeout_s`` to finish.
+    """
+    config.validate()
+    parsed = load_items(config)
+    sched = _schedule(config, parsed.items)
+    times = sched.times
     counters = Counters(total=len(times), started_at=time.perf_counter())
     started = time.perf_counter()
-    async with open_run(config, counters, sources, label="load") as run:
+    # A replay's items carry no model of their own: the model is discovered (or --model) as for a prompt.
+    model_items = parsed.items or [Item(id="synthetic", key="synthetic", line=0, prompt=config.prompt)]
+    async with open_run(config, counters, model_items, label="load") as run:
         new_records = run.records
         interrupted = await drive(lambda: _feed(run, config, sched), stop)
     report = summarise(new_records, total=len(times))
