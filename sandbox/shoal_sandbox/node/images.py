@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +140,36 @@ def remove_images(socket: Path, refs: list[str]) -> None:
     if refs:
         argv = ["ctr", "--address", str(socket), "--namespace", NAMESPACE, "images", "rm", *refs]
         subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+
+
+def manifests(socket: Path) -> dict[str, str]:
+    """Every image name in the store -> its manifest digest (`ctr images ls`)."""
+    argv = ["ctr", "--address", str(socket), "--namespace", NAMESPACE, "images", "ls"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    if proc.returncode != 0:
+        raise ImageImportError(f"listing images failed: {proc.stderr.strip()[-800:]}")
+    rows = [line.split() for line in proc.stdout.splitlines()[1:]]
+    return {row[0]: row[2] for row in rows if len(row) >= 3}
+
+
+def config_digest(socket: Path, manifest: str) -> str:
+    """The image ID (its config's digest) of a single-platform manifest."""
+    argv = ["ctr", "--address", str(socket), "--namespace", NAMESPACE, "content", "get", manifest]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    if proc.returncode != 0:
+        raise ImageImportError(f"reading manifest {manifest} failed: {proc.stderr.strip()[-800:]}")
+    digest: str = json.loads(proc.stdout)["config"]["digest"]
+    return digest
+
+
+def orphan_ids(named: dict[str, str], config_of: Callable[[str], str]) -> list[str]:
+    """`sha256:<id>` names (CRI's image-ID aliases) that no named image has as its ID (pure but for
+    `config_of`, which reads a manifest's config digest)."""
+    ids = [name for name in named if name.startswith("sha256:")]
+    if not ids:
+        return []
+    kept = {config_of(digest) for name, digest in named.items() if not name.startswith("sha256:")}
+    return [name for name in ids if name not in kept]
 
 
 def list_images(socket: Path) -> list[str]:

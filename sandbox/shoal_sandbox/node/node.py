@@ -156,15 +156,21 @@ class RealNode:
                 self.log(f"  warning: not imported: {exc}")
 
     def _prune_stale_images(self) -> None:
+        """Older builds of shoal's images go, and with them the image-ID names CRI made for them (named
+        `sha256:<config digest>`; left behind, they pin the old layers: gigabytes per model-server build)."""
         socket = self.paths.containerd_socket
         try:
             stale = images.stale_images(images.list_images(socket), images.indexed_refs())
+            if stale:
+                images.remove_images(socket, stale)
+                self.log(f"  removed {len(stale)} older build(s) of shoal's images from containerd")
+            orphans = images.orphan_ids(images.manifests(socket), lambda m: images.config_digest(socket, m))
         except (images.ImageImportError, ValueError, OSError) as exc:
-            self.log(f"  warning: could not list images to prune: {exc}")
+            self.log(f"  warning: could not prune older images: {exc}")
             return
-        if stale:
-            images.remove_images(socket, stale)
-            self.log(f"  removed {len(stale)} older build(s) of shoal's images from containerd")
+        if orphans:
+            images.remove_images(socket, orphans)
+            self.log(f"  removed {len(orphans)} image ID(s) no named image uses")
 
     def _ensure_started(self, component: str, files: NodeFiles, deadline: float) -> None:
         argv = files.argv(component)

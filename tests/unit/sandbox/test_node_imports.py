@@ -22,3 +22,14 @@ def test_forget_imports_drops_only_those_archives(tmp_path: Path) -> None:
     assert record.read_text() == f"{kept.resolve()}:10:1\n"
     images.forget_imports(tmp_path / "absent", [lost])  # no record yet: nothing to forget
     assert not (tmp_path / "absent").exists()
+
+
+def test_orphan_ids_are_the_id_names_no_named_image_has() -> None:
+    named = {
+        "ghcr.io/shoal-dev/shoal-router:0.1.0-new": "sha256:m-new",
+        "sha256:id-new": "sha256:m-new",
+        "sha256:id-old": "sha256:m-old",  # the ID alias of a build removed by name
+    }
+    configs = {"sha256:m-new": "sha256:id-new", "sha256:m-old": "sha256:id-old"}
+    assert images.orphan_ids(named, configs.__getitem__) == ["sha256:id-old"]
+    assert images.orphan_ids({"a:1": "sha256:m-new"}, configs.__getitem__) == []
