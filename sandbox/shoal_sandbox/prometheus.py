@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-from shoal_common import processes
 from shoal_common.ports import free_port
 
+from shoal_sandbox import procs
 from shoal_sandbox.node.prometheus import render_config
 from shoal_sandbox.paths import bin_dir
 
@@ -79,14 +78,15 @@ def targets(url: str) -> list[dict[str, Any]]:
 
 @dataclass
 class PrometheusServer:
-    """A Prometheus child process with its own config and data under ``state_dir``."""
+    """A Prometheus process with its own config and data under ``state_dir``. Its pid is recorded there,
+    so a server left running by a killed session (it holds the data folder's lock) is stopped first."""
 
     state_dir: Path
     kubeconfig: Path  # what kubernetes_sd lists pods with
     host: str
     scrape_interval_s: float = 1.0
     port: int = 0
-    proc: subprocess.Popen[bytes] | None = None
+    proc: procs.ProcRecord | None = None
 
     @property
     def url(self) -> str:
@@ -96,19 +96,25 @@ class PrometheusServer:
     def log_file(self) -> Path:
         return self.state_dir / "prometheus.log"
 
+    @property
+    def _record(self) -> Path:
+        return self.state_dir / "prometheus.json"
+
     def start(self, timeout: float = 30.0) -> PrometheusServer:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        stale = procs.load(self._record)
+        if stale is not None:
+            procs.stop(stale)
         config = self.state_dir / "prometheus.yml"
         config.write_text(render_config(self.kubeconfig, self.scrape_interval_s))
         self.port = self.port or free_port(self.host)
-        data = self.state_dir / "data"
-        self.proc = processes.spawn(argv(config, data, self.port, self.host), self.log_file)
+        self.proc = procs.spawn(argv(config, self.state_dir / "data", self.port, self.host), self.log_file)
+        procs.save(self.proc, self._record)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+            if not self.alive():
                 raise PrometheusError(
-                    f"prometheus exited ({self.proc.returncode}); see {self.log_file}:\n"
-                    + processes.log_tail(self.log_file, 2000)
+                    f"prometheus exited; see {self.log_file}:\n" + procs.log_tail(self.log_file, 15)
                 )
             if is_ready(self.url):
                 return self
@@ -117,9 +123,10 @@ class PrometheusServer:
         raise PrometheusError(f"prometheus not ready in {timeout:.0f}s; see {self.log_file}")
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.proc is not None and procs.is_alive(self.proc)
 
     def stop(self, timeout: float = 10.0) -> None:
         proc, self.proc = self.proc, None
         if proc is not None:
-            processes.stop(proc, timeout)
+            procs.stop(proc, timeout)
+        self._record.unlink(missing_ok=True)
