@@ -63,6 +63,12 @@ class Adapters:
         if "keda" in autoscalers:
             self.ports["keda"] = lc.start_keda(self.procs, self.work, self.kubeconfig)
 
+    def unregister(self) -> None:
+        """Removes the APIServices before the adapters stop: an APIService left unavailable breaks discovery,
+        and with it namespace deletion, in the whole cluster."""
+        names = {f"{gv.split('/')[1]}.{gv.split('/')[0]}" for gv in lc.PROMETHEUS_ADAPTER_APIS + lc.KEDA_APIS}
+        print(lc.kubectl("delete", "apiservice", "--ignore-not-found", *sorted(names), check=False).strip())
+
     def route(self, autoscaler: str) -> None:
         """Registers the APIServices of this run's baseline (waits for Available)."""
         if autoscaler == "hpa":
@@ -199,6 +205,7 @@ def run_one(
 
 def live(args: argparse.Namespace) -> int:
     from shoal_sandbox.cluster import ClusterStack
+    from shoal_sandbox.kube import ApiError
 
     if args.hpa_sync_period:
         os.environ["SHOAL_SANDBOX_KUBE_CONTROLLER_MANAGER_ARGS"] = (
@@ -215,18 +222,23 @@ def live(args: argparse.Namespace) -> int:
         procs = lc.Procs(outdir)
         stack_ctx.callback(procs.stop)
         adapters = Adapters(procs, outdir, stack.kubeconfig, stack.prometheus_url)
+        stack_ctx.callback(adapters.unregister)  # runs before procs.stop (last in, first out)
         adapters.start(args.autoscalers)
         for trace in (t for t in spec.TRACES if t.name in args.traces):
             for autoscaler in args.autoscalers:
                 print(f"== {trace.name} ({trace.window} x{trace.speedup:g}) with {autoscaler}", flush=True)
-                row = run_one(stack, adapters, trace, autoscaler, args)
+                try:
+                    row = run_one(stack, adapters, trace, autoscaler, args)
+                except (RuntimeError, ApiError, subprocess.SubprocessError, OSError) as exc:  # next run runs
+                    row = {"trace": trace.name, "autoscaler": autoscaler, "error": str(exc)[-800:]}
+                    print(f"   failed: {row['error']}", flush=True)
                 rows.append(row)
                 with (outdir / "runs.jsonl").open("a") as f:
                     f.write(json.dumps(row) + "\n")
                 print(markdown([row]), flush=True)
     (outdir / "runs.md").write_text(markdown(rows))
     print(markdown(rows))
-    return 0 if all(r["load_rc"] in (0, 1) for r in rows) else 1
+    return 0 if all(r.get("load_rc") in (0, 1) for r in rows) else 1
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -112,6 +112,7 @@ def dry_run(args: argparse.Namespace) -> int:
     sandbox = Sandbox(name=args.dry_name, node_mode="kwok", log=print)
     started = time.monotonic()
     with ExitStack() as ctx:
+        sandbox.down(purge=True)  # a clean cluster: `down` keeps etcd's data, and objects with it
         sandbox.up(timeout=300)
         ctx.callback(sandbox.down)
         os.environ["KUBECONFIG"] = str(sandbox.kubeconfig_path)
@@ -125,6 +126,7 @@ def dry_run(args: argparse.Namespace) -> int:
         procs = lc.Procs(outdir)
         ctx.callback(procs.stop)
         adapters = al.Adapters(procs, outdir, sandbox.kubeconfig_path, prom.url)
+        ctx.callback(adapters.unregister)
         adapters.start(args.autoscalers)
         for autoscaler in (a for a in args.autoscalers if a != "shoal"):
             adapters.route(autoscaler)

@@ -71,7 +71,9 @@ def sandbox(name: str) -> Iterator[Path]:
     }
     env.pop("SHOAL_SANDBOX_KUBE_APISERVER_ARGS", None)
     cli = [sys.executable, "-m", "shoal_cli", "sandbox"]
-    sh(*cli, "down", env=env, check=False)  # a clean cluster: no APIService or HPA left from a previous run
+    # A clean cluster: `down` keeps etcd's data, and an HPA or ScaledObject left by a previous run would
+    # make two HPAs on one target ("controlled by multiple HPAs").
+    sh(*cli, "down", "--purge", env=env, check=False)
     sh(*cli, "up", "--node", "kwok", env=env)
     kubeconfig = Path(sh(*cli, "kubeconfig", env=env).strip())
     os.environ["KUBECONFIG"] = str(kubeconfig)
