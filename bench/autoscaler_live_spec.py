@@ -92,10 +92,9 @@ def isvc(name: str, autoscaler: str) -> dict[str, Any]:
         },
         "routing": {"strategy": "LeastLoad"},
     }
-    # With autoscaling on, spec.replicas is left to shoal's autoscaler (it starts at min); for a baseline
-    # it starts at min and is the HPA's to write from then on.
-    if autoscaler != "shoal":
-        spec["replicas"] = MIN_REPLICAS
+    # Every run starts at min replicas, written once here (the benchmark never applies again): from then
+    # on spec.replicas is the autoscaler's to write, through /scale, and the samples read it.
+    spec["replicas"] = MIN_REPLICAS
     meta = {"name": name, "labels": {"bench": "autoscaler-live"}}
     return {"apiVersion": "shoal.dev/v1alpha1", "kind": "InferenceService", "metadata": meta, "spec": spec}
 
