@@ -4,8 +4,8 @@ scaling an InferenceService's /scale subresource on a replayed burst. One comman
     python bench/baselines/build.py            # first (cached): prometheus-adapter, keda, keda-adapter
     python bench/baselines/live_check.py       # exit 0 when both baselines read the metrics and scaled up
 
-What runs: a sandbox of its own (`SHOAL_SANDBOX_NAME`, default `baselines`, restarted with the API
-aggregation flags: a front-proxy CA and client certificate made here), one sim model-server process with
+What runs: a kwok-mode sandbox of its own (`SHOAL_SANDBOX_NAME`, default `baselines`; its API server has
+the API aggregation flags and front-proxy certificates of the sandbox itself), one sim model-server process with
 #19's engine, a Prometheus scraping it with the labels the sandbox's relabelling gives
 (namespace=bench, pod=sim-0, inferenceservice=sim), a pod `sim-0` on a kwok node standing for that replica
 in the API, and an InferenceService `sim` with shoal's autoscaler off. The adapters run as processes on
@@ -37,6 +37,9 @@ from build import BASELINES, binary_path, cache_dir, manifests_dir, missing  # n
 
 NS = "bench"
 REPLAY = ["--replay", str(ROOT / "bench/traces/onoff.csv"), "--window", "60:100", "--drain-timeout", "30"]
+PROMETHEUS_ADAPTER_APIS = ["custom.metrics.k8s.io/v1beta2", "external.metrics.k8s.io/v1beta1"]
+KEDA_APIS = ["external.metrics.k8s.io/v1beta1"]
+KEDA_SERVICE = "keda-metrics-apiserver"
 SIM = ["--sim-prefill-tokens-per-s", "20000", "--sim-decode-tokens-per-s", "60", "--sim-max-batch", "16"]
 
 
@@ -57,48 +60,21 @@ def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> str:
     return sh("kubectl", *args, stdin=stdin, check=check)
 
 
-def front_proxy(work: Path) -> dict[str, Path]:
-    """A front-proxy CA and the API server's client certificate for calls it proxies to extension servers."""
-    fp = work / "front-proxy"
-    fp.mkdir(parents=True, exist_ok=True)
-    files = {name: fp / name for name in ("ca.crt", "ca.key", "client.crt", "client.key", "client.csr")}
-    if not files["client.crt"].is_file():
-        sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", "/CN=front-proxy-ca",
-           "-keyout", str(files["ca.key"]), "-out", str(files["ca.crt"]))  # fmt: skip
-        sh("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=front-proxy-client",
-           "-keyout", str(files["client.key"]), "-out", str(files["client.csr"]))  # fmt: skip
-        (fp / "ext").write_text("extendedKeyUsage=clientAuth\n")
-        sh("openssl", "x509", "-req", "-in", str(files["client.csr"]), "-CA", str(files["ca.crt"]),
-           "-CAkey", str(files["ca.key"]), "-CAcreateserial", "-days", "30", "-extfile", str(fp / "ext"),
-           "-out", str(files["client.crt"]))  # fmt: skip
-    return files
-
-
-def aggregation_flags(fp: dict[str, Path]) -> str:
-    return " ".join(
-        (
-            f"--requestheader-client-ca-file={fp['ca.crt']}",
-            f"--proxy-client-cert-file={fp['client.crt']}",
-            f"--proxy-client-key-file={fp['client.key']}",
-            "--requestheader-allowed-names=front-proxy-client",
-            "--requestheader-username-headers=X-Remote-User",
-            "--requestheader-group-headers=X-Remote-Group",
-            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-        )
-    )
-
-
 @contextmanager
-def sandbox(name: str, fp: dict[str, Path]) -> Iterator[Path]:
+def sandbox(name: str) -> Iterator[Path]:
+    """A kwok-mode sandbox of its own: its API server serves API aggregation (the front-proxy flags are the
+    sandbox's own); the HPA sync period (15 s by default) goes through the controller-manager's args hook."""
     env = {
         **os.environ,
         "SHOAL_SANDBOX_NAME": name,
-        "SHOAL_SANDBOX_KUBE_APISERVER_ARGS": aggregation_flags(fp),
         "SHOAL_SANDBOX_KUBE_CONTROLLER_MANAGER_ARGS": "--horizontal-pod-autoscaler-sync-period=5s",
     }
+    env.pop("SHOAL_SANDBOX_KUBE_APISERVER_ARGS", None)
     cli = [sys.executable, "-m", "shoal_cli", "sandbox"]
-    sh(*cli, "down", env=env, check=False)  # the flags only apply to a fresh start
-    sh(*cli, "up", env=env)
+    # A clean cluster: `down` keeps etcd's data, and an HPA or ScaledObject left by a previous run would
+    # make two HPAs on one target ("controlled by multiple HPAs").
+    sh(*cli, "down", "--purge", env=env, check=False)
+    sh(*cli, "up", "--node", "kwok", env=env)
     kubeconfig = Path(sh(*cli, "kubeconfig", env=env).strip())
     os.environ["KUBECONFIG"] = str(kubeconfig)
     try:
@@ -250,8 +226,8 @@ def _condition(kind: str, name: str, ctype: str, field: str = "status") -> str:
     return kubectl("get", kind, "-n", NS, name, "-o", path, check=False)
 
 
-def hpa_phase(procs: Procs, work: Path, kubeconfig: Path, server: str, prometheus: str) -> dict[str, object]:
-    """prometheus-adapter behind custom.metrics and external.metrics; the HPA of bench/baselines/hpa.yaml."""
+def start_prometheus_adapter(procs: Procs, work: Path, kubeconfig: Path, prometheus: str) -> int:
+    """prometheus-adapter as a process on 127.0.0.1 with the committed rules; returns its secure port."""
     port = free_port()
     adapter = [
         str(binary_path(BASELINES[0], "prometheus-adapter")),
@@ -265,7 +241,13 @@ def hpa_phase(procs: Procs, work: Path, kubeconfig: Path, server: str, prometheu
     ]
     adapter += ["--metrics-relist-interval=15s", f"--config={HERE / 'prometheus-adapter-config.yaml'}"]
     procs.start("prometheus-adapter", adapter)
-    register("prometheus-adapter", port, ["custom.metrics.k8s.io/v1beta2", "external.metrics.k8s.io/v1beta1"])
+    return port
+
+
+def hpa_phase(procs: Procs, work: Path, kubeconfig: Path, server: str, prometheus: str) -> dict[str, object]:
+    """prometheus-adapter behind custom.metrics and external.metrics; the HPA of bench/baselines/hpa.yaml."""
+    port = start_prometheus_adapter(procs, work, kubeconfig, prometheus)
+    register("prometheus-adapter", port, PROMETHEUS_ADAPTER_APIS)
     kubectl("apply", "-f", str(HERE / "hpa.yaml"))
     wait_for(
         "the HPA to read the adapter's metrics", lambda: _condition("hpa", "sim", "ScalingActive") == "True"
@@ -288,8 +270,9 @@ def _keda_certs(certs: Path) -> None:
         (certs / key).write_bytes(base64.b64decode(data[key]))
 
 
-def keda_phase(procs: Procs, work: Path, kubeconfig: Path, server: str, prometheus: str) -> dict[str, object]:
-    """KEDA's operator and metrics adapter behind external.metrics; bench/baselines/scaledobject.yaml."""
+def start_keda(procs: Procs, work: Path, kubeconfig: Path) -> int:
+    """KEDA's CRDs, its operator (restarted once its certificates exist) and its metrics adapter, as
+    processes on 127.0.0.1; returns the adapter's secure port."""
     crds = sorted(manifests_dir(BASELINES[1]).glob("config_crd_bases__*.yaml"))
     kubectl("apply", "--server-side", *(f"--filename={p}" for p in crds))
     kubectl("create", "namespace", "keda", check=False)
@@ -311,7 +294,11 @@ def keda_phase(procs: Procs, work: Path, kubeconfig: Path, server: str, promethe
         first.wait(20)
     except subprocess.TimeoutExpired:  # the secret was already current: restart it anyway, so that its
         first.terminate()  # gRPC server loads the certificates now in --cert-dir
-        first.wait(30)
+        try:
+            first.wait(30)
+        except subprocess.TimeoutExpired:  # a slow graceful stop on a busy machine
+            first.kill()
+            first.wait(10)
     procs.start("keda", operator, env)
     port = free_port()
     adapter = [
@@ -335,7 +322,13 @@ def keda_phase(procs: Procs, work: Path, kubeconfig: Path, server: str, promethe
         "--metrics-service-grpc-authority=keda-operator.keda.svc.cluster.local",
     ]
     procs.start("keda-adapter", adapter, env)
-    register("keda-metrics-apiserver", port, ["external.metrics.k8s.io/v1beta1"])
+    return port
+
+
+def keda_phase(procs: Procs, work: Path, kubeconfig: Path, server: str, prometheus: str) -> dict[str, object]:
+    """KEDA's operator and metrics adapter behind external.metrics; bench/baselines/scaledobject.yaml."""
+    port = start_keda(procs, work, kubeconfig)
+    register(KEDA_SERVICE, port, KEDA_APIS)
     scaled = (HERE / "scaledobject.yaml").read_text().replace("http://127.0.0.1:9090", prometheus)
     kubectl("apply", "-f", "-", stdin=scaled)
     wait_for("the ScaledObject to be Ready", lambda: _condition("scaledobject", "sim", "Ready") == "True")
@@ -355,10 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     if todo:
         print(f"not built: {', '.join(todo)}; run python bench/baselines/build.py first", file=sys.stderr)
         return 2
-    work = cache_dir() / "baselines" / "live-check"
+    work = cache_dir() / "baselines" / f"live-check-{args.name}"
     work.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
-        kubeconfig = stack.enter_context(sandbox(args.name, front_proxy(work)))
+        kubeconfig = stack.enter_context(sandbox(args.name))
         procs = Procs(work)
         stack.callback(procs.stop)
         server, prometheus = serve_metrics(procs, work)

@@ -1,4 +1,5 @@
-"""Generates the sandbox's PKI: a CA, serving and client certificates, and the service-account key pair.
+"""Generates the sandbox's PKI: a CA, serving and client certificates, the service-account key pair, and
+the front-proxy CA and client certificate of API aggregation (metrics adapters behind the API server).
 
 EC P-256 keys for TLS (fast to generate, so a cold start stays short); RSA for the service-account
 signing key because RS256 is what every Kubernetes client library expects of projected tokens.
@@ -35,6 +36,15 @@ CLIENTS: tuple[ClientIdentity, ...] = (
     ClientIdentity("scheduler", "system:kube-scheduler"),
     # kwok plays every kubelet (node and pod status, leases) for the fake nodes.
     ClientIdentity("kwok", "kwok", ("system:masters",)),
+)
+
+# The API server's client identity towards extension API servers (`--requestheader-allowed-names`).
+FRONT_PROXY_CLIENT = "front-proxy-client"
+FRONT_PROXY_FILES = (
+    "front-proxy-ca.crt",
+    "front-proxy-ca.key",
+    "front-proxy-client.crt",
+    "front-proxy-client.key",
 )
 
 APISERVER_SANS_DNS = (
@@ -78,56 +88,67 @@ def _builder(
     )
 
 
-def generate_pki(pki: Path, service_ip: str) -> None:
-    """Writes every certificate and key into `pki` (created). Overwrites existing files."""
-    pki.mkdir(parents=True, exist_ok=True)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name("shoal-sandbox-ca")
-    ca_cert = (
-        _builder(ca_name, ca_name, ca_key.public_key())
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
+def _ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = _name(common_name)
+    usage = x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=True,
+        crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
     )
-    _write_key(pki / "ca.key", ca_key)
-    (pki / "ca.crt").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    cert = (
+        _builder(name, name, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def _write_pair(pki: Path, stem: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:
+    _write_key(pki / f"{stem}.key", key)
+    (pki / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _issue(
+    pki: Path,
+    stem: str,
+    ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate],
+    subject: x509.Name,
+    usage: x509.ObjectIdentifier,
+    sans: list[x509.GeneralName],
+) -> None:
+    ca_key, ca_cert = ca
+    key = ec.generate_private_key(ec.SECP256R1())
     aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key())
+    builder = (
+        _builder(subject, ca_cert.subject, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(aki, critical=False)
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    _write_pair(pki, stem, key, builder.sign(ca_key, hashes.SHA256()))
 
-    def issue(
-        stem: str, subject: x509.Name, usage: x509.ObjectIdentifier, sans: list[x509.GeneralName]
-    ) -> None:
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = (
-            _builder(subject, ca_name, key.public_key())
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(aki, critical=False)
-        )
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = builder.sign(ca_key, hashes.SHA256())
-        _write_key(pki / f"{stem}.key", key)
-        (pki / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
+def _generate_base(pki: Path, service_ip: str) -> None:
+    ca = _ca("shoal-sandbox-ca")
+    _write_pair(pki, "ca", *ca)
     serving_sans: list[x509.GeneralName] = [x509.DNSName(d) for d in APISERVER_SANS_DNS]
     serving_sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", service_ip)]
-    issue("apiserver", _name("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH, serving_sans)
+    server = ExtendedKeyUsageOID.SERVER_AUTH
+    _issue(pki, "apiserver", ca, _name("kube-apiserver"), server, serving_sans)
     for client in CLIENTS:
-        issue(client.file_stem, _name(client.user, client.groups), ExtendedKeyUsageOID.CLIENT_AUTH, [])
+        subject = _name(client.user, client.groups)
+        _issue(pki, client.file_stem, ca, subject, ExtendedKeyUsageOID.CLIENT_AUTH, [])
 
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     _write_key(pki / "sa.key", sa_key)
@@ -136,9 +157,35 @@ def generate_pki(pki: Path, service_ip: str) -> None:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
-    # Written last: its presence marks a complete PKI (a crash midway regenerates everything).
+    # Written last: its presence marks a complete base PKI (a crash midway regenerates everything).
     (pki / "complete").write_text("ok\n")
 
 
+def ensure_front_proxy(pki: Path) -> bool:
+    """The front-proxy CA and the API server's client certificate for the requests its aggregator proxies
+    to extension API servers (metrics adapters): the extension server trusts the X-Remote-* headers only
+    from a client this CA signed with an allowed name. A CA of its own, as kubeadm does, so that no
+    ordinary client certificate of the main CA can assert those headers. Only missing files are made (an
+    existing sandbox gains them on its next `up`); True when it made them."""
+    if all((pki / f).is_file() for f in FRONT_PROXY_FILES):
+        return False
+    ca = _ca("shoal-front-proxy-ca")
+    _write_pair(pki, "front-proxy-ca", *ca)
+    subject = _name(FRONT_PROXY_CLIENT)
+    _issue(pki, "front-proxy-client", ca, subject, ExtendedKeyUsageOID.CLIENT_AUTH, [])
+    return True
+
+
+def generate_pki(pki: Path, service_ip: str) -> None:
+    """Writes the certificates and keys that `pki` (created) lacks. A complete base PKI (CA, serving and
+    client certificates, service-account keys) is kept, since running components and the real node's
+    certificates trust its CA; the front-proxy files are added when missing."""
+    pki.mkdir(parents=True, exist_ok=True)
+    if not (pki / "complete").is_file():
+        _generate_base(pki, service_ip)
+    ensure_front_proxy(pki)
+
+
 def pki_complete(pki: Path) -> bool:
-    return (pki / "complete").is_file()
+    """False also for a sandbox made before the front-proxy files existed: `generate_pki` then adds them."""
+    return (pki / "complete").is_file() and all((pki / f).is_file() for f in FRONT_PROXY_FILES)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shoal_sandbox.build import binary_path
+from shoal_sandbox.certs import FRONT_PROXY_CLIENT
 from shoal_sandbox.nodes import KWOK_ANNOTATION, KWOK_ANNOTATION_VALUE
 
 # kwok's fake pods get IPs in the loopback range (nothing serves on them; the real node runs real pods).
@@ -30,6 +31,8 @@ class Layout:
     node_mode: str
     kwok_configs: Sequence[Path] = ()
     kwok_args: Sequence[str] = ()
+    # The HPA controller's period (kube-controller-manager's default, 15 s, when None).
+    hpa_sync_period_s: float | None = None
 
     @property
     def kubeconfigs(self) -> Path:
@@ -79,6 +82,26 @@ def kube_apiserver(lay: Layout) -> list[str]:
         "--profiling=false",
         "--event-ttl=1h",
         *(_kubelet_client_flags(pki) if real else []),
+        *_aggregation_flags(pki),
+    ]
+
+
+def _aggregation_flags(pki: Path) -> list[str]:
+    """API aggregation: the aggregator proxies `custom.metrics.k8s.io` / `external.metrics.k8s.io` to the
+    adapters (prometheus-adapter, KEDA's) with the front-proxy client certificate and the user in
+    X-Remote-* headers. The API server publishes these settings in kube-system's
+    `extension-apiserver-authentication` ConfigMap, where the adapters read which CA and names to trust.
+    No --enable-aggregator-routing: the aggregator then resolves a Service to its endpoints, which rejects
+    the ExternalName Services that reach an adapter running as a host process (kwok mode has no pod
+    network and no kube-proxy)."""
+    return [
+        f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
+        f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+        f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
     ]
 
 
@@ -112,7 +135,16 @@ def kube_controller_manager(lay: Layout) -> list[str]:
         "--kube-api-qps=100",
         "--kube-api-burst=200",
         "--profiling=false",
+        *_hpa_flags(lay.hpa_sync_period_s),
     ]
+
+
+def _hpa_flags(sync_period_s: float | None) -> list[str]:
+    if sync_period_s is None:
+        return []
+    if sync_period_s <= 0:
+        raise ValueError(f"the HPA sync period must be positive, not {sync_period_s:g} s")
+    return [f"--horizontal-pod-autoscaler-sync-period={sync_period_s:g}s"]
 
 
 def kube_scheduler(lay: Layout) -> list[str]:
