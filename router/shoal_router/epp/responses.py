@@ -9,7 +9,7 @@ are ImmediateResponses carrying an OpenAI-style JSON error body.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
@@ -82,8 +82,14 @@ def response_body_chunk(chunk: bytes, end: bool) -> pb.ProcessingResponse:
     )
 
 
-def continue_response_headers() -> pb.ProcessingResponse:
-    return pb.ProcessingResponse(response_headers=pb.HeadersResponse())
+def continue_response_headers(extra_headers: dict[str, str] | None = None) -> pb.ProcessingResponse:
+    """Let the response headers pass, adding `extra_headers` (a tenant's x-ratelimit-* headers)."""
+    if not extra_headers:
+        return pb.ProcessingResponse(response_headers=pb.HeadersResponse())
+    mutation = pb.HeaderMutation(set_headers=[_header(k, v) for k, v in extra_headers.items()])
+    return pb.ProcessingResponse(
+        response_headers=pb.HeadersResponse(response=pb.CommonResponse(header_mutation=mutation))
+    )
 
 
 def continue_request_trailers() -> pb.ProcessingResponse:
@@ -106,11 +112,14 @@ def immediate(
     *,
     retry_after_s: int | None = None,
     param: str | None = None,
+    extra_headers: Mapping[str, str] | None = None,
 ) -> pb.ProcessingResponse:
-    """Answer the client directly, without an upstream: 400, 429 (shed) or 503 (nothing eligible)."""
+    """Answer the client directly, without an upstream: 400, 429 (shed, quota) or 503 (nothing
+    eligible). `extra_headers`: e.g. a token quota's x-ratelimit-* headers."""
     headers = [_header("content-type", "application/json")]
     if retry_after_s is not None:
         headers.append(_header("retry-after", str(max(1, retry_after_s))))
+    headers += [_header(k.lower(), v) for k, v in (extra_headers or {}).items()]
     return pb.ProcessingResponse(
         immediate_response=pb.ImmediateResponse(
             status=http_status_pb2.HttpStatus(code=status),

@@ -23,6 +23,7 @@ from shoal_router.epp.body import BodyError, echo_chunks, parse_body
 from shoal_router.epp.messages import header_map, response_status, served_endpoint, subset_hint
 from shoal_router.epp.metrics import EppMetrics
 from shoal_router.epp.picking import Picked, Picker, PickRequest, Refused
+from shoal_router.flow.usage import UsageCounter
 from shoal_router.split import SplitTable, rewrite_model
 
 log = logging.getLogger("shoal_router.epp")
@@ -46,6 +47,7 @@ class _Exchange:
     endpoint: str | None = None  # where the gateway sends it: the primary, or the fallback that served
     served: str | None = None
     status: int | None = None
+    usage: UsageCounter | None = None  # the answer's tokens, when the tenant has a token quota
     finished: bool = False
 
 
@@ -117,11 +119,14 @@ class ExtProcStream:
     ) -> AsyncIterator[pb.ProcessingResponse]:
         if kind == "response_headers":
             self._observe_response(req, header_map(req.response_headers.headers))
-            yield r.continue_response_headers()
+            picked = self.x.picked
+            yield r.continue_response_headers(self.picker.answer_headers(picked) if picked else None)
             if req.response_headers.end_of_stream:
                 self._finish()
         elif kind == "response_body":
             self._observe_served(req)
+            if self.x.usage is not None:
+                self.x.usage.feed(req.response_body.body)
             yield r.response_body_chunk(req.response_body.body, req.response_body.end_of_stream)
             if req.response_body.end_of_stream:
                 self._finish()
@@ -152,17 +157,26 @@ class ExtProcStream:
         t0 = time.perf_counter()
         try:
             picked = await self.picker.pick(
-                PickRequest(rid, parsed.model, parsed.key, parsed.stream, x.subset, x.headers)
+                PickRequest(rid, parsed.model, parsed.key, parsed.stream, x.subset, x.headers, len(body))
             )
         except Refused as ref:
             x.finished = True
             self.metrics.refused.labels(ref.code).inc()
             log.info("refused", extra={"request_id": rid, "status": ref.status, "code": ref.code})
-            yield r.immediate(ref.status, ref.message, ref.kind, ref.code, retry_after_s=ref.retry_after_s)
+            yield r.immediate(
+                ref.status,
+                ref.message,
+                ref.kind,
+                ref.code,
+                retry_after_s=ref.retry_after_s,
+                extra_headers=ref.headers,
+            )
             return
         self.metrics.pick_seconds.observe(time.perf_counter() - t0)
         x.picked = picked
         x.endpoint = picked.endpoints[0]
+        if picked.metered:
+            x.usage = UsageCounter(len(body))
         self.metrics.picks.inc()
         yield r.route_to(picked.endpoints, extra)
         if send_body:
@@ -189,4 +203,4 @@ class ExtProcStream:
         x.finished = True
         if x.picked is not None:
             picked, x.picked = x.picked, None
-            self.picker.finish(picked, x.status)
+            self.picker.finish(picked, x.status, x.usage.total() if x.usage is not None else 0)

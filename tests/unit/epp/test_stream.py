@@ -46,7 +46,10 @@ class ScriptedPicker:
         self.moved.append((picked.endpoints[0], served))
         self.last_served = served
 
-    def finish(self, picked: Picked, status: int | None) -> None:
+    def answer_headers(self, picked: Picked) -> dict[str, str]:
+        return {}
+
+    def finish(self, picked: Picked, status: int | None, tokens: int = 0) -> None:
         self.finished.append((getattr(self, "last_served", picked.endpoints[0]), status))
 
     def ready(self) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from shoal_router.flow import capacity
 from shoal_router.flow.capacity import LoadView, parse_load_headers, parse_load_json
-from shoal_router.flow.classify import TenantPolicy, classify, parse_objectives
+from shoal_router.flow.classify import TenantPolicy, classify, parse_objectives, parse_tenants
 from shoal_router.flow.fairqueue import FairQueue
 from shoal_router.flow.model import LoadReport
 from shoal_router.flow.quota import TokenQuotas, format_duration
@@ -136,6 +136,33 @@ def test_classification() -> None:
         key_name="bob", policy=TenantPolicy(), objective="chat", fairness_id=None, objectives=objectives
     )
     assert (c.tenant, c.priority) == ("bob", 1)
+
+
+def test_tenant_policies_by_fairness_id() -> None:
+    """The EPP's `--tenant`: a policy for a fairness id (the gateway sets it); the policy's band wins over
+    the objective header, a tenant without one keeps the header's band, an API key's name never matches."""
+    tenants = parse_tenants(["alice priority=low weight=2 tokens-per-minute=60", "bob"])
+    assert tenants == {"alice": TenantPolicy(-1, 2.0, 60), "bob": TenantPolicy()}
+    for bad in ["", "carol weight=0", "carol colour=red", "carol tokens-per-minute=-1", "carol priority=x"]:
+        with pytest.raises(ValueError):
+            parse_tenants([bad])
+    objectives = {"chat": 1}
+
+    def cls(key: str | None, fid: str | None) -> tuple[str, int, float, int]:
+        c = classify(
+            key_name=key,
+            policy=None,
+            objective="chat",
+            fairness_id=fid,
+            objectives=objectives,
+            tenant_policies=tenants,
+        )
+        return c.tenant, c.priority, c.weight, c.tokens_per_minute
+
+    assert cls(None, " alice ") == ("alice", -1, 2.0, 60)
+    assert cls(None, "bob") == ("bob", 1, 1.0, 0)
+    assert cls(None, "zed") == ("zed", 1, 1.0, 0)
+    assert cls("alice", "alice") == ("alice", 1, 1.0, 0)  # keys on: the key's (empty) policy, not --tenant
 
 
 def test_full_queue_sheds_the_heaviest_tenant_of_the_same_band() -> None:
