@@ -39,22 +39,34 @@ def destination_value(endpoints: Sequence[str]) -> str:
     return ",".join(endpoints)
 
 
-def route_to(endpoints: Sequence[str], extra_headers: dict[str, str] | None = None) -> pb.ProcessingResponse:
-    """Answer to the request headers: where the request goes."""
+def route_to(
+    endpoints: Sequence[str],
+    extra_headers: dict[str, str] | None = None,
+    *,
+    in_body: bool = False,
+    body: bytes | None = None,
+) -> pb.ProcessingResponse:
+    """Where the request goes: the answer to the request headers (FULL_DUPLEX_STREAMED), or with
+    `in_body` to the buffered body (BUFFERED: the headers are still held, so the mutation applies;
+    `body` replaces the buffered body when given)."""
     value = destination_value(endpoints)
     headers = [_header(DESTINATION_HEADER, value)]
     headers += [_header(k, v) for k, v in (extra_headers or {}).items()]
     metadata = struct_pb2.Struct()
     metadata.update({METADATA_NAMESPACE: {DESTINATION_HEADER: value}})
+    common = pb.CommonResponse(header_mutation=pb.HeaderMutation(set_headers=headers), clear_route_cache=True)
+    if body is not None:
+        common.body_mutation.body = body
+    if in_body:
+        return pb.ProcessingResponse(request_body=pb.BodyResponse(response=common), dynamic_metadata=metadata)
     return pb.ProcessingResponse(
-        request_headers=pb.HeadersResponse(
-            response=pb.CommonResponse(
-                header_mutation=pb.HeaderMutation(set_headers=headers),
-                clear_route_cache=True,
-            )
-        ),
-        dynamic_metadata=metadata,
+        request_headers=pb.HeadersResponse(response=common), dynamic_metadata=metadata
     )
+
+
+def continue_request_headers() -> pb.ProcessingResponse:
+    """Let the request headers go on unchanged for now (BUFFERED: the pick comes with the body)."""
+    return pb.ProcessingResponse(request_headers=pb.HeadersResponse())
 
 
 def request_body_chunk(chunk: bytes, end: bool) -> pb.ProcessingResponse:

@@ -20,7 +20,13 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from shoal_router.epp import responses as r
 from shoal_router.epp.body import BodyError, echo_chunks, parse_body
-from shoal_router.epp.messages import header_map, response_status, served_endpoint, subset_hint
+from shoal_router.epp.messages import (
+    buffered_request_body,
+    header_map,
+    response_status,
+    served_endpoint,
+    subset_hint,
+)
 from shoal_router.epp.metrics import EppMetrics
 from shoal_router.epp.picking import Picked, Picker, PickRequest, Refused
 from shoal_router.flow.usage import UsageCounter
@@ -48,6 +54,7 @@ class _Exchange:
     served: str | None = None
     status: int | None = None
     usage: UsageCounter | None = None  # the answer's tokens, when the tenant has a token quota
+    buffered: bool = False  # Envoy sends the request body BUFFERED (else FULL_DUPLEX_STREAMED)
     finished: bool = False
 
 
@@ -86,9 +93,12 @@ class ExtProcStream:
         if kind == "request_headers":
             x.headers = header_map(req.request_headers.headers)
             x.subset = subset_hint(req)
+            x.buffered = buffered_request_body(req)
             if req.request_headers.end_of_stream:
                 async for resp in self._decide(end_of_body=True, send_body=False):
                     yield resp
+            elif x.buffered:  # Envoy waits for this answer before it sends the (whole) body
+                yield r.continue_request_headers()
         elif kind == "request_body":
             async for resp in self._on_request_body(req):
                 yield resp
@@ -110,8 +120,8 @@ class ExtProcStream:
                 "invalid_request_error",
                 "request_too_large",
             )
-        elif req.request_body.end_of_stream:
-            async for resp in self._decide(end_of_body=True, send_body=True):
+        elif req.request_body.end_of_stream or x.buffered:  # BUFFERED: one message holds the whole body
+            async for resp in self._decide(end_of_body=req.request_body.end_of_stream, send_body=True):
                 yield resp
 
     async def _on_response(
@@ -150,20 +160,40 @@ class ExtProcStream:
         target = (
             self.splits.target(parsed.model) if self.splits is not None and parsed.model else parsed.model
         )
-        if target != parsed.model:  # a weighted split: the replica gets the target's name (shared split.py)
+        rewritten = target != parsed.model
+        if rewritten:  # a weighted split: the replica gets the target's name (shared split.py)
             body = rewrite_model(json.loads(body), target)
             parsed = parse_body(body, self.limits.prefix_chars)
             extra["content-length"] = str(len(body))
+        picked = await self._pick(
+            PickRequest(rid, parsed.model, parsed.key, parsed.stream, x.subset, x.headers, len(body))
+        )
+        if isinstance(picked, pb.ProcessingResponse):
+            yield picked
+            return
+        if x.buffered and send_body:
+            # BUFFERED: Envoy holds the headers and the body; the pick rides on the body's answer and the
+            # body stays in Envoy (replaced only when a split rewrote it). Envoy keeps its copy, so
+            # FailOpen can still forward it if this EPP dies while the request waits here.
+            yield r.route_to(picked.endpoints, extra, in_body=True, body=body if rewritten else None)
+            return
+        yield r.route_to(picked.endpoints, extra)
+        if send_body:
+            chunks = echo_chunks(body)
+            for i, chunk in enumerate(chunks):
+                yield r.request_body_chunk(chunk, end_of_body and i == len(chunks) - 1)
+
+    async def _pick(self, req: PickRequest) -> Picked | pb.ProcessingResponse:
+        """The core's pick (recorded on the exchange), or the refusal to send as an ImmediateResponse."""
+        x = self.x
         t0 = time.perf_counter()
         try:
-            picked = await self.picker.pick(
-                PickRequest(rid, parsed.model, parsed.key, parsed.stream, x.subset, x.headers, len(body))
-            )
+            picked = await self.picker.pick(req)
         except Refused as ref:
             x.finished = True
             self.metrics.refused.labels(ref.code).inc()
-            log.info("refused", extra={"request_id": rid, "status": ref.status, "code": ref.code})
-            yield r.immediate(
+            log.info("refused", extra={"request_id": req.request_id, "status": ref.status, "code": ref.code})
+            return r.immediate(
                 ref.status,
                 ref.message,
                 ref.kind,
@@ -171,18 +201,13 @@ class ExtProcStream:
                 retry_after_s=ref.retry_after_s,
                 extra_headers=ref.headers,
             )
-            return
         self.metrics.pick_seconds.observe(time.perf_counter() - t0)
         x.picked = picked
         x.endpoint = picked.endpoints[0]
         if picked.metered:
-            x.usage = UsageCounter(len(body))
+            x.usage = UsageCounter(req.size_bytes)
         self.metrics.picks.inc()
-        yield r.route_to(picked.endpoints, extra)
-        if send_body:
-            chunks = echo_chunks(body)
-            for i, chunk in enumerate(chunks):
-                yield r.request_body_chunk(chunk, end_of_body and i == len(chunks) - 1)
+        return picked
 
     def _observe_response(self, req: pb.ProcessingRequest, headers: dict[str, str]) -> None:
         self.x.status = response_status(headers)
