@@ -187,3 +187,32 @@ def test_may_take_the_reserve_only_below_the_share() -> None:
     assert may_take(0, 1.0, 2.0, 8, 1, 1)
     assert may_take(7, 1.0, 1.0, 8, 1, 1)  # alone: the share is everything
     assert not may_take(0, 1.0, 2.0, 8, 0, 1)
+
+
+def test_demand_reserve_and_headroom() -> None:
+    from shoal_router.flow.fairshare import Activity, demand_reserve
+
+    assert demand_reserve(1, 0, 8, 0.5) == 1  # nothing to protect: the floor
+    assert demand_reserve(1, 3, 8, 0.5) == 4  # headroom + 1
+    assert demand_reserve(1, 9, 8, 0.5) == 4  # capped at half the slots
+    assert demand_reserve(2, 9, 8, 0.0) == 2  # demand sizing off: the floor alone
+    act = Activity(window_s=2.0)
+    for _ in range(3):  # quiet: 3 arrivals, all started
+        act.seen("quiet", 1.0, 0.0)
+        act.started("quiet", 0.0)
+    for _ in range(30):  # noisy: 30 arrivals, 6 started
+        act.seen("noisy", 1.0, 0.0)
+    for _ in range(6):
+        act.started("noisy", 0.0)
+    act.seen("vip", 1.0, 0.0, priority=1)  # a higher band
+    act.started("vip", 0.0)
+    act.finished("vip")
+    for _ in range(2):
+        act.finished("quiet")
+    assert act.light("quiet", 0.5) and act.light("vip", 0.5) and not act.light("noisy", 0.5)
+    # noisy (band 0) must leave room for quiet's peak (3, 1 in flight) and vip's (higher band: always)
+    assert act.headroom("noisy", 0, 0.5, 12) == 2 + 1
+    # quiet is protected from noisy, not noisy from quiet (heavy: most of the arrivals)
+    assert act.headroom("quiet", 0, 0.5, 12) == 0 + 1
+    assert act.headroom("vip", 1, 0.5, 12) == 0  # the top band protects nobody below it
+    assert act.headroom("noisy", 0, 3.0, 12) == 0  # peaks older than the window are forgotten
