@@ -90,7 +90,7 @@ class DispatcherPicker:
             raise Refused(503, "No endpoint of the gateway's subset is ready.", "no_endpoint")
         freq = flow_request(req, self.objectives, self.tenants, req.size_bytes)
         needs_key = self.dispatcher.strategy.needs_key
-        if not needs_key:  # as the HTTP router: a prompt key only for strategies that hash prompts
+        if not needs_key and freq.affinity_key is not None:  # as the router: keys only for prompt hashing
             freq = replace(freq, affinity_key=None)
         freq = scope_to_adapter(self.pool, needs_key, freq, req.model or None)
         try:

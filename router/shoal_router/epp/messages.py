@@ -57,11 +57,13 @@ def served_endpoint(req: pb.ProcessingRequest) -> str | None:
     return None
 
 
-def response_status(headers: dict[str, str]) -> int:
-    try:
-        return int(headers.get(":status", "0"))
-    except ValueError:
-        return 0
+def response_status(headers: base_pb2.HeaderMap) -> int:
+    """The `:status` pseudo-header (0 when absent or not a number); the rest is not decoded."""
+    for h in headers.headers:
+        if h.key == ":status":
+            raw = h.raw_value or h.value.encode()
+            return int(raw) if raw.isdigit() else 0
+    return 0
 
 
 def buffered_request_body(req: pb.ProcessingRequest) -> bool:

@@ -104,7 +104,11 @@ async def serve(
     picker = DispatcherPicker(
         router.dispatcher, router.pool, cfg.fallbacks, dict(cfg.core.objectives), dict(cfg.tenants)
     )
-    limits = StreamLimits(max_body_bytes=cfg.max_body_bytes, prefix_chars=cfg.core.prefix_chars)
+    limits = StreamLimits(
+        max_body_bytes=cfg.max_body_bytes,
+        prefix_chars=cfg.core.prefix_chars,
+        prompt_key=router.dispatcher.strategy.needs_key,
+    )
     metrics = EppMetrics(router.metrics.registry)
 
     server, health_server, health, splits = _grpc_servers(cfg, picker, metrics, limits)

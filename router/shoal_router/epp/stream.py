@@ -39,6 +39,7 @@ log = logging.getLogger("shoal_router.epp")
 class StreamLimits:
     max_body_bytes: int = 16 * 1024 * 1024
     prefix_chars: int = 256
+    prompt_key: bool = True  # extract the prompt prefix (the strategy hashes prompts)
 
 
 @dataclass(slots=True)
@@ -75,18 +76,16 @@ class ExtProcStream:
     ) -> AsyncIterator[pb.ProcessingResponse]:
         try:
             async for req in requests:
-                async for resp in self._on(req):
-                    yield resp
+                kind = req.WhichOneof("request") or ""
+                if kind.startswith("response_"):  # one answer each, no await: no generator in between
+                    yield self._on_response(kind, req)
+                else:
+                    async for resp in self._on_request(kind, req):
+                        yield resp
                 if self.x.finished:
                     return
         finally:
             self._finish()
-
-    async def _on(self, req: pb.ProcessingRequest) -> AsyncIterator[pb.ProcessingResponse]:
-        kind = req.WhichOneof("request") or ""
-        handle = self._on_request if kind.startswith("request_") else self._on_response
-        async for resp in handle(kind, req):
-            yield resp
 
     async def _on_request(self, kind: str, req: pb.ProcessingRequest) -> AsyncIterator[pb.ProcessingResponse]:
         x = self.x
@@ -124,25 +123,27 @@ class ExtProcStream:
             async for resp in self._decide(end_of_body=req.request_body.end_of_stream, send_body=True):
                 yield resp
 
-    async def _on_response(
-        self, kind: str, req: pb.ProcessingRequest
-    ) -> AsyncIterator[pb.ProcessingResponse]:
+    def _on_response(self, kind: str, req: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        x = self.x
         if kind == "response_headers":
-            self._observe_response(req, header_map(req.response_headers.headers))
-            picked = self.x.picked
-            yield r.continue_response_headers(self.picker.answer_headers(picked) if picked else None)
+            x.status = response_status(req.response_headers.headers)
+            self._observe_served(req)
+            extra = (
+                self.picker.answer_headers(x.picked) if x.picked is not None and x.picked.metered else None
+            )
             if req.response_headers.end_of_stream:
                 self._finish()
-        elif kind == "response_body":
+            return r.continue_response_headers(extra)
+        if kind == "response_body":
             self._observe_served(req)
-            if self.x.usage is not None:
-                self.x.usage.feed(req.response_body.body)
-            yield r.response_body_chunk(req.response_body.body, req.response_body.end_of_stream)
-            if req.response_body.end_of_stream:
+            body = req.response_body
+            if x.usage is not None:
+                x.usage.feed(body.body)
+            if body.end_of_stream:
                 self._finish()
-        elif kind == "response_trailers":
-            yield r.continue_response_trailers()
-            self._finish()
+            return r.response_body_chunk(body.body, body.end_of_stream)
+        self._finish()  # response trailers: the end
+        return r.continue_response_trailers()
 
     async def _decide(self, *, end_of_body: bool, send_body: bool) -> AsyncIterator[pb.ProcessingResponse]:
         x = self.x
@@ -150,7 +151,7 @@ class ExtProcStream:
         body = bytes(x.body)
         rid = x.headers.get(r.REQUEST_ID_HEADER) or uuid.uuid4().hex
         try:
-            parsed = parse_body(body, self.limits.prefix_chars)
+            parsed = parse_body(body, self.limits.prefix_chars, self.limits.prompt_key)
         except BodyError as exc:
             x.finished = True
             self.metrics.refused.labels("bad_request").inc()
@@ -163,7 +164,7 @@ class ExtProcStream:
         rewritten = target != parsed.model
         if rewritten:  # a weighted split: the replica gets the target's name (shared split.py)
             body = rewrite_model(json.loads(body), target)
-            parsed = parse_body(body, self.limits.prefix_chars)
+            parsed = parse_body(body, self.limits.prefix_chars, self.limits.prompt_key)
             extra["content-length"] = str(len(body))
         picked = await self._pick(
             PickRequest(rid, parsed.model, parsed.key, parsed.stream, x.subset, x.headers, len(body))
@@ -208,10 +209,6 @@ class ExtProcStream:
             x.usage = UsageCounter(req.size_bytes)
         self.metrics.picks.inc()
         return picked
-
-    def _observe_response(self, req: pb.ProcessingRequest, headers: dict[str, str]) -> None:
-        self.x.status = response_status(headers)
-        self._observe_served(req)
 
     def _observe_served(self, req: pb.ProcessingRequest) -> None:
         x = self.x
