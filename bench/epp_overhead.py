@@ -5,13 +5,16 @@ throughput plus CPU per request of every process (closed-loop workers, each targ
 Goal: the EPP adds at most 1 ms at p50 over Envoy direct.
 
     .venv/bin/python bench/epp_overhead.py [--requests 2000] [--concurrency 16] [--seconds 8]
+        [--baseline-pythonpath PATHS]   # another checkout's EPP beside this one's (A/B in one run)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -48,52 +51,75 @@ def envoy_cmd(tmp: Path, name: str, **config: object) -> tuple[list[str], int, i
     return cmd, port, admin
 
 
+def epp_paths(
+    tmp: Path, args: argparse.Namespace, upstream: str
+) -> list[tuple[str, list[str], list[str], int]]:
+    """(name, EPP command, its Envoy's command, Envoy's port) per EPP under test: this checkout's, and
+    with --baseline-pythonpath another checkout's (an A/B comparison on the same replica in one run)."""
+    paths = [("envoy_epp", None)]
+    if args.baseline_pythonpath:
+        paths.append(("envoy_epp_baseline", args.baseline_pythonpath))
+    out = []
+    for name, pythonpath in paths:
+        grpc, health, metrics = free_port(), free_port(), free_port()
+        cmd = epp_cmd(grpc, health, metrics, upstream)
+        if pythonpath:
+            cmd = ["env", f"PYTHONPATH={pythonpath}", *cmd]
+        e_cmd, e_port, _ = envoy_cmd(
+            tmp, name, pool=[upstream], mode="original_dst", epp_port=grpc, response_body=args.response_body
+        )
+        out.append((name, cmd, e_cmd, e_port))
+    return out
+
+
+async def measure(urls: dict[str, str], pids: dict[str, int], args: argparse.Namespace) -> dict[str, object]:
+    results: dict[str, object] = {}
+    lat = await latency(urls, args.requests)
+    for name, values in lat.items():
+        results[f"{name}_p50_ms"] = round(percentile(values, 50) * 1000, 3)
+        results[f"{name}_p99_ms"] = round(percentile(values, 99) * 1000, 3)
+    for name in [u for u in urls if u.startswith("envoy_epp")]:
+        for q in ("p50", "p99"):
+            added = results[f"{name}_{q}_ms"] - results[f"envoy_direct_{q}_ms"]  # type: ignore[operator]
+            results[f"{name.replace('envoy_epp', 'epp')}_added_{q}_ms"] = round(added, 3)
+    for name, url in urls.items():
+        before = {k: cpu_seconds(p) for k, p in pids.items()}
+        rps, n = await throughput(url, args.concurrency, args.seconds)
+        results[f"{name}_rps"] = round(rps, 1)
+        used = {k: (cpu_seconds(p) - before[k]) / max(1, n) * 1e6 for k, p in pids.items()}
+        results[f"{name}_cpu_us_per_req"] = {k: round(v) for k, v in used.items() if v >= 1}
+    return results
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     tmp = Path(tempfile.mkdtemp(prefix="shoal-bench-epp-"))
-    up_port, r_port, grpc, health, metrics = (free_port() for _ in range(5))
+    up_port, r_port = free_port(), free_port()
     upstream = f"127.0.0.1:{up_port}"
-    e_cmd, e_port, _ = envoy_cmd(
-        tmp, "epp", pool=[upstream], mode="original_dst", epp_port=grpc, response_body=args.response_body
-    )
     d_cmd, d_port, _ = envoy_cmd(tmp, "direct", pool=[upstream], mode="direct")
-    urls = {
-        "replica": f"http://{upstream}",
-        "envoy_direct": f"http://127.0.0.1:{d_port}",
-        "envoy_epp": f"http://127.0.0.1:{e_port}",
-        "router": f"http://127.0.0.1:{r_port}",
-    }
-    results: dict[str, object] = {"epp_response_body": args.response_body}
-    with (
-        process(upstream_cmd("model-server", up_port), "epp-upstream") as up,
-        process(epp_cmd(grpc, health, metrics, upstream), "epp-epp") as epp,
-        process(e_cmd, "epp-envoy-epp") as envoy_epp,
-        process(d_cmd, "epp-envoy-direct") as envoy_direct,
-        process(router_cmd(r_port, [urls["replica"]], "LeastLoad"), "epp-router") as router,
-    ):
-        await wait_ready(urls["replica"] + "/readyz")
-        await wait_ready(f"http://127.0.0.1:{metrics}/healthz")
-        await wait_ready(urls["router"] + "/readyz")
-        await wait_ready(urls["envoy_epp"] + "/v1/models")
-        await wait_ready(urls["envoy_direct"] + "/v1/models")
-        lat = await latency(urls, args.requests)
-        for name, values in lat.items():
-            results[f"{name}_p50_ms"] = round(percentile(values, 50) * 1000, 3)
-            results[f"{name}_p99_ms"] = round(percentile(values, 99) * 1000, 3)
-        results["epp_added_p50_ms"] = round(results["envoy_epp_p50_ms"] - results["envoy_direct_p50_ms"], 3)  # type: ignore[operator]
-        results["epp_added_p99_ms"] = round(results["envoy_epp_p99_ms"] - results["envoy_direct_p99_ms"], 3)  # type: ignore[operator]
+    epps = epp_paths(tmp, args, upstream)
+    urls = {"replica": f"http://{upstream}", "envoy_direct": f"http://127.0.0.1:{d_port}"}
+    urls.update({name: f"http://127.0.0.1:{port}" for name, _, _, port in epps})
+    urls["router"] = f"http://127.0.0.1:{r_port}"
+    with contextlib.ExitStack() as stack:
         pids = {
-            "upstream": up.pid,
-            "epp": epp.pid,
-            "envoy_epp": envoy_epp.pid,
-            "envoy_direct": envoy_direct.pid,
-            "router": router.pid,
+            "upstream": stack.enter_context(
+                process(upstream_cmd("model-server", up_port), "epp-upstream")
+            ).pid
         }
+        for name, cmd, e_cmd, _ in epps:
+            pids[name.replace("envoy_epp", "epp")] = stack.enter_context(process(cmd, f"{name}-epp")).pid
+            pids[name] = stack.enter_context(process(e_cmd, f"{name}-envoy")).pid
+        pids["envoy_direct"] = stack.enter_context(process(d_cmd, "epp-envoy-direct")).pid
+        router = process(router_cmd(r_port, [urls["replica"]], "LeastLoad"), "epp-router")
+        pids["router"] = stack.enter_context(router).pid
         for name, url in urls.items():
-            before = {k: cpu_seconds(p) for k, p in pids.items()}
-            rps, n = await throughput(url, args.concurrency, args.seconds)
-            results[f"{name}_rps"] = round(rps, 1)
-            used = {k: (cpu_seconds(p) - before[k]) / max(1, n) * 1e6 for k, p in pids.items()}
-            results[f"{name}_cpu_us_per_req"] = {k: round(v) for k, v in used.items() if v >= 1}
+            await wait_ready(url + ("/readyz" if name in ("replica", "router") else "/v1/models"))
+        results: dict[str, object] = {
+            "epp_response_body": args.response_body,
+            "loadavg_before": os.getloadavg(),
+        }
+        results.update(await measure(urls, pids, args))
+        results["loadavg_after"] = os.getloadavg()
     return results
 
 
@@ -108,6 +134,11 @@ def main() -> None:
         default=True,
         help="responses through the EPP too (FULL_DUPLEX_STREAMED, as GAIE's gateways configure it); "
         "--no-response-body: the EPP sees the request only (response headers and body skipped)",
+    )
+    p.add_argument(
+        "--baseline-pythonpath",
+        default=None,
+        help="PYTHONPATH of another checkout whose EPP runs beside this one's (an A/B in one run)",
     )
     args = p.parse_args()
     print(json.dumps(asyncio.run(main_async(args)), indent=2))

@@ -6,17 +6,21 @@ Phases (open-loop Poisson arrivals, streamed chat requests, TTFT = first content
   alone      tenant B alone at r_B = 2C/11
   mixed      tenant A at 10 r_B plus B at r_B, same band (total 2x capacity): fair queuing
   priority   the same load, A in the low band (objective "batch"), B in the high band ("chat")
-  direct     the mixed load sent straight to the replica (no router): the baseline without flow control
+  direct     (--direct) the mixed load sent straight to the replica (no router): no flow control at all
+The mixed and priority phases run through two routers on the same replica, one per reservation policy:
+"new" (--fair-reserve-max, the demand-sized reserve) and "old" (--old-fair-reserve-max 0: the fixed
+--fair-reserve alone).
 Reported: B's p95 TTFT against alone, Jain's index of served throughput normalised by each tenant's
 max-min fair share (Jain's definition for unequal demands: x_i = served_i / fair_i), and who was shed.
 
-    python bench/flow_fairness.py [--phase-s 15] [--json out.json]
+    python bench/flow_fairness.py [--phase-s 15] [--direct] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -170,48 +174,71 @@ def summary(stats: dict[str, Stats], tenants: list[Tenant], duration_s: float) -
     }
 
 
+def router_cmd(port: int, replica: str, fair_reserve: str, fair_reserve_max: str) -> list[str]:
+    return [sys.executable, "-m", "shoal_cli", "router", "--host", "127.0.0.1", "--port", str(port),
+            "--upstream", replica, "--objective", "chat=high", "--objective", "batch=low",
+            "--max-pending", "64", "--queue-timeout", "10", "--fair-reserve", fair_reserve,
+            "--fair-reserve-max", fair_reserve_max, "--no-access-log", "--log-level", "WARNING"]  # fmt: skip
+
+
+async def phases(routers: dict[str, str], replica: str, args: argparse.Namespace) -> dict[str, object]:
+    """Calibrate and run B alone through the first router, then the mixed and priority loads through
+    each router (policy), then, with --direct, the mixed load straight to the replica."""
+    first = next(iter(routers.values()))
+    cap = await calibrate(first, 2 * args.concurrency, 6.0)
+    r_b = 2 * cap / 11
+    b, a = Tenant("B", r_b), Tenant("A", 10 * r_b)
+    ap_, bp = Tenant("A", 10 * r_b, "batch"), Tenant("B", r_b, "chat")
+    d = args.phase_s
+    out: dict[str, object] = {"capacity_per_s": round(cap, 2), "rate_B": round(r_b, 2)}
+    out["alone"] = await phase(first, first, [b], d)
+    for name, url in routers.items():
+        out[f"mixed/{name}"] = await phase(url, url, [a, b], d)
+        out[f"priority/{name}"] = await phase(url, url, [ap_, bp], d)
+    if args.direct:
+        out["direct"] = await phase(first, replica, [a, b], d)
+    return out
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--phase-s", type=float, default=15.0)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--json", default=None)
     ap.add_argument("--fair-reserve", default="0.25")
+    ap.add_argument("--fair-reserve-max", default="0.5", help="the policy under test (demand-sized reserve)")
+    ap.add_argument("--old-fair-reserve-max", default="0", help="the policy compared against ('' to skip)")
+    ap.add_argument("--direct", action="store_true", help="also send the mixed load straight to the replica")
     args = ap.parse_args()
-    py = sys.executable
-    mport, rport = free_port(), free_port()
+    mport = free_port()
     replica = f"http://127.0.0.1:{mport}"
-    router = f"http://127.0.0.1:{rport}"
     c = str(args.concurrency)
-    server_cmd = [py, "-m", "shoal_cli", "model-server", "--engine", "sim", "--model", "sim", "--host",
+    server_cmd = [sys.executable, "-m", "shoal_cli", "model-server", "--engine", "sim", "--model", "sim", "--host",
                   "127.0.0.1", "--port", str(mport), "--max-concurrency", c, "--sim-max-batch", c,
                   "--log-level", "WARNING"]  # fmt: skip
-    router_cmd = [py, "-m", "shoal_cli", "router", "--host", "127.0.0.1", "--port", str(rport),
-                  "--upstream", replica, "--objective", "chat=high", "--objective", "batch=low",
-                  "--max-pending", "64", "--queue-timeout", "10", "--fair-reserve", args.fair_reserve, "--no-access-log", "--log-level", "WARNING"]  # fmt: skip
-    with process(server_cmd, "flow-server"), process(router_cmd, "flow-router"):
+    policies = {"new": args.fair_reserve_max}
+    if args.old_fair_reserve_max:
+        policies["old"] = args.old_fair_reserve_max
+    ports = {name: free_port() for name in policies}
+    routers = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(process(server_cmd, "flow-server"))
+        for name, mx in policies.items():
+            stack.enter_context(
+                process(router_cmd(ports[name], replica, args.fair_reserve, mx), f"flow-{name}")
+            )
         await wait_ready(replica + "/readyz")
-        await wait_ready(router + "/readyz")
+        for url in routers.values():
+            await wait_ready(url + "/readyz")
         await asyncio.sleep(1.0)  # the first load reports
         load_before = os.getloadavg()
-        cap = await calibrate(router, 2 * args.concurrency, 6.0)
-        r_b = 2 * cap / 11
-        b, a = Tenant("B", r_b), Tenant("A", 10 * r_b)
-        d = args.phase_s
-        out: dict[str, object] = {
-            "capacity_per_s": round(cap, 2),
-            "rate_B": round(r_b, 2),
-            "fair_reserve": float(args.fair_reserve),
-        }
-        out["alone"] = await phase(router, router, [b], d)
-        out["mixed"] = await phase(router, router, [a, b], d)
-        ap_, bp = Tenant("A", 10 * r_b, "batch"), Tenant("B", r_b, "chat")
-        out["priority"] = await phase(router, router, [ap_, bp], d)
-        out["direct"] = await phase(router, replica, [a, b], d)
+        out = await phases(routers, replica, args)
+        out["policies"] = {"fair_reserve": args.fair_reserve, "fair_reserve_max": policies}
         out["loadavg_before"] = [round(x, 2) for x in load_before]
         out["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     alone = out["alone"]["p95_ttft_s"]["B"]  # type: ignore[index]
-    for name in ("mixed", "priority", "direct"):
-        out[f"{name}_B_p95_over_alone"] = round(out[name]["p95_ttft_s"]["B"] / alone, 2)  # type: ignore[index]
+    for name in [k for k in out if k.startswith(("mixed", "priority", "direct"))]:
+        out[f"{name}: B p95 / alone"] = round(out[name]["p95_ttft_s"]["B"] / alone, 2)  # type: ignore[index]
     print(json.dumps(out, indent=1))
     if args.json:
         await asyncio.to_thread(Path(args.json).write_text, json.dumps(out, indent=1))

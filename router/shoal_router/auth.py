@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from shoal_router.flow.classify import TenantPolicy, parse_priority
+from shoal_router.flow.classify import TenantPolicy, parse_policy
 
 
 def key_id(key: str) -> str:
@@ -78,18 +78,7 @@ def bearer_token(authorization: str | None, api_key_header: str | None = None) -
 def parse_key_line(line: str) -> tuple[str, TenantPolicy]:
     """`KEY [priority=P] [weight=W] [tokens-per-minute=N]` -> (key, policy). ValueError on a bad option."""
     key, *opts = line.split()
-    fields: dict[str, str] = {}
-    for opt in opts:
-        name, sep, value = opt.partition("=")
-        if not sep or name not in ("priority", "weight", "tokens-per-minute"):
-            raise ValueError(f"unknown key option {name!r} (priority, weight, tokens-per-minute)")
-        fields[name] = value
-    weight = float(fields.get("weight", "1"))
-    tpm = int(fields.get("tokens-per-minute", "0"))
-    if not weight > 0 or tpm < 0:
-        raise ValueError("weight must be > 0 and tokens-per-minute >= 0")
-    prio = parse_priority(fields["priority"]) if "priority" in fields else None
-    return key, TenantPolicy(prio, weight, tpm)
+    return key, parse_policy(opts)
 
 
 def parse_key_entries(text: str, default_name: str = "", named: bool = True) -> dict[str, KeyEntry]:

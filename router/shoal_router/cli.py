@@ -113,6 +113,13 @@ def _flow_control(p: argparse.ArgumentParser) -> None:
         help="share of replica slots kept for tenants below their fair share while several are active (0: off)",
     )
     g.add_argument(
+        "--fair-reserve-max",
+        type=float,
+        default=0.5,
+        help="the reserve grows to the protected tenants' recent peak demand, up to this share of slots "
+        "(0: a fixed --fair-reserve)",
+    )
+    g.add_argument(
         "--objective",
         action="append",
         metavar="NAME=PRIORITY",

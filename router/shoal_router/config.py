@@ -48,6 +48,7 @@ class RouterConfig:
     load_poll_interval_s: float = 0.1  # GET /load on each replica (0: off; response headers still count)
     objectives: tuple[tuple[str, int], ...] = ()  # x-gateway-inference-objective name -> priority band
     fair_reserve: float = 0.25  # share of slots kept for tenants below their fair share
+    fair_reserve_max: float = 0.5  # the reserve grows with protected tenants' recent demand up to this
     # security and limits
     api_keys_secret: str | None = None
     api_keys_file: str | None = None
@@ -90,8 +91,8 @@ class RouterConfig:
             return "--max-pending, --max-queued-bytes and --replica-queue must be >= 0"
         if not (self.queue_timeout_s > 0 and self.pending_timeout_s > 0):
             return "--queue-timeout and --pending-timeout must be > 0"
-        if not 0 <= self.fair_reserve < 1:
-            return "--fair-reserve must be in [0, 1)"
+        if not (0 <= self.fair_reserve < 1 and 0 <= self.fair_reserve_max < 1):
+            return "--fair-reserve and --fair-reserve-max must be in [0, 1)"
         if not 0 <= self.load_poll_interval_s <= 10:
             return "--load-poll-interval must be between 0 (off) and 10 seconds"
         return None
@@ -106,6 +107,7 @@ class RouterConfig:
             hold_retry_after_s=self.pending_retry_after_s,
             replica_queue=self.replica_queue,
             fair_reserve=self.fair_reserve,
+            fair_reserve_max=self.fair_reserve_max,
         )
 
     @property
@@ -155,6 +157,7 @@ def from_args(ns: argparse.Namespace) -> RouterConfig:
         load_poll_interval_s=ns.load_poll_interval,
         objectives=tuple(parse_objectives(ns.objective or []).items()),
         fair_reserve=ns.fair_reserve,
+        fair_reserve_max=ns.fair_reserve_max,
         api_keys_secret=ns.api_keys_secret,
         api_keys_file=ns.api_keys_file,
         rate_limit_rps=ns.rate_limit_rps,

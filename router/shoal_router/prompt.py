@@ -30,6 +30,11 @@ def prompt_prefix(body: bytes, limit: int) -> str | None:
         return None
 
 
+def prefix_of(doc: Any, limit: int) -> str | None:
+    """`prompt_prefix` of an already parsed body (a front end that parses the body once)."""
+    return _prefix_of(doc, limit)
+
+
 def _prefix_of(doc: Any, limit: int) -> str | None:
     if not isinstance(doc, dict):
         return None

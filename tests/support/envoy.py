@@ -39,7 +39,9 @@ def _addr(hostport: str) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": int(port)}}
 
 
-def _ext_proc(epp_port: int, fail_open: bool, tls: bool, response_body: bool) -> dict[str, Any]:
+def _ext_proc(
+    epp_port: int, fail_open: bool, tls: bool, response_body: bool, request_body: str
+) -> dict[str, Any]:
     return {
         "name": "envoy.filters.http.ext_proc",
         "typed_config": {
@@ -49,7 +51,7 @@ def _ext_proc(epp_port: int, fail_open: bool, tls: bool, response_body: bool) ->
             "processing_mode": {
                 "request_header_mode": "SEND",
                 "response_header_mode": "SEND" if response_body else "SKIP",
-                "request_body_mode": "FULL_DUPLEX_STREAMED",
+                "request_body_mode": request_body,
                 "response_body_mode": "FULL_DUPLEX_STREAMED" if response_body else "NONE",
                 "request_trailer_mode": "SEND",
                 "response_trailer_mode": "SEND" if response_body else "SKIP",
@@ -172,8 +174,11 @@ def render_config(
     response_body: bool = True,
     retries: int = 2,
     subset: list[str] | None = None,
+    request_body: str = "FULL_DUPLEX_STREAMED",
 ) -> dict[str, Any]:
-    """The bootstrap. mode: original_dst | pool | direct (see the module docstring)."""
+    """The bootstrap. mode: original_dst | pool | direct (see the module docstring). request_body: the
+    ext_proc request body mode, FULL_DUPLEX_STREAMED (the Inference Extension's) or BUFFERED (Envoy keeps
+    the body, so FailOpen can still forward it when the EPP dies mid-request)."""
     if mode not in ("original_dst", "pool", "direct"):
         raise ValueError(f"unknown mode {mode!r}")
     target = "original_dst" if mode == "original_dst" else "pool"
@@ -197,7 +202,7 @@ def render_config(
             }
         )
     if mode != "direct":
-        filters.append(_ext_proc(epp_port, fail_open, epp_tls, response_body))
+        filters.append(_ext_proc(epp_port, fail_open, epp_tls, response_body, request_body))
     filters.append(
         {
             "name": "envoy.filters.http.router",

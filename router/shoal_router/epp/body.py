@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
-from shoal_router.prompt import prompt_prefix
+from shoal_router.prompt import prefix_of
 
 # Envoy caps one ext_proc body mutation; GAIE's EPP echoes at most 62 KB per message to stay under it.
 ECHO_CHUNK_BYTES = 62 * 1024
@@ -27,29 +26,17 @@ class InferenceRequest:
 
     model: str = ""
     stream: bool = False
-    key: str | None = None  # prompt prefix (affinity key), None when there is no prompt
-    prompt_chars: int = 0
+    key: str | None = None  # prompt prefix (affinity key), None when there is no prompt or none is needed
 
 
-def _prompt_chars(doc: dict[str, Any]) -> int:
-    messages = doc.get("messages")
-    if isinstance(messages, list):
-        return sum(len(str(m.get("content", ""))) for m in messages if isinstance(m, dict))
-    prompt = doc.get("prompt")
-    if isinstance(prompt, str):
-        return len(prompt)
-    if isinstance(prompt, list):
-        return sum(len(p) if isinstance(p, str) else 1 for p in prompt)
-    return 0
-
-
-def parse_body(body: bytes, prefix_chars: int) -> InferenceRequest:
-    """Parse an OpenAI request body. An empty body (GET /v1/models) is a request without a prompt."""
+def parse_body(body: bytes, prefix_chars: int, with_key: bool = True) -> InferenceRequest:
+    """Parse an OpenAI request body once. An empty body (GET /v1/models) is a request without a prompt.
+    `with_key`: extract the prompt prefix (only prompt-hashing strategies use it)."""
     if not body:
         return InferenceRequest()
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise BodyError(f"The request body is not valid JSON: {exc}") from exc
     if not isinstance(doc, dict):
         raise BodyError("The request body must be a JSON object.")
@@ -60,10 +47,7 @@ def parse_body(body: bytes, prefix_chars: int) -> InferenceRequest:
     if not isinstance(stream, bool):
         raise BodyError("'stream' must be a boolean.", "stream")
     return InferenceRequest(
-        model=model,
-        stream=stream,
-        key=prompt_prefix(body, prefix_chars),
-        prompt_chars=_prompt_chars(doc),
+        model=model, stream=stream, key=prefix_of(doc, prefix_chars) if with_key else None
     )
 
 

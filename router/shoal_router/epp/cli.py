@@ -47,6 +47,13 @@ def register(subparsers: Any) -> None:
         help="weighted model splits (`splits:` of docs/models.md) applied to the `model` of each request; "
         "re-read when the file changes",
     )
+    g.add_argument(
+        "--tenant",
+        action="append",
+        metavar="'ID [priority=P] [weight=W] [tokens-per-minute=N]'",
+        help="flow-control policy of the tenant whose x-gateway-inference-fairness-id is ID (the gateway "
+        "authenticates and sets that header): band, fair-share weight, token quota; repeatable",
+    )
     p.set_defaults(handler=_run, prefix_chars=4096)
 
 
@@ -54,6 +61,7 @@ def _run(args: argparse.Namespace) -> int:
     from shoal_router.config import from_args
     from shoal_router.epp.config import EppConfig
     from shoal_router.epp.server import main
+    from shoal_router.flow.classify import parse_tenants
 
     try:
         cfg = EppConfig(
@@ -67,6 +75,7 @@ def _run(args: argparse.Namespace) -> int:
             fallbacks=args.fallbacks,
             max_body_bytes=args.max_body_bytes,
             splits_file=args.splits,
+            tenants=tuple(parse_tenants(args.tenant or []).items()),
         ).validate()
     except ValueError as exc:
         raise SystemExit(f"shoal epp: {exc}") from exc

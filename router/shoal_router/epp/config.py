@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shoal_router.config import RouterConfig
+from shoal_router.flow.classify import TenantPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,7 @@ class EppConfig:
     fallbacks: int = 0  # extra endpoints after the primary in x-gateway-destination-endpoint
     max_body_bytes: int = 16 * 1024 * 1024
     splits_file: str | None = None  # weighted model splits (shoal_router.split), re-read on change
+    tenants: tuple[tuple[str, TenantPolicy], ...] = ()  # fairness id -> priority, weight, token quota
 
     def validate(self) -> EppConfig:
         if bool(self.cert_file) != bool(self.key_file):

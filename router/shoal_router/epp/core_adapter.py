@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from shoal_router.endpoints import EndpointPool
 from shoal_router.epp.picking import Picked, PickRequest, Refused
-from shoal_router.flow.classify import FAIRNESS_HEADER, OBJECTIVE_HEADER, classify
+from shoal_router.flow.classify import FAIRNESS_HEADER, OBJECTIVE_HEADER, TenantPolicy, classify
 from shoal_router.flow.dispatcher import Dispatcher
 from shoal_router.flow.lease import Lease
 from shoal_router.flow.model import FlowRequest, Outcome, Rejected
@@ -40,15 +40,22 @@ def outcome_of(status: int | None) -> Outcome:
     return Outcome.SUCCESS
 
 
-def flow_request(req: PickRequest, objectives: Mapping[str, int]) -> FlowRequest:
+def flow_request(
+    req: PickRequest,
+    objectives: Mapping[str, int],
+    tenants: Mapping[str, TenantPolicy] | None = None,
+    size_bytes: int = 0,
+) -> FlowRequest:
     c = classify(
         key_name=None,
         policy=None,
         objective=req.headers.get(OBJECTIVE_HEADER),
         fairness_id=req.headers.get(FAIRNESS_HEADER),
         objectives=objectives,
+        tenant_policies=tenants,
     )
     return c.flow_request(
+        size_bytes=size_bytes,
         affinity_key=req.key,
         model=req.model,
         request_id=req.request_id,
@@ -69,27 +76,30 @@ class DispatcherPicker:
         pool: EndpointPool,
         fallbacks: int = 0,
         objectives: Mapping[str, int] = {},
+        tenants: Mapping[str, TenantPolicy] = {},
     ) -> None:
         self.dispatcher = dispatcher
         self.pool = pool
         self.fallbacks = fallbacks
         self.objectives = dict(objectives)
+        self.tenants = dict(tenants)
 
     async def pick(self, req: PickRequest) -> Picked:
         if req.subset is not None and not req.subset & self._routable():
             # proposal 004: nothing in the gateway's subset is eligible -> 503 now, never another endpoint
             raise Refused(503, "No endpoint of the gateway's subset is ready.", "no_endpoint")
-        freq = flow_request(req, self.objectives)
+        freq = flow_request(req, self.objectives, self.tenants, req.size_bytes)
         needs_key = self.dispatcher.strategy.needs_key
-        if not needs_key:  # as the HTTP router: a prompt key only for strategies that hash prompts
+        if not needs_key and freq.affinity_key is not None:  # as the router: keys only for prompt hashing
             freq = replace(freq, affinity_key=None)
         freq = scope_to_adapter(self.pool, needs_key, freq, req.model or None)
         try:
             lease = await self.dispatcher.acquire(freq)
         except Rejected as rej:
-            raise Refused(rej.status, rej.message, rej.code, rej.retry_after_s) from rej
+            raise Refused(rej.status, rej.message, rej.code, rej.retry_after_s, rej.extra_headers) from rej
         endpoints = [to_hostport(lease.endpoint), *self._fallbacks(lease.endpoint, freq.candidates)]
-        return Picked(tuple(endpoints), lease.reason, lease.waited_s, _Ticket(lease))
+        metered = freq.tokens_per_minute > 0
+        return Picked(tuple(endpoints), lease.reason, lease.waited_s, _Ticket(lease), metered)
 
     def _routable(self) -> set[str]:
         return {
@@ -113,8 +123,15 @@ class DispatcherPicker:
             self.pool.acquire(url)
             ticket.fallback = url
 
-    def finish(self, picked: Picked, status: int | None) -> None:
+    def answer_headers(self, picked: Picked) -> dict[str, str]:
         ticket: _Ticket = picked.token
+        state = self.dispatcher.quota(ticket.lease.request)
+        return state.headers() if state is not None else {}
+
+    def finish(self, picked: Picked, status: int | None, tokens: int = 0) -> None:
+        ticket: _Ticket = picked.token
+        if picked.metered and tokens > 0:
+            ticket.lease.charge(tokens)
         outcome = outcome_of(status)
         if ticket.fallback is None:
             ticket.lease.report(outcome)

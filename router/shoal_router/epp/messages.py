@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from google.protobuf import struct_pb2
 
@@ -56,8 +57,20 @@ def served_endpoint(req: pb.ProcessingRequest) -> str | None:
     return None
 
 
-def response_status(headers: dict[str, str]) -> int:
-    try:
-        return int(headers.get(":status", "0"))
-    except ValueError:
-        return 0
+def response_status(headers: base_pb2.HeaderMap) -> int:
+    """The `:status` pseudo-header (0 when absent or not a number); the rest is not decoded."""
+    for h in headers.headers:
+        if h.key == ":status":
+            raw = h.raw_value or h.value.encode()
+            return int(raw) if raw.isdigit() else 0
+    return 0
+
+
+def buffered_request_body(req: pb.ProcessingRequest) -> bool:
+    """Envoy says (in the first message's `protocol_config`, Envoy 1.34+) that it sends the request body
+    BUFFERED: it waits for an answer to the headers and keeps its own copy of the body. Without the field
+    the EPP assumes FULL_DUPLEX_STREAMED, the Inference Extension's mode."""
+    if not req.HasField("protocol_config"):
+        return False
+    mode = req.protocol_config.request_body_mode
+    return bool(mode == processing_mode_pb2.ProcessingMode.BUFFERED)

@@ -6,6 +6,7 @@ the router's shared core (see `core_adapter.py`). Endpoint ids here are the gate
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,6 +19,7 @@ class PickRequest:
     stream: bool = False
     subset: frozenset[str] | None = None  # the gateway's candidate endpoints (ip:port), None: no hint
     headers: dict[str, str] = field(default_factory=dict)  # for priority / fairness ids
+    size_bytes: int = 0  # the body's size (the queue is bounded in bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,17 +28,26 @@ class Picked:
     reason: str
     held_s: float = 0.0
     token: Any = None  # the core's handle on this request (its lease); handed back to served / finish
+    metered: bool = False  # the tenant has a token quota: count the answer's tokens for `finish`
 
 
 class Refused(Exception):
     """No endpoint for this request: answered with an ImmediateResponse."""
 
-    def __init__(self, status: int, message: str, code: str, retry_after_s: int | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str,
+        retry_after_s: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
         self.retry_after_s = retry_after_s
+        self.headers = dict(headers or {})  # e.g. a token quota's x-ratelimit-* headers
 
     @property
     def kind(self) -> str:
@@ -53,8 +64,13 @@ class Picker(Protocol):
         """The gateway reports that `served` answered instead of the primary (it fell back)."""
         ...
 
-    def finish(self, picked: Picked, status: int | None) -> None:
-        """The exchange ended: HTTP `status`, or None when no response was seen."""
+    def answer_headers(self, picked: Picked) -> dict[str, str]:
+        """Headers added to the answer (the tenant's x-ratelimit-* when it has a token quota)."""
+        ...
+
+    def finish(self, picked: Picked, status: int | None, tokens: int = 0) -> None:
+        """The exchange ended: HTTP `status`, or None when no response was seen; `tokens` the answer
+        used (prompt + completion), charged to the tenant's quota when `picked.metered`."""
         ...
 
     def ready(self) -> bool:

@@ -9,7 +9,7 @@ are ImmediateResponses carrying an OpenAI-style JSON error body.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
@@ -39,22 +39,34 @@ def destination_value(endpoints: Sequence[str]) -> str:
     return ",".join(endpoints)
 
 
-def route_to(endpoints: Sequence[str], extra_headers: dict[str, str] | None = None) -> pb.ProcessingResponse:
-    """Answer to the request headers: where the request goes."""
+def route_to(
+    endpoints: Sequence[str],
+    extra_headers: dict[str, str] | None = None,
+    *,
+    in_body: bool = False,
+    body: bytes | None = None,
+) -> pb.ProcessingResponse:
+    """Where the request goes: the answer to the request headers (FULL_DUPLEX_STREAMED), or with
+    `in_body` to the buffered body (BUFFERED: the headers are still held, so the mutation applies;
+    `body` replaces the buffered body when given)."""
     value = destination_value(endpoints)
     headers = [_header(DESTINATION_HEADER, value)]
     headers += [_header(k, v) for k, v in (extra_headers or {}).items()]
-    metadata = struct_pb2.Struct()
-    metadata.update({METADATA_NAMESPACE: {DESTINATION_HEADER: value}})
+    metadata = struct_pb2.Struct()  # filled field by field: Struct.update() walks Python dicts slowly
+    metadata.fields[METADATA_NAMESPACE].struct_value.fields[DESTINATION_HEADER].string_value = value
+    common = pb.CommonResponse(header_mutation=pb.HeaderMutation(set_headers=headers), clear_route_cache=True)
+    if body is not None:
+        common.body_mutation.body = body
+    if in_body:
+        return pb.ProcessingResponse(request_body=pb.BodyResponse(response=common), dynamic_metadata=metadata)
     return pb.ProcessingResponse(
-        request_headers=pb.HeadersResponse(
-            response=pb.CommonResponse(
-                header_mutation=pb.HeaderMutation(set_headers=headers),
-                clear_route_cache=True,
-            )
-        ),
-        dynamic_metadata=metadata,
+        request_headers=pb.HeadersResponse(response=common), dynamic_metadata=metadata
     )
+
+
+def continue_request_headers() -> pb.ProcessingResponse:
+    """Let the request headers go on unchanged for now (BUFFERED: the pick comes with the body)."""
+    return pb.ProcessingResponse(request_headers=pb.HeadersResponse())
 
 
 def request_body_chunk(chunk: bytes, end: bool) -> pb.ProcessingResponse:
@@ -82,8 +94,14 @@ def response_body_chunk(chunk: bytes, end: bool) -> pb.ProcessingResponse:
     )
 
 
-def continue_response_headers() -> pb.ProcessingResponse:
-    return pb.ProcessingResponse(response_headers=pb.HeadersResponse())
+def continue_response_headers(extra_headers: dict[str, str] | None = None) -> pb.ProcessingResponse:
+    """Let the response headers pass, adding `extra_headers` (a tenant's x-ratelimit-* headers)."""
+    if not extra_headers:
+        return pb.ProcessingResponse(response_headers=pb.HeadersResponse())
+    mutation = pb.HeaderMutation(set_headers=[_header(k, v) for k, v in extra_headers.items()])
+    return pb.ProcessingResponse(
+        response_headers=pb.HeadersResponse(response=pb.CommonResponse(header_mutation=mutation))
+    )
 
 
 def continue_request_trailers() -> pb.ProcessingResponse:
@@ -106,11 +124,14 @@ def immediate(
     *,
     retry_after_s: int | None = None,
     param: str | None = None,
+    extra_headers: Mapping[str, str] | None = None,
 ) -> pb.ProcessingResponse:
-    """Answer the client directly, without an upstream: 400, 429 (shed) or 503 (nothing eligible)."""
+    """Answer the client directly, without an upstream: 400, 429 (shed, quota) or 503 (nothing
+    eligible). `extra_headers`: e.g. a token quota's x-ratelimit-* headers."""
     headers = [_header("content-type", "application/json")]
     if retry_after_s is not None:
         headers.append(_header("retry-after", str(max(1, retry_after_s))))
+    headers += [_header(k.lower(), v) for k, v in (extra_headers or {}).items()]
     return pb.ProcessingResponse(
         immediate_response=pb.ImmediateResponse(
             status=http_status_pb2.HttpStatus(code=status),

@@ -101,8 +101,14 @@ async def serve(
     router = build_router(cfg.core)
     router.pool.clock = asyncio.get_running_loop().time
     router.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60))
-    picker = DispatcherPicker(router.dispatcher, router.pool, cfg.fallbacks, dict(cfg.core.objectives))
-    limits = StreamLimits(max_body_bytes=cfg.max_body_bytes, prefix_chars=cfg.core.prefix_chars)
+    picker = DispatcherPicker(
+        router.dispatcher, router.pool, cfg.fallbacks, dict(cfg.core.objectives), dict(cfg.tenants)
+    )
+    limits = StreamLimits(
+        max_body_bytes=cfg.max_body_bytes,
+        prefix_chars=cfg.core.prefix_chars,
+        prompt_key=router.dispatcher.strategy.needs_key,
+    )
     metrics = EppMetrics(router.metrics.registry)
 
     server, health_server, health, splits = _grpc_servers(cfg, picker, metrics, limits)

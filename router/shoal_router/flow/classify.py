@@ -69,13 +69,17 @@ def classify(
     fairness_id: str | None,
     objectives: Mapping[str, int],
     default_priority: int = 0,
+    tenant_policies: Mapping[str, TenantPolicy] | None = None,
 ) -> Classification:
     """The tenant is the API key's name when keys are on (a client cannot pose as another tenant), else
-    the fairness-id header, else "". The band is the key's priority when its policy sets one (a client
-    cannot raise itself with a header), else the objective header mapped by the router's config, else the
-    default."""
-    pol = policy or TenantPolicy()
+    the fairness-id header, else "". The policy is the key's, else the configured one of a tenant named
+    by the fairness id (the EPP's `--tenant`: the gateway authenticates and sets that header). The band
+    is the policy's priority when it sets one (a client cannot raise itself with a header), else the
+    objective header mapped by the router's config, else the default."""
     tenant = key_name if key_name is not None else (fairness_id or "").strip()[:MAX_TENANT_CHARS]
+    if policy is None and key_name is None and tenant_policies:
+        policy = tenant_policies.get(tenant)
+    pol = policy or TenantPolicy()
     if pol.priority is not None:
         priority = pol.priority
     elif objective and objective.strip() in objectives:
@@ -83,6 +87,40 @@ def classify(
     else:
         priority = default_priority
     return Classification(tenant, priority, pol.weight, pol.tokens_per_minute)
+
+
+POLICY_OPTIONS = ("priority", "weight", "tokens-per-minute")
+
+
+def parse_policy(options: list[str]) -> TenantPolicy:
+    """`[priority=P] [weight=W] [tokens-per-minute=N]` (an API key's options, an EPP tenant's). ValueError
+    on an unknown option or a bad value."""
+    fields: dict[str, str] = {}
+    for opt in options:
+        name, sep, value = opt.partition("=")
+        if not sep or name not in POLICY_OPTIONS:
+            raise ValueError(f"unknown option {name!r} ({', '.join(POLICY_OPTIONS)})")
+        fields[name] = value
+    weight = float(fields.get("weight", "1"))
+    tpm = int(fields.get("tokens-per-minute", "0"))
+    if not weight > 0 or tpm < 0:
+        raise ValueError("weight must be > 0 and tokens-per-minute >= 0")
+    prio = parse_priority(fields["priority"]) if "priority" in fields else None
+    return TenantPolicy(prio, weight, tpm)
+
+
+def parse_tenants(items: list[str]) -> dict[str, TenantPolicy]:
+    """`ID [priority=P] [weight=W] [tokens-per-minute=N]` per item (the EPP's `--tenant` flags)."""
+    out: dict[str, TenantPolicy] = {}
+    for item in items:
+        if not item.split():
+            raise ValueError("--tenant needs an id: 'ID [priority=P] [weight=W] [tokens-per-minute=N]'")
+        tenant, *options = item.split()
+        try:
+            out[tenant[:MAX_TENANT_CHARS]] = parse_policy(options)
+        except ValueError as exc:
+            raise ValueError(f"tenant {item!r}: {exc}") from exc
+    return out
 
 
 def parse_objectives(items: list[str]) -> dict[str, int]:

@@ -20,7 +20,7 @@ from typing import Protocol
 from shoal_router.endpoints import EndpointPool
 from shoal_router.flow import capacity
 from shoal_router.flow.fairqueue import Entry, FairQueue
-from shoal_router.flow.fairshare import Activity, may_take, reserve_slots
+from shoal_router.flow.fairshare import Activity, demand_reserve, may_take, reserve_slots
 from shoal_router.flow.lease import Lease
 from shoal_router.flow.model import FlowConfig, FlowRequest, Rejected
 from shoal_router.flow.quota import QuotaState, TokenQuotas
@@ -119,7 +119,7 @@ class Dispatcher:
         replica was busy, so it keeps its turn and is not charged against the quota again."""
         if not requeue and req.tokens_per_minute > 0:
             self._check_quota(req)
-        self._activity.seen(req.tenant, req.weight, self.clock())
+        self._activity.seen(req.tenant, req.weight, self.clock(), req.priority)
         ex = frozenset(exclude)
         if not ex and not requeue:
             self._seq += 1  # one number per request, not per attempt (round-robin counts requests)
@@ -184,18 +184,27 @@ class Dispatcher:
             return None
         pick = self.strategy.pick(usable, PickContext(seq=seq, key=req.affinity_key, rng=self.rng))
         self.pool.acquire(pick.endpoint)
-        self._activity.started(req.tenant)
+        self._activity.started(req.tenant, now)
         self.metrics.flow_dispatched(req.priority, req.tenant, waited_s)
         return Lease(self, req, pick.endpoint, pick.reason, waited_s)
 
     def _fair(self, req: FlowRequest, now: float, cap_total: int, free_total: int) -> bool:
+        floor = reserve_slots(cap_total, self.config.fair_reserve)
+        if floor <= 0:
+            return free_total > 0
+        act, cfg = self._activity, self.config
+        headroom = 0
+        if cfg.fair_reserve_max > 0:
+            if act.light(req.tenant, now):
+                return free_total > 0  # within its share of arrivals: the reserve is for it
+            headroom = act.headroom(req.tenant, req.priority, now, cap_total)
         return may_take(
-            self._activity.inflight.get(req.tenant, 0),
+            act.inflight.get(req.tenant, 0),
             req.weight,
-            self._activity.active_weight(now),
+            act.active_weight(now),
             cap_total,
             free_total,
-            reserve_slots(cap_total, self.config.fair_reserve),
+            demand_reserve(floor, headroom, cap_total, cfg.fair_reserve_max),
         )
 
     def _enqueue(self, req: FlowRequest, exclude: frozenset[str], requeue: bool, seq: int) -> _Waiter:

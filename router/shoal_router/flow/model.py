@@ -24,6 +24,9 @@ class FlowConfig:
     load_stale_s: float = 2.0  # reports older than this no longer count other senders' load
     tick_s: float = 0.05  # re-evaluation period while requests wait (busy marks expire without an event)
     fair_reserve: float = 0.25  # share of slots kept for under-share tenants while several are active
+    fair_reserve_max: float = (
+        0.5  # the reserve grows with protected tenants' recent demand up to this (0: fixed)
+    )
     fair_window_s: float = 2.0  # a tenant counts as active this long after its last request
 
 

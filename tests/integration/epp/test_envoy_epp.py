@@ -25,10 +25,13 @@ def chat(content: str, max_tokens: int = 8, stream: bool = False) -> dict[str, o
     }
 
 
-def test_plain_and_streamed_answers_through_envoy(started):
+@pytest.mark.parametrize("request_body", ["FULL_DUPLEX_STREAMED", "BUFFERED"])
+def test_plain_and_streamed_answers_through_envoy(started, request_body):
     reps = [started.replica(*SIM) for _ in range(2)]
     epp = started.epp([r.hostport for r in reps])
-    envoy = started.envoy(pool=[r.hostport for r in reps], mode="original_dst", epp_port=epp.port)
+    envoy = started.envoy(
+        pool=[r.hostport for r in reps], mode="original_dst", epp_port=epp.port, request_body=request_body
+    )
     with httpx.Client(base_url=envoy.url, timeout=30) as client:
         for i in range(6):
             r = client.post("/v1/chat/completions", json=chat(f"hello {i}"))

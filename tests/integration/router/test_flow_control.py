@@ -10,24 +10,15 @@ from pathlib import Path
 import httpx
 import pytest
 from integration.router.procs import model_servers, router
+from support.flow_checks import (
+    chat,
+    high_band_overtakes_a_low_band_backlog,
+    send_all,
+    token_quota_for_one_tenant,
+    two_tenants_get_fair_shares,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def chat(max_tokens: int = 8, text: str = "hello") -> dict[str, object]:
-    return {"model": "sim", "messages": [{"role": "user", "content": text}], "max_tokens": max_tokens}
-
-
-async def send_all(
-    url: str, n: int, body: dict[str, object], headers: dict[str, str] | None = None
-) -> list[httpx.Response]:
-    limits = httpx.Limits(max_connections=n + 10, max_keepalive_connections=n + 10)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as c:
-        return list(
-            await asyncio.gather(
-                *(c.post("/v1/chat/completions", json=body, headers=headers) for _ in range(n))
-            )
-        )
 
 
 async def test_replica_killed_under_a_burst_loses_no_request(tmp_path: Path) -> None:
@@ -91,28 +82,7 @@ async def test_token_quota_per_tenant(tmp_path: Path) -> None:
     with model_servers(tmp_path, 1) as (a,), router(tmp_path, [a], "--api-keys-file", str(keys)) as r:
         alice = {"Authorization": "Bearer sk-alice"}
         bob = {"Authorization": "Bearer sk-bob"}
-        async with httpx.AsyncClient(base_url=r.url, timeout=60) as c:
-            first = await c.post("/v1/chat/completions", json=chat(16), headers=alice)
-            assert first.status_code == 200
-            used = first.json()["usage"]["total_tokens"]
-            assert first.headers["x-ratelimit-limit-tokens"] == "60"
-            assert int(first.headers["x-ratelimit-remaining-tokens"]) <= 60 - used + 1
-            over = None
-            for _ in range(10):  # bounded: 60 tokens run out within a few answers of >= 16 tokens
-                resp = await c.post("/v1/chat/completions", json=chat(16), headers=alice)
-                if resp.status_code == 429:
-                    over = resp
-                    break
-                assert resp.status_code == 200
-            assert over is not None, "alice never hit her token quota"
-            assert over.json()["error"]["code"] == "tokens_quota"
-            assert over.headers["x-ratelimit-limit-tokens"] == "60"
-            assert over.headers["x-ratelimit-remaining-tokens"] == "0"
-            assert over.headers["x-ratelimit-reset-tokens"].endswith("s")
-            assert int(over.headers["retry-after"]) >= 1
-            # bob has no quota and is unaffected
-            for _ in range(5):
-                assert (await c.post("/v1/chat/completions", json=chat(16), headers=bob)).status_code == 200
+        await token_quota_for_one_tenant(r.url, alice, bob)
 
 
 async def test_high_band_overtakes_a_low_band_backlog(tmp_path: Path) -> None:
@@ -123,22 +93,12 @@ async def test_high_band_overtakes_a_low_band_backlog(tmp_path: Path) -> None:
             tmp_path, [a], "--objective", "chat=high", "--objective", "batch=low", "--max-pending", "10"
         ) as r,
     ):
-        limits = httpx.Limits(max_connections=40)
-        async with httpx.AsyncClient(base_url=r.url, timeout=120, limits=limits) as c:
+        await high_band_overtakes_a_low_band_backlog(r.url)
 
-            async def send(objective: str) -> tuple[str, int, float]:
-                headers = {"x-gateway-inference-objective": objective}
-                resp = await c.post("/v1/chat/completions", json=chat(12), headers=headers)
-                return objective, resp.status_code, time.monotonic()
 
-            low = [asyncio.create_task(send("batch")) for _ in range(20)]
-            await asyncio.sleep(0.5)  # the low band fills the replica and the router's queue
-            high = [asyncio.create_task(send("chat")) for _ in range(4)]
-            results = await asyncio.wait_for(asyncio.gather(*low, *high), 120)
-        high_done = [t for o, s, t in results if o == "chat" and s == 200]
-        low_done = sorted(t for o, s, t in results if o == "batch" and s == 200)
-        assert len(high_done) == 4, results  # never shed: the low band makes room
-        assert all(s in (200, 429) for _, s, _ in results)
-        assert any(o == "batch" and s == 429 for o, s, _ in results)  # the low band absorbed the shedding
-        # the high requests overtook the low backlog: done before most of the low requests still queued
-        assert max(high_done) < low_done[-3], (high_done, low_done)
+async def test_two_tenants_get_fair_shares(tmp_path: Path) -> None:
+    with (
+        model_servers(tmp_path, 1, "--max-concurrency", "2", "--max-queue", "0") as (a,),
+        router(tmp_path, [a]) as r,
+    ):
+        await two_tenants_get_fair_shares(r.url)

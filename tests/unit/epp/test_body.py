@@ -11,12 +11,12 @@ def test_chat_body():
         {"model": "m", "stream": True, "messages": [{"role": "system", "content": "be brief"}]}
     ).encode()
     req = parse_body(body, 256)
-    assert req.model == "m" and req.stream and req.key == "system:be brief\n" and req.prompt_chars == 8
+    assert req.model == "m" and req.stream and req.key == "system:be brief\n"
 
 
 def test_completion_body_defaults():
     req = parse_body(b'{"prompt": "abc"}', 2)
-    assert req.model == "" and not req.stream and req.key == "ab" and req.prompt_chars == 3
+    assert req.model == "" and not req.stream and req.key == "ab"
 
 
 def test_empty_body_has_no_prompt():
@@ -40,3 +40,10 @@ def test_echo_chunks_cover_the_body_exactly():
     assert echo_chunks(b"") == [b""]
     with pytest.raises(ValueError):
         echo_chunks(b"x", 0)
+
+
+def test_no_key_unless_asked_and_hostile_bodies_are_a_400():
+    body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    assert parse_body(body, 256, with_key=False).key is None
+    with pytest.raises(BodyError):  # nested too deeply for the parser: a 400, not a broken stream
+        parse_body(b"[" * 100_000 + b"]" * 100_000, 256)

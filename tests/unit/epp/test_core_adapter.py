@@ -9,6 +9,7 @@ import pytest
 from shoal_router.endpoints import DiscoveredEndpoint, EjectionPolicy, EndpointPool
 from shoal_router.epp.core_adapter import DispatcherPicker, outcome_of, to_hostport
 from shoal_router.epp.picking import PickRequest, Refused
+from shoal_router.flow.classify import FAIRNESS_HEADER, TenantPolicy
 from shoal_router.flow.dispatcher import Dispatcher
 from shoal_router.flow.model import FlowConfig, LoadReport, Outcome
 from shoal_router.strategies import LeastLoad
@@ -16,11 +17,13 @@ from shoal_router.strategies import LeastLoad
 A, B, C = "10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"
 
 
-def make(endpoints: list[str], fallbacks: int = 0, **cfg: object) -> tuple[EndpointPool, DispatcherPicker]:
+def make(
+    endpoints: list[str], fallbacks: int = 0, tenants: dict[str, TenantPolicy] | None = None, **cfg: object
+) -> tuple[EndpointPool, DispatcherPicker]:
     pool = EndpointPool(policy=EjectionPolicy(consecutive_failures=3, base_s=10))
     pool.update(DiscoveredEndpoint("http://" + e) for e in endpoints)
     d = Dispatcher(pool, LeastLoad(), FlowConfig(**{"tick_s": 0.01, **cfg}))  # type: ignore[arg-type]
-    return pool, DispatcherPicker(d, pool, fallbacks)
+    return pool, DispatcherPicker(d, pool, fallbacks, tenants=tenants or {})
 
 
 def inflight(pool: EndpointPool) -> dict[str, int]:
@@ -99,6 +102,25 @@ async def test_served_by_a_fallback_ejects_the_pick_and_moves_the_count():
         q = await picker.pick(PickRequest("n"))
         assert q.endpoints[0] == fallback
         picker.finish(q, 200)
+
+
+async def test_token_quota_of_a_tenant_by_fairness_id():
+    """`--tenant alice tokens-per-minute=60`: her answers carry the x-ratelimit-* headers and are charged;
+    once the bucket is empty she is refused 429 with the headers; bob is unaffected."""
+    _, picker = make([A], tenants={"alice": TenantPolicy(tokens_per_minute=60)})
+    alice = PickRequest("a", headers={FAIRNESS_HEADER: "alice"})
+    bob = PickRequest("b", headers={FAIRNESS_HEADER: "bob"})
+    p = await picker.pick(alice)
+    assert p.metered and picker.answer_headers(p)["x-ratelimit-limit-tokens"] == "60"
+    picker.finish(p, 200, tokens=70)
+    with pytest.raises(Refused) as info:
+        await picker.pick(alice)
+    ref = info.value
+    assert (ref.status, ref.code) == (429, "tokens_quota") and ref.retry_after_s and ref.retry_after_s >= 1
+    assert ref.headers["x-ratelimit-remaining-tokens"] == "0"
+    q = await picker.pick(bob)
+    assert not q.metered and picker.answer_headers(q) == {}
+    picker.finish(q, 200, tokens=10_000)
 
 
 def test_status_to_outcome():

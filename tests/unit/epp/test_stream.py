@@ -46,7 +46,10 @@ class ScriptedPicker:
         self.moved.append((picked.endpoints[0], served))
         self.last_served = served
 
-    def finish(self, picked: Picked, status: int | None) -> None:
+    def answer_headers(self, picked: Picked) -> dict[str, str]:
+        return {}
+
+    def finish(self, picked: Picked, status: int | None, tokens: int = 0) -> None:
         self.finished.append((getattr(self, "last_served", picked.endpoints[0]), status))
 
     def ready(self) -> bool:
@@ -130,6 +133,38 @@ async def test_picks_and_echoes_the_body_in_bounded_chunks(epp):
     assert [c.end_of_stream for c in chunks] == [False, False, True]
     assert picker.seen[0].request_id == "r1" and picker.seen[0].stream and picker.seen[0].model == "m"
     assert picker.seen[0].key and picker.seen[0].key.startswith("user:xxx")
+
+
+async def test_buffered_body_mode_answers_headers_at_once_and_picks_on_the_body(epp):
+    """Envoy's `protocol_config` says BUFFERED: it waits for the headers' answer (a plain continue), then
+    sends the whole body; the pick rides on the body's answer and the body stays in Envoy (no echo)."""
+    from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
+
+    stub, picker = epp
+    stub_call = stub.Process()
+    first = _headers({":path": "/v1/chat/completions"})
+    first.protocol_config.request_body_mode = processing_mode_pb2.ProcessingMode.BUFFERED
+    await stub_call.write(first)
+    reply = await stub_call.read()  # answered before any body is sent (or Envoy would wait forever)
+    assert reply.WhichOneof("response") == "request_headers"
+    assert not reply.request_headers.response.header_mutation.set_headers and not picker.seen
+    body = json.dumps(CHAT).encode()
+    await stub_call.write(_body(body, True))
+    await stub_call.done_writing()
+    out = []
+    for _ in range(5):  # bounded: the stream ends after the body's answer
+        msg = await stub_call.read()
+        if msg is grpc.aio.EOF:
+            break
+        out.append(msg)
+    assert len(out) == 1 and out[0].WhichOneof("response") == "request_body"
+    common = out[0].request_body.response
+    muts = {h.header.key: h.header.raw_value.decode() for h in common.header_mutation.set_headers}
+    assert muts["x-gateway-destination-endpoint"] == "10.0.0.1:8000" and common.clear_route_cache
+    assert not common.HasField("body_mutation")  # Envoy keeps its buffered copy
+    lb = out[0].dynamic_metadata.fields["envoy.lb"].struct_value
+    assert lb.fields["x-gateway-destination-endpoint"].string_value == "10.0.0.1:8000"
+    assert picker.seen[0].model == "m"
 
 
 async def test_fallbacks_and_subset_hint(epp):

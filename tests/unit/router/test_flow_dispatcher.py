@@ -158,7 +158,7 @@ async def test_candidates_subset_is_honoured() -> None:
 
 
 async def test_fair_share_reserve_keeps_a_slot_for_the_quiet_tenant() -> None:
-    _pool, d = make(["http://a"], LoadReport(0, 0, 8, 0), fair_reserve=0.125)
+    _pool, d = make(["http://a"], LoadReport(0, 0, 8, 0), fair_reserve=0.125, fair_reserve_max=0)
     (await d.acquire(FlowRequest(tenant="quiet"))).release()  # the quiet tenant was here a moment ago
     noisy = [asyncio.create_task(d.acquire(FlowRequest(tenant="noisy"))) for _ in range(10)]
     await asyncio.sleep(0.05)
@@ -166,6 +166,25 @@ async def test_fair_share_reserve_keeps_a_slot_for_the_quiet_tenant() -> None:
     quiet = await asyncio.wait_for(d.acquire(FlowRequest(tenant="quiet")), 0.5)  # no wait for a release
     assert quiet.endpoint == "http://a" and quiet.waited_s < 0.01
     quiet.release()
+    for t in noisy:
+        t.cancel()
+    await asyncio.gather(*noisy, return_exceptions=True)
+
+
+async def test_the_reserve_grows_to_the_quiet_tenants_recent_burst() -> None:
+    """The quiet tenant just had 3 requests in flight at once: 3 + 1 of 8 slots are kept from the flood
+    (the floor alone would keep 1), so its next burst of 3 starts at once."""
+    _pool, d = make(["http://a"], LoadReport(0, 0, 8, 0), fair_reserve=0.125, fair_reserve_max=0.5)
+    burst = [await d.acquire(FlowRequest(tenant="quiet")) for _ in range(3)]
+    for x in burst:
+        x.release()
+    noisy = [asyncio.create_task(d.acquire(FlowRequest(tenant="noisy"))) for _ in range(10)]
+    await asyncio.sleep(0.05)
+    assert sum(t.done() for t in noisy) == 4
+    again = [await asyncio.wait_for(d.acquire(FlowRequest(tenant="quiet")), 0.5) for _ in range(3)]
+    assert all(x.waited_s < 0.01 for x in again)
+    for x in again:
+        x.release()
     for t in noisy:
         t.cancel()
     await asyncio.gather(*noisy, return_exceptions=True)

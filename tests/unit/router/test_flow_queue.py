@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from shoal_router.flow import capacity
 from shoal_router.flow.capacity import LoadView, parse_load_headers, parse_load_json
-from shoal_router.flow.classify import TenantPolicy, classify, parse_objectives
+from shoal_router.flow.classify import TenantPolicy, classify, parse_objectives, parse_tenants
 from shoal_router.flow.fairqueue import FairQueue
 from shoal_router.flow.model import LoadReport
 from shoal_router.flow.quota import TokenQuotas, format_duration
@@ -138,6 +138,33 @@ def test_classification() -> None:
     assert (c.tenant, c.priority) == ("bob", 1)
 
 
+def test_tenant_policies_by_fairness_id() -> None:
+    """The EPP's `--tenant`: a policy for a fairness id (the gateway sets it); the policy's band wins over
+    the objective header, a tenant without one keeps the header's band, an API key's name never matches."""
+    tenants = parse_tenants(["alice priority=low weight=2 tokens-per-minute=60", "bob"])
+    assert tenants == {"alice": TenantPolicy(-1, 2.0, 60), "bob": TenantPolicy()}
+    for bad in ["", "carol weight=0", "carol colour=red", "carol tokens-per-minute=-1", "carol priority=x"]:
+        with pytest.raises(ValueError):
+            parse_tenants([bad])
+    objectives = {"chat": 1}
+
+    def cls(key: str | None, fid: str | None) -> tuple[str, int, float, int]:
+        c = classify(
+            key_name=key,
+            policy=None,
+            objective="chat",
+            fairness_id=fid,
+            objectives=objectives,
+            tenant_policies=tenants,
+        )
+        return c.tenant, c.priority, c.weight, c.tokens_per_minute
+
+    assert cls(None, " alice ") == ("alice", -1, 2.0, 60)
+    assert cls(None, "bob") == ("bob", 1, 1.0, 0)
+    assert cls(None, "zed") == ("zed", 1, 1.0, 0)
+    assert cls("alice", "alice") == ("alice", 1, 1.0, 0)  # keys on: the key's (empty) policy, not --tenant
+
+
 def test_full_queue_sheds_the_heaviest_tenant_of_the_same_band() -> None:
     q: FairQueue[str] = FairQueue(4, 10**9)
     for i in range(4):
@@ -160,3 +187,32 @@ def test_may_take_the_reserve_only_below_the_share() -> None:
     assert may_take(0, 1.0, 2.0, 8, 1, 1)
     assert may_take(7, 1.0, 1.0, 8, 1, 1)  # alone: the share is everything
     assert not may_take(0, 1.0, 2.0, 8, 0, 1)
+
+
+def test_demand_reserve_and_headroom() -> None:
+    from shoal_router.flow.fairshare import Activity, demand_reserve
+
+    assert demand_reserve(1, 0, 8, 0.5) == 1  # nothing to protect: the floor
+    assert demand_reserve(1, 3, 8, 0.5) == 4  # headroom + 1
+    assert demand_reserve(1, 9, 8, 0.5) == 4  # capped at half the slots
+    assert demand_reserve(2, 9, 8, 0.0) == 2  # demand sizing off: the floor alone
+    act = Activity(window_s=2.0)
+    for _ in range(3):  # quiet: 3 arrivals, all started
+        act.seen("quiet", 1.0, 0.0)
+        act.started("quiet", 0.0)
+    for _ in range(30):  # noisy: 30 arrivals, 6 started
+        act.seen("noisy", 1.0, 0.0)
+    for _ in range(6):
+        act.started("noisy", 0.0)
+    act.seen("vip", 1.0, 0.0, priority=1)  # a higher band
+    act.started("vip", 0.0)
+    act.finished("vip")
+    for _ in range(2):
+        act.finished("quiet")
+    assert act.light("quiet", 0.5) and act.light("vip", 0.5) and not act.light("noisy", 0.5)
+    # noisy (band 0) must leave room for quiet's peak (3, 1 in flight) and vip's (higher band: always)
+    assert act.headroom("noisy", 0, 0.5, 12) == 2 + 1
+    # quiet is protected from noisy, not noisy from quiet (heavy: most of the arrivals)
+    assert act.headroom("quiet", 0, 0.5, 12) == 0 + 1
+    assert act.headroom("vip", 1, 0.5, 12) == 0  # the top band protects nobody below it
+    assert act.headroom("noisy", 0, 3.0, 12) == 0  # peaks older than the window are forgotten
