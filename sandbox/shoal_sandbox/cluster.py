@@ -67,6 +67,7 @@ class ClusterStack:
     _sandbox: Any = None
     _was_up: bool = True
     _volumes: list[str] = field(default_factory=list)
+    _api_key_secrets: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def prometheus_url(self) -> str:
@@ -120,6 +121,7 @@ class ClusterStack:
             )
         except manifests.ImagesMissing as exc:
             raise StackError(str(exc)) from exc
+        values["rbac"] = {"apiKeySecrets": self._api_key_secrets}
         self.k().apply(manifests.namespace(manifests.RELEASE_NAMESPACE))
         self.log(f"installing the chart (operator {values['images']['operator']['tag']}) ...")
         with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
@@ -131,6 +133,12 @@ class ClusterStack:
                 "--wait", "--timeout", "5m",
             )  # fmt: skip
         self.log("operator running (a pod of the chart's Deployment)")
+
+    def allow_api_keys(self, namespace: str, secrets: list[str]) -> None:
+        """Lets the operator grant routers read access to these API-key Secrets, through the chart's
+        `rbac.apiKeySecrets` (a `helm upgrade`), as a platform team would: it holds no Secrets otherwise."""
+        self._api_key_secrets.append({"namespace": namespace, "names": secrets})
+        self.install_operator()
 
     @contextlib.contextmanager
     def operator_paused(self) -> Iterator[None]:

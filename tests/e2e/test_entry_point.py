@@ -78,6 +78,8 @@ def kubectl(stack: ClusterStack, ns: str) -> Kubectl:
 
 
 def test_entry_point_routes_by_model(stack: ClusterStack, kubectl: Kubectl) -> None:
+    assert kubectl.namespace is not None
+    stack.allow_api_keys(kubectl.namespace, ["entry-keys"])  # the chart's rbac.apiKeySecrets
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "entry-keys"},
               "data": {"team-a": base64.b64encode(KEY.encode()).decode()}}  # fmt: skip
     kubectl.apply(secret)
