@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from typing import Any
 
@@ -26,15 +27,15 @@ class BackgroundLoad(threading.Thread):
         )
         self.report: Any = None
         self.error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
 
     def run(self) -> None:
         from shoal_batch.runner import run_open_loop_async
 
         async def go() -> None:
-            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-            self.report = await run_open_loop_async(self.cfg, stop=self._stop)
+            self._event_loop, self._stop_event = asyncio.get_running_loop(), asyncio.Event()
+            self.report = await run_open_loop_async(self.cfg, stop=self._stop_event)
 
         try:
             asyncio.run(go())
@@ -43,6 +44,8 @@ class BackgroundLoad(threading.Thread):
 
     def stop(self, wait_s: float) -> None:
         """Ends the load early (requests in flight finish) and waits for the thread."""
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
+        loop, event = self._event_loop, self._stop_event
+        if self.is_alive() and loop is not None and event is not None:
+            with contextlib.suppress(RuntimeError):  # its loop closed meanwhile: the load has ended
+                loop.call_soon_threadsafe(event.set)
         self.join(wait_s)
