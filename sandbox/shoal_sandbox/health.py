@@ -45,7 +45,11 @@ def probe(component: str, port: int, api_host: str, pki: Path) -> tuple[bool, st
 
 
 def port_free(port: int) -> bool:
+    """Whether a server could listen on the port now. SO_REUSEADDR as the servers themselves set it: a
+    component just killed leaves TIME_WAIT connections on its port, which must not move it elsewhere
+    (etcd on a new port means a new API server command line, kubeconfigs and a full restart)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

@@ -1,0 +1,22 @@
+"""A control-plane port stays its component's after a crash: TIME_WAIT connections do not make it "busy"."""
+
+from __future__ import annotations
+
+import socket
+
+from shoal_sandbox.health import port_free
+
+
+def test_a_port_with_time_wait_connections_is_free_a_listening_one_is_not() -> None:
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    assert not port_free(port)  # someone listens
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = server.accept()
+    accepted.close()  # the server side closes first: its end of the connection goes to TIME_WAIT
+    client.close()
+    server.close()  # the server "crashed"
+    assert port_free(port)  # a restarted server can listen again, so the port is kept
