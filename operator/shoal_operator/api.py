@@ -350,14 +350,10 @@ class InferenceServiceStatus(_Model):
     adapters: list[AdapterStatus] | None = Field(default=None, description="LoRA adapters' readiness.")
 
 
-class InferenceService(_Model):
-    """A parsed InferenceService (metadata kept as a plain dictionary)."""
+class NamedObject(_Model):
+    """A shoal custom resource's metadata, kept as a plain dictionary, with the accessors the operator uses."""
 
-    api_version: str = "shoal.dev/v1alpha1"
-    kind: str = "InferenceService"
     metadata: dict[str, Any] = Field(default_factory=dict)
-    spec: InferenceServiceSpec
-    status: InferenceServiceStatus = Field(default_factory=InferenceServiceStatus)
 
     @property
     def name(self) -> str:
@@ -374,6 +370,15 @@ class InferenceService(_Model):
     @property
     def generation(self) -> int:
         return int(self.metadata.get("generation", 0) or 0)
+
+
+class InferenceService(NamedObject):
+    """A parsed InferenceService."""
+
+    api_version: str = "shoal.dev/v1alpha1"
+    kind: str = "InferenceService"
+    spec: InferenceServiceSpec
+    status: InferenceServiceStatus = Field(default_factory=InferenceServiceStatus)
 
 
 # Names of the CRD (see common/shoal_common/names.py).

@@ -9,11 +9,11 @@ event, with no restart and no ConfigMap refresh delay. The CRD is generated from
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from shoal_operator.api import Condition, RateLimit
+from shoal_operator.api import Condition, NamedObject, RateLimit
 from shoal_operator.api_schema import DNS1123_LABEL, _Model
 
 SECRET_NAME = DNS1123_LABEL.replace("$", "") + r"(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -77,28 +77,11 @@ class InferenceGatewayStatus(_Model):
     observed_generation: int | None = None
 
 
-class InferenceGateway(_Model):
+class InferenceGateway(NamedObject):
     api_version: str = "shoal.dev/v1alpha1"
     kind: str = "InferenceGateway"
-    metadata: dict[str, Any] = Field(default_factory=dict)
     spec: InferenceGatewaySpec = Field(default_factory=InferenceGatewaySpec)
     status: InferenceGatewayStatus = Field(default_factory=InferenceGatewayStatus)
-
-    @property
-    def name(self) -> str:
-        return str(self.metadata["name"])
-
-    @property
-    def namespace(self) -> str:
-        return str(self.metadata.get("namespace", "default"))
-
-    @property
-    def uid(self) -> str:
-        return str(self.metadata.get("uid", ""))
-
-    @property
-    def generation(self) -> int:
-        return int(self.metadata.get("generation", 0) or 0)
 
 
 NAME_RULE = (

@@ -170,3 +170,20 @@ def front_end_deployment(
             },
         },
     }
+
+
+def router_container(name: str, command: list[str], opts: BuildOptions) -> dict[str, Any]:
+    """The container of a router pod: the per-InferenceService router and an InferenceGateway's entry point."""
+    return {
+        "name": name,
+        "image": opts.router_image,
+        "imagePullPolicy": opts.image_pull_policy,
+        "command": command,
+        "ports": [{"name": "http", "containerPort": names.ROUTER_PORT, "protocol": "TCP"}],
+        "env": pod_env(),
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "readinessProbe": http_probe("/readyz", 5, 2),
+        "livenessProbe": http_probe("/healthz", 10, 6, timeout=5),
+        "lifecycle": {"preStop": {"sleep": {"seconds": opts.pre_stop_seconds}}},
+        "securityContext": container_security_context(),
+    }

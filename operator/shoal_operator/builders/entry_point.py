@@ -16,11 +16,9 @@ from shoal_operator import conditions as cond
 from shoal_operator.api_gateway import InferenceGateway
 from shoal_operator.builders.common import (
     BuildOptions,
-    container_security_context,
-    http_probe,
-    pod_env,
     pod_security_context,
     prometheus_annotations,
+    router_container,
 )
 
 COMPONENT = names.COMPONENT_ENTRY_POINT
@@ -113,19 +111,7 @@ def role_binding(gw: InferenceGateway) -> dict[str, Any]:
 
 def deployment(gw: InferenceGateway, opts: BuildOptions) -> dict[str, Any]:
     name = names.entry_point_name(gw.name)
-    container: dict[str, Any] = {
-        "name": "entry-point",
-        "image": opts.router_image,
-        "imagePullPolicy": opts.image_pull_policy,
-        "command": command(gw),
-        "ports": [{"name": "http", "containerPort": names.ROUTER_PORT, "protocol": "TCP"}],
-        "env": pod_env(),
-        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-        "readinessProbe": http_probe("/readyz", 5, 2),
-        "livenessProbe": http_probe("/healthz", 10, 6, timeout=5),
-        "lifecycle": {"preStop": {"sleep": {"seconds": opts.pre_stop_seconds}}},
-        "securityContext": container_security_context(),
-    }
+    container = router_container("entry-point", command(gw), opts)
     pod_meta = {"labels": labels(gw), "annotations": prometheus_annotations(names.ROUTER_PORT)}
     pod_spec = {
         "serviceAccountName": name,

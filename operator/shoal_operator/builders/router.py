@@ -11,11 +11,9 @@ from shoal_operator.builders import waivers
 from shoal_operator.builders.common import (
     BuildOptions,
     bind_role,
-    container_security_context,
     front_end_deployment,
-    http_probe,
     metadata,
-    pod_env,
+    router_container,
     selector,
 )
 
@@ -92,19 +90,7 @@ def role_binding(isvc: InferenceService) -> dict[str, Any]:
 
 def deployment(isvc: InferenceService, opts: BuildOptions) -> dict[str, Any]:
     name = names.router_name(isvc.name)
-    container: dict[str, Any] = {
-        "name": "router",
-        "image": opts.router_image,
-        "imagePullPolicy": opts.image_pull_policy,
-        "command": command(isvc),
-        "ports": [{"name": "http", "containerPort": names.ROUTER_PORT, "protocol": "TCP"}],
-        "env": pod_env(),
-        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-        "readinessProbe": http_probe("/readyz", 5, 2),
-        "livenessProbe": http_probe("/healthz", 10, 6, timeout=5),
-        "lifecycle": {"preStop": {"sleep": {"seconds": opts.pre_stop_seconds}}},
-        "securityContext": container_security_context(),
-    }
+    container = router_container("router", command(isvc), opts)
     return front_end_deployment(
         isvc,
         waivers.annotated(metadata(isvc, name, COMPONENT), waivers.ROUTER),
