@@ -152,9 +152,9 @@ class ClusterStack:
             yield
         finally:
             kube.patch_merge("Deployment", ns, deployment, {"spec": {"replicas": 1}})
-            bounded_wait(self._operator_ready, 180, "the operator pod to be ready again")
+            bounded_wait(self.operator_ready, 180, "the operator pod to be ready again")
 
-    def _operator_ready(self) -> bool:
+    def operator_ready(self) -> bool:
         pods = self.k().list("Pod", manifests.RELEASE_NAMESPACE, OPERATOR_SELECTOR)
         return any(condition(p, "Ready") for p in pods)
 
@@ -242,7 +242,7 @@ class ClusterStack:
         """Raises when the operator's pod or Prometheus is gone (the demo and tests fail fast on it)."""
         if self.prometheus is None or not self.prometheus.alive():
             raise StackError("Prometheus is not running")
-        if not self._operator_ready():
+        if not self.operator_ready():
             raise StackError(f"no ready operator pod in {manifests.RELEASE_NAMESPACE}")
 
     def restart_control_plane(self, component: str) -> None:

@@ -97,9 +97,9 @@ def test_a_replica_sigkilled_under_load_cuts_only_its_own_streams(
 def test_a_prometheus_outage_holds_replicas_and_loses_nothing(
     stack: ClusterStack, kube: Kube, ns: str
 ) -> None:
-    """Three replicas under light load want to scale down to one, but Prometheus is stopped for 60 s right
-    away: the autoscaler holds (metrics missing is never a reason to scale down), then scales down once
-    Prometheus is back."""
+    """Prometheus goes away first; then three replicas come up and serve light load that one replica would
+    carry. For at least 60 s without metrics the autoscaler holds all three (missing metrics are never a
+    reason to scale down); once Prometheus is back, it scales down."""
     autoscaling = {
         "enabled": True,
         "minReplicas": 1,
@@ -107,27 +107,26 @@ def test_a_prometheus_outage_holds_replicas_and_loses_nothing(
         "metrics": [{"type": "QueueDepth", "targetPerReplica": 4}],
         "behavior": {**FAST_BEHAVIOR, "scaleDown": {**FAST_BEHAVIOR["scaleDown"], "stabilizationSeconds": 0}},
     }
-    kube.apply(sim_isvc("outage", autoscaling=autoscaling, replicas=3), ns)
+    assert stack.prometheus is not None
     model = f"{names.LABEL_ISVC}=outage,{MODEL_PODS}"
-    eventually(lambda: len(ready_pods(kube, ns, model)) == 3, timeout=180, what="3 ready replicas")
-    url = wait_router(stack, ns, "outage")
     desired_seen: list[int] = []
-
-    def outage() -> None:
-        assert stack.prometheus is not None
-        stack.prometheus.stop()
-        for _ in range(60):  # 60 s without metrics, sampling what the autoscaler wants
+    stack.prometheus.stop()
+    try:
+        kube.apply(sim_isvc("outage", autoscaling=autoscaling, replicas=3), ns)
+        eventually(lambda: len(ready_pods(kube, ns, model)) == 3, timeout=180, what="3 ready replicas")
+        load = MixedLoad(wait_router(stack, ns, "outage"), "outage", STEADY)
+        load.start()
+        for _ in range(60):  # 60 s of load without metrics, sampling what the autoscaler wants
             desired_seen.append(desired_and_ready(kube, ns, "outage")[0])
             time.sleep(1)
+    finally:
         stack.prometheus.start()
-
-    load = under_load(url, "outage", outage)
-    obj = kube.get("InferenceService", ns, "outage")
+    load.join(240)
+    assert not load.is_alive() and load.open_loop.error is None, load.open_loop.error
     figures("Prometheus stopped 60 s", load, desired_during_outage=sorted(set(desired_seen)))
     assert load.report.failed == 0, failures(load.report)
     assert not load.cut, load.cut[:3]
     assert desired_seen and min(desired_seen) == 3, desired_seen  # held, never scaled down blind
-    assert obj is not None
     # Metrics back: now it may (and does) scale down to what the light load needs.
     eventually(
         lambda: desired_and_ready(kube, ns, "outage")[0] < 3, timeout=120, interval=1, what="scale-down"
@@ -163,6 +162,7 @@ def test_the_operator_sigkilled_mid_reconcile_of_20_converges_without_duplicates
     t0 = time.monotonic()
     eventually(lambda: len(reconciled()) == 20, timeout=300, interval=1, what="all 20 reconciled")
     converged = time.monotonic() - t0
+    eventually(stack.operator_ready, timeout=120, what="the restarted operator ready again")
     # Children: exactly one of each per InferenceService, every one owned by a live InferenceService.
     uids = {o["metadata"]["uid"]: o["metadata"]["name"] for o in kube.list("InferenceService", ns)}
     deployments = kube.list("Deployment", ns)
