@@ -131,15 +131,40 @@ def test_no_5xx_under_schemathesis(fleet: tuple[Proc, Proc], target: str, tmp_pa
     print(
         f"schemathesis on the {target}: {summary['test_cases']['generated']} cases in {elapsed:.0f}s; {cases}"
     )
+    check_run(summary, cases)
+    # Both processes are still healthy after the run.
+    assert httpx.get(server.url + "/readyz", timeout=5).status_code == 200
+    assert httpx.get(router.url + "/healthz", timeout=5).status_code == 200
+
+
+def check_run(summary: dict[str, Any], cases: dict[str, Any]) -> None:
     assert summary["failures"] == [] and summary["errors"] == [], summary
     assert summary["test_cases"]["with_failures"] == 0
     for op in BODY_OPERATIONS:
         by_mode = cases.get(op, {})
         assert sum(by_mode.values()) >= MIN_CASES, (op, by_mode)
         assert by_mode.get("positive", 0) > 0 and by_mode.get("negative", 0) > 0, (op, by_mode)
-    # Both processes are still healthy after the run.
-    assert httpx.get(server.url + "/readyz", timeout=5).status_code == 200
-    assert httpx.get(router.url + "/healthz", timeout=5).status_code == 200
+
+
+def test_no_5xx_through_envoy_and_the_endpoint_picker(fleet: tuple[Proc, Proc], tmp_path: Path) -> None:
+    """The EPP's HTTP-visible behaviour: every fuzzed body goes through real Envoy, whose ext_proc filter
+    streams it to `shoal epp` (picking, body parsing, ImmediateResponse errors) and on to the replica."""
+    from integration.epp.procs import start_epp
+    from support.envoy import start_envoy
+
+    server, _router = fleet
+    epp = start_epp(tmp_path, [server.hostport])
+    envoy = start_envoy(tmp_path, pool=[server.hostport], mode="original_dst", epp_port=epp.port)
+    try:
+        started = time.monotonic()
+        summary, cases = run_schemathesis(pinned_schema(server.url, tmp_path), envoy.url, tmp_path)
+        print(f"schemathesis through Envoy + EPP: {summary['test_cases']['generated']} cases in "
+              f"{time.monotonic() - started:.0f}s; {cases}")  # fmt: skip
+        check_run(summary, cases)
+        assert epp.alive() and httpx.get(f"http://127.0.0.1:{epp.metrics_port}/healthz", timeout=5).is_success
+    finally:
+        envoy.stop()
+        epp.stop()
 
 
 def test_deeply_nested_body_is_400_through_the_router(fleet: tuple[Proc, Proc]) -> None:
