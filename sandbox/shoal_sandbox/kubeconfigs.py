@@ -49,6 +49,7 @@ def write_if_changed(path: Path, text: str) -> None:
     with contextlib.suppress(OSError):
         if path.read_text() == text:
             return
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
     tmp.chmod(0o600)

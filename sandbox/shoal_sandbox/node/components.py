@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from shoal_sandbox.build import binary_path
+from shoal_sandbox.kubeconfigs import render_kubeconfig, write_if_changed
 from shoal_sandbox.node import config
 from shoal_sandbox.node.config import NODE_IP, NODE_NAME, NodePaths
 
@@ -44,7 +42,7 @@ class NodeFiles:
             resolv: "",
         }
         for stem in ("node-kubelet", "node-kube-proxy", "node-coredns"):
-            files[self.kubeconfig(stem)] = kubeconfig_yaml(self.api_server, self.pki, stem)
+            files[self.kubeconfig(stem)] = render_kubeconfig(self.api_server, self.pki, stem, embed=False)
         for path, text in files.items():
             write_if_changed(path, text)
 
@@ -86,29 +84,3 @@ def health_url(component: str) -> str | None:
         "kube-proxy": f"http://{NODE_IP}:{config.KUBE_PROXY_HEALTHZ_PORT}/healthz",
         "coredns": f"http://{NODE_IP}:{config.COREDNS_READY_PORT}/ready",
     }.get(component)
-
-
-def kubeconfig_yaml(server: str, pki: Path, stem: str) -> str:
-    cluster = {"server": server, "certificate-authority": str(pki / "ca.crt")}
-    user = {"client-certificate": str(pki / f"{stem}.crt"), "client-key": str(pki / f"{stem}.key")}
-    return yaml.safe_dump(
-        {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "shoal-sandbox", "cluster": cluster}],
-            "users": [{"name": stem, "user": user}],
-            "contexts": [{"name": "shoal-sandbox", "context": {"cluster": "shoal-sandbox", "user": stem}}],
-            "current-context": "shoal-sandbox",
-        },
-        sort_keys=False,
-    )
-
-
-def write_if_changed(path: Path, text: str) -> None:
-    with contextlib.suppress(OSError):
-        if path.read_text() == text:
-            return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
