@@ -109,7 +109,8 @@ def _retarget(doc: dict[str, Any], namespace: str, name: str) -> dict[str, Any]:
 def hpa(namespace: str, name: str, tuned: bool) -> dict[str, Any]:
     """bench/baselines/hpa.yaml on this run's InferenceService; untuned: without `behavior` (defaults)."""
     doc = _retarget(yaml.safe_load((BASELINES / "hpa.yaml").read_text()), namespace, name)
-    doc["spec"]["metrics"][1]["external"]["metric"]["selector"]["matchLabels"]["inferenceservice"] = name
+    for metric in doc["spec"]["metrics"]:
+        metric["external"]["metric"]["selector"]["matchLabels"]["inferenceservice"] = name
     if not tuned:
         doc["spec"].pop("behavior")
     return doc

@@ -97,12 +97,24 @@ class ClusterStack:
             self.kubeconfig = self._sandbox.kubeconfig_path
             self.kube = SyncKube(self.kubeconfig, field_manager="shoal-sandbox")
             install_crds(self.k(), self.log)
+            if not self._sandbox.other_users():
+                self._delete_leftover_namespaces()
             self._start_prometheus()
             self.install_operator()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _delete_leftover_namespaces(self) -> None:
+        """Namespaces of earlier stacks whose process died before deleting them (a killed test session):
+        their pods would hold the node's GPUs and skew the next run. Only when no other process uses the
+        sandbox, so nobody's live namespace goes."""
+        selector = f"{manifests.STACK_NAMESPACE_LABEL}=true"
+        for ns in self.k().list("Namespace", None, selector):
+            name = ns["metadata"]["name"]
+            self.log(f"deleting namespace {name}, left by an earlier run")
+            self.delete_namespace(name)
 
     def _start_prometheus(self) -> None:
         from shoal_sandbox.node.config import NODE_IP
@@ -195,10 +207,11 @@ class ClusterStack:
         self.stop()
 
     # ---- for the demo and the tests ----------------------------------------------------------------------
-    def namespace(self, name: str) -> None:
-        """A namespace enforcing the `restricted` Pod Security Standard, with the models claim bound."""
+    def namespace(self, name: str, *, ephemeral: bool = True) -> None:
+        """A namespace enforcing the `restricted` Pod Security Standard, with the models claim bound.
+        `ephemeral` (this run's only): a later stack deletes it if this process dies without doing so."""
         kube = self.k()
-        kube.apply(manifests.namespace(name))
+        kube.apply(manifests.namespace(name, ephemeral=ephemeral))
         models = models_dir()
         _make_world_readable(models)
         pv, pvc = manifests.models_volume(name, str(models))

@@ -16,6 +16,9 @@ RELEASE = "shoal"
 RELEASE_NAMESPACE = "shoal-system"
 MODELS_CLAIM = "models"  # InferenceServices use pvc://models/<folder>
 MODELS_LABEL = "shoal.dev/sandbox-models"
+# On the namespaces a ClusterStack makes for one demo, test or benchmark run: a later stack deletes the ones an
+# earlier, dead process left behind (their pods would hold the node's GPUs).
+STACK_NAMESPACE_LABEL = "shoal.dev/cluster-stack"
 # The chart's image keys and the image builds' names for them (the sandbox runs the CPU model-server).
 CHART_IMAGES = {"operator": "operator", "router": "router", "modelServer": "model-server-cpu"}
 RESTRICTED = {
@@ -51,9 +54,12 @@ def operator_values(
     }
 
 
-def namespace(name: str, *, restricted: bool = True) -> Obj:
-    """A namespace that enforces the `restricted` Pod Security Standard (shoal's pods all meet it)."""
+def namespace(name: str, *, restricted: bool = True, ephemeral: bool = False) -> Obj:
+    """A namespace that enforces the `restricted` Pod Security Standard (shoal's pods all meet it);
+    `ephemeral`: one run's, labelled for `leftover_namespaces`."""
     labels = dict(RESTRICTED) if restricted else {}
+    if ephemeral:
+        labels[STACK_NAMESPACE_LABEL] = "true"
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
 
 

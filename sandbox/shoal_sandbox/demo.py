@@ -74,7 +74,7 @@ class Demo:
         try:
             self.console.rule("[bold]shoal demo[/bold]: the closed loop on this machine")
             self.stack.start()
-            self.stack.namespace(self.opts.namespace)
+            self.stack.namespace(self.opts.namespace, ephemeral=not self.opts.keep)  # --keep: for the user
             if self.opts.real_model:
                 self.real_model_part()
             self.scaling_part()

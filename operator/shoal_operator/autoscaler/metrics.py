@@ -59,10 +59,13 @@ def _names(*names: str) -> str:
 
 _ENGINE_WAITING = _names("vllm:num_requests_waiting")
 _ADMISSION = _names("shoal_server_queue_depth")
-# the router's flow-control queue too: it holds what no longer queues in the replicas (docs/metrics.md)
-_WAITING = _names(
-    "vllm:num_requests_waiting", "shoal_server_queue_depth", "shoal_router_flow_queued_requests"
-)
+_SERVER_WAITING = _names("vllm:num_requests_waiting", "shoal_server_queue_depth")
+# The router's (and EPP's) flow-control queue: when every replica is full the router holds requests instead
+# of sending them on, so the replicas' queues stay short while clients wait (#19: 593 requests queued in
+# the router while QueueDepth read 1). The routers' series are written as bare names so that the live-pods
+# restriction (model-server pods, `_only_pods`) leaves them alone; `up == 1` drops dead routers.
+_ROUTER_QUEUED = "shoal_router_flow_queued_requests"
+_ROUTER_WAIT_BUCKET = "shoal_router_flow_wait_seconds_bucket"
 _RUNNING = _names("vllm:num_requests_running")
 _PENDING = _names("shoal_router_pending_requests")
 _KV = _names("vllm:kv_cache_usage_perc")
@@ -81,18 +84,28 @@ def _quantile(buckets: str) -> str:
     return f"(histogram_quantile({{quantile}}, sum by ({GROUP}, le) (rate({buckets}[1m]) {_UP})) >= 0)"
 
 
+_SERVER_TTFT = (
+    f"({_quantile(_CLIENT_TTFT_BUCKET)} or {_quantile(_ENGINE_TTFT_BUCKET)}"
+    f" or (sum by ({GROUP}) (rate({_TTFT_COUNT}[1m]) {_UP}) * 0))"
+)
+
+
 DEFAULT_TEMPLATES: dict[Signal, QueryTemplate] = {
-    # model-server admission queue + the engine's own waiting queue + the router's queue for capacity
-    Signal.QUEUE_DEPTH: QueryTemplate(f"sum by ({GROUP}) ({_WAITING} {_UP})", (_ENGINE_WAITING, _ADMISSION)),
+    # model-server admission queue + the engine's own waiting queue + the routers' queues
+    Signal.QUEUE_DEPTH: QueryTemplate(
+        f"sum by ({GROUP}) (({_SERVER_WAITING} {_UP}) or ({_ROUTER_QUEUED} {_UP}))",
+        (_ENGINE_WAITING, _ADMISSION),
+    ),
     Signal.RUNNING_REQUESTS: QueryTemplate(f"sum by ({GROUP}) ({_RUNNING} {_UP})", (_RUNNING,)),
     Signal.ROUTER_PENDING: QueryTemplate(f"sum by ({GROUP}) ({_PENDING} {_UP})", (_PENDING,)),
     Signal.KV_CACHE_USAGE: QueryTemplate(f"avg by ({GROUP}) ({_KV} {_UP})", (_KV,)),
-    # The engine's TTFT misses the admission queue: with the queue at its bound, clients waited 30 s while
-    # it read under 2 s, and TTFT never asked for a second replica (#19). No request in the window gives
-    # NaN from histogram_quantile; report 0 s then (no traffic, no latency).
+    # What a client waits for its first token: the model-server's client-visible TTFT (the engine's misses
+    # the admission queue: #19 saw clients wait 30 s while it read under 2 s) plus the p95 of the wait in
+    # the router's flow-control queue before the request reached a replica (0 without a router). A sum of
+    # p95s bounds the p95 of the sum from above: it errs towards scaling up. No request in the window
+    # gives NaN from histogram_quantile; it reads 0 s then (no traffic, no latency).
     Signal.TIME_TO_FIRST_TOKEN: QueryTemplate(
-        f"{_quantile(_CLIENT_TTFT_BUCKET)} or {_quantile(_ENGINE_TTFT_BUCKET)}"
-        f" or (sum by ({GROUP}) (rate({_TTFT_COUNT}[1m]) {_UP}) * 0)",
+        f"{_SERVER_TTFT} + on ({GROUP}) ({_quantile(_ROUTER_WAIT_BUCKET)} or {_SERVER_TTFT} * 0)",
         (_CLIENT_TTFT_COUNT, _ENGINE_TTFT_COUNT),
     ),
 }

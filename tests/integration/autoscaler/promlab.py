@@ -53,6 +53,10 @@ class Exporter:
         self.queue = Gauge("shoal_server_queue_depth", "admission queue", registry=r)
         self.kv = Gauge("vllm:kv_cache_usage_perc", "kv", registry=r)
         self.pending = Gauge("shoal_router_pending_requests", "held", registry=r)
+        self.flow_queued = Gauge("shoal_router_flow_queued_requests", "router queue", registry=r)
+        self.flow_wait = Histogram(
+            "shoal_router_flow_wait_seconds", "router queue wait", registry=r, buckets=(0.5, 1, 2, 4, 8, 16)
+        )
         self.ttft = Histogram(
             "vllm:time_to_first_token_seconds", "ttft", registry=r, buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10)
         )

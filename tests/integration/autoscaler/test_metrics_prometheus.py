@@ -194,3 +194,55 @@ def test_series_of_pods_no_longer_listed_do_not_count(prom: Prometheus, exporter
     assert eventually(probe, timeout=20, interval=0.5, desc="queue depth of the live pod") == 3
     unrestricted = ServiceQuery("team", "chat", frozenset({Signal.QUEUE_DEPTH}))
     assert source.collect([unrestricted]).for_service("team", "chat")[Signal.QUEUE_DEPTH].value == 53
+
+
+def test_the_routers_queue_and_wait_count_for_the_live_model_pods(
+    prom: Prometheus, exporters: list[Exporter]
+) -> None:
+    """#19 live: every replica full, the router held 593 requests while QueueDepth (restricted to the
+    model-server pods) read 1 and the model-server's TTFT looked fine. The router's queue is demand and its
+    wait is part of what a client waits for the first token."""
+    model, router = Exporter("team", "chat", "chat-model-1"), Exporter("team", "chat", "chat-router-1")
+    exporters += [model, router]
+    model.queue.set(1)
+    router.flow_queued.set(40)
+    prom.set_targets([model, router])
+    prom.wait_scraped(2)
+    for _ in range(20):  # after the first scrape: a rate needs the counters to rise between two
+        model.ttft.observe(0.3)  # the engine's TTFT: the model-server does not export the client one here
+        router.flow_wait.observe(6.0)
+    source = MetricsSource(prom.url)
+    query = ServiceQuery(
+        "team",
+        "chat",
+        frozenset({Signal.QUEUE_DEPTH, Signal.TIME_TO_FIRST_TOKEN}),
+        pods=frozenset({"chat-model-1"}),
+    )
+
+    def probe() -> tuple[float | None, float | None]:
+        obs = source.collect([query]).for_service("team", "chat")
+        queue, ttft = obs[Signal.QUEUE_DEPTH].value, obs[Signal.TIME_TO_FIRST_TOKEN].value
+        assert queue == 41 and ttft is not None and ttft > 1, (queue, ttft)  # both series scraped
+        return queue, ttft
+
+    _, ttft = eventually(probe, timeout=20, interval=0.5, desc="the router's queue and wait")
+    assert ttft is not None and 6.0 < ttft <= 8.5  # the router's p95 wait (4-8 s bucket) + the engine's
+
+
+def test_without_a_router_the_ttft_is_the_model_servers(prom: Prometheus, exporters: list[Exporter]) -> None:
+    model = Exporter("team", "direct", "direct-model-1")
+    exporters.append(model)
+    prom.set_targets([model])
+    prom.wait_scraped(1)
+    for _ in range(20):
+        model.ttft.observe(0.3)
+    source = MetricsSource(prom.url)
+    query = ServiceQuery(
+        "team", "direct", frozenset({Signal.TIME_TO_FIRST_TOKEN}), pods=frozenset({"direct-model-1"})
+    )
+
+    def probe() -> float | None:
+        return source.collect([query]).for_service("team", "direct")[Signal.TIME_TO_FIRST_TOKEN].value
+
+    ttft = eventually(probe, timeout=20, interval=0.5, desc="the model-server's TTFT")  # 0.0: not yet
+    assert ttft is not None and 0.25 < ttft <= 0.5

@@ -57,11 +57,21 @@ def test_the_baselines_target_the_runs_inferenceservice_with_shoals_signals() ->
     hpa = spec.hpa("al-x", "sim", tuned=False)
     assert hpa["metadata"] == {"name": "sim", "namespace": "al-x"}
     assert hpa["spec"]["scaleTargetRef"]["kind"] == "InferenceService" and "behavior" not in hpa["spec"]
-    assert hpa["spec"]["metrics"][0]["pods"]["target"]["averageValue"] == str(spec.QUEUE_TARGET)
+    queue, ttft = (m["external"] for m in hpa["spec"]["metrics"])
+    assert queue["target"] == {"type": "AverageValue", "averageValue": str(spec.QUEUE_TARGET)}
+    assert (
+        queue["metric"]["selector"]
+        == ttft["metric"]["selector"]
+        == {"matchLabels": {"inferenceservice": "sim"}}
+    )
     tuned = spec.scaled_object("al-x", "sim", "http://198.18.0.1:9090", tuned=True)
     assert tuned["spec"]["pollingInterval"] == 5
     queries = [t["metadata"]["query"] for t in tuned["spec"]["triggers"]]
     assert all('namespace="al-x"' in q and 'inferenceservice="sim"' in q for q in queries)
+    # shoal's signals: the routers' queue is demand, their queue wait is part of the TTFT
+    assert (
+        "shoal_router_flow_queued_requests" in queries[0] and "shoal_router_flow_wait_seconds" in queries[1]
+    )
     assert {t["metadata"]["serverAddress"] for t in tuned["spec"]["triggers"]} == {"http://198.18.0.1:9090"}
     assert spec.isvc("sim", "hpa")["spec"]["autoscaling"] == {"enabled": False}
     shoal = spec.isvc("sim", "shoal")["spec"]["autoscaling"]
