@@ -25,6 +25,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -66,7 +67,8 @@ class Adapters:
     def unregister(self) -> None:
         """Removes the APIServices before the adapters stop: an APIService left unavailable breaks discovery,
         and with it namespace deletion, in the whole cluster."""
-        names = {f"{gv.split('/')[1]}.{gv.split('/')[0]}" for gv in lc.PROMETHEUS_ADAPTER_APIS + lc.KEDA_APIS}
+        apis = lc.PROMETHEUS_ADAPTER_APIS + lc.KEDA_APIS + lc.STALE_APIS
+        names = {f"{gv.split('/')[1]}.{gv.split('/')[0]}" for gv in apis}
         print(lc.kubectl("delete", "apiservice", "--ignore-not-found", *sorted(names), check=False).strip())
 
     def route(self, autoscaler: str) -> None:
@@ -223,6 +225,7 @@ def live(args: argparse.Namespace) -> int:
         stack_ctx.callback(procs.stop)
         adapters = Adapters(procs, outdir, stack.kubeconfig, stack.prometheus_url)
         stack_ctx.callback(adapters.unregister)  # runs before procs.stop (last in, first out)
+        adapters.unregister()  # an earlier, killed run's registrations point at dead ports
         adapters.start(args.autoscalers)
         for trace in (t for t in spec.TRACES if t.name in args.traces):
             for autoscaler in args.autoscalers:
@@ -270,8 +273,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds the ExitStack: APIServices unregistered, processes stopped
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     os.environ["PATH"] = f"{cache_dir() / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"  # kubectl
     todo = [name for b in BASELINES for name in missing(b)]
     if todo and set(args.autoscalers) - {"shoal"}:

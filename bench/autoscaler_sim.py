@@ -160,6 +160,7 @@ class Result:
 class Scaler:
     name = "?"
     period = 5.0
+    poll_period = 30.0  # KEDA's activation poll (pollingInterval); the others' poll is a no-op
 
     def tick(self, now: float, spec: int, pods: list[Pod], scrape: dict[str, object]) -> int:
         raise NotImplementedError
@@ -261,6 +262,24 @@ class KEDAScaler(Scaler):
 SCALERS: dict[str, Callable[[Fleet], Scaler]] = {"shoal": Shoal, "HPA v2": HPAScaler, "KEDA": KEDAScaler}
 
 
+def at_shoals_period(make: Callable[[Fleet], Scaler]) -> Callable[[Fleet], Scaler]:
+    """A baseline whose sync period (and KEDA's polling interval) is shoal's loop period: with the same
+    signals (the scrape every scaler reads), what is left between them is the algorithm (#19)."""
+
+    def build(fleet: Fleet) -> Scaler:
+        scaler = make(fleet)
+        scaler.period = scaler.poll_period = Shoal.period
+        return scaler
+
+    return build
+
+
+def scalers(equal_periods: bool) -> dict[str, Callable[[Fleet], Scaler]]:
+    if not equal_periods:
+        return dict(SCALERS)
+    return {name: make if name == "shoal" else at_shoals_period(make) for name, make in SCALERS.items()}
+
+
 def simulate(trace: Trace, make: Callable[[Fleet], Scaler], seed: int, fleet: Fleet) -> Result:
     rng = random.Random(seed)
     arrivals_rng = random.Random(seed * 1_000_003 + zlib.crc32(trace.name.encode()) % 1000)
@@ -293,7 +312,7 @@ def simulate(trace: Trace, make: Callable[[Fleet], Scaler], seed: int, fleet: Fl
     replica_seconds = 0.0
     scrape_phase = rng.uniform(0, fleet.scrape) - trace.warmup
     tick_phase = rng.uniform(0, scaler.period) - trace.warmup + 60.0
-    poll_phase = rng.uniform(0, 30.0) - trace.warmup + 60.0
+    poll_phase = rng.uniform(0, scaler.poll_period) - trace.warmup + 60.0
     next_scrape, next_tick, next_poll = scrape_phase, tick_phase, poll_phase
     last_scrape: dict[str, object] | None = None
 
@@ -357,7 +376,7 @@ def simulate(trace: Trace, make: Callable[[Fleet], Scaler], seed: int, fleet: Fl
             next_tick += scaler.period
             apply(now, scaler.tick(now, spec, pods, last_scrape))
         if last_scrape is not None and now >= next_poll and not filling:
-            next_poll += 30.0
+            next_poll += scaler.poll_period
             apply(now, scaler.poll(now, spec, last_scrape))
         if now >= 0 and i % int(5 / fleet.dt) == 0:
             timeline.append((now, trace.rate(now), spec, len(ready)))
@@ -376,9 +395,11 @@ def _p95(xs: list[float]) -> float:
     return xs[min(len(xs) - 1, math.ceil(0.95 * len(xs)) - 1)]
 
 
-def run(seeds: int, step_seeds: int, fleet: Fleet) -> dict[tuple[str, str], list[Result]]:
+def run(
+    seeds: int, step_seeds: int, fleet: Fleet, makers: dict[str, Callable[[Fleet], Scaler]]
+) -> dict[tuple[str, str], list[Result]]:
     out: dict[tuple[str, str], list[Result]] = {}
-    for name, make in SCALERS.items():
+    for name, make in makers.items():
         for trace_index in range(5):
             n = step_seeds if trace_index == 0 else seeds
             for seed in range(n):
@@ -488,17 +509,23 @@ def main(argv: list[str] | None = None) -> int:
         metavar="TRACE",
         help="only these request traces (bench/traces/*.csv)",
     )
+    ap.add_argument(
+        "--equal-periods",
+        action="store_true",
+        help="HPA and KEDA sync (and KEDA polls) at shoal's 3 s loop period instead of 15 s and 30 s",
+    )
     args = ap.parse_args(argv)
     fleet = Fleet()
+    makers = scalers(args.equal_periods)
     if args.replay:
         replayed = {
             (trace.name, name): [simulate(trace, make, seed, fleet) for seed in range(args.seeds)]
             for trace in map(trace_from_file, args.replay)
-            for name, make in SCALERS.items()
+            for name, make in makers.items()
         }
         print(table(replayed, fleet))
         return 0
-    results = run(args.seeds, args.step_seeds, fleet)
+    results = run(args.seeds, args.step_seeds, fleet, makers)
     print(table(results, fleet))
     print()
     print(goals(results, fleet))
