@@ -166,15 +166,18 @@ def _situation(
     return guards.situation(cfg, current, demand, panicking, events, NOW)
 
 
-def test_cold_start_holds_scale_down_and_small_scale_up() -> None:
+def test_cold_start_holds_scale_down_and_caps_scale_up_at_the_backlogs_need() -> None:
+    # maxConcurrency 10, comfortable at 50% (scale_down_utilization): 5 requests per replica
     cfg = PolicyConfig(replica_capacity=10)
     starting = inp(4, ready=2, starting=2)
     down = guards.cold_start(cfg, Draft(2, Reason.SCALE_DOWN, "m"), starting, _situation(cfg, 4))
     assert (down.desired, down.reason) == (4, Reason.COLD_START)
     up = guards.cold_start(cfg, Draft(6, Reason.SCALE_UP, "m"), starting, _situation(cfg, 4, demand=60))
-    assert (up.desired, up.reason) == (4, Reason.COLD_START)
-    big = guards.cold_start(cfg, Draft(12, Reason.SCALE_UP, "m"), starting, _situation(cfg, 4, demand=80))
-    assert big.desired == 9  # backlog 8 + 1
+    assert (up.desired, up.reason) == (6, Reason.SCALE_UP)  # the backlog needs 12: not capped
+    big = guards.cold_start(cfg, Draft(12, Reason.SCALE_UP, "m"), starting, _situation(cfg, 4, demand=20))
+    assert (big.desired, big.reason) == (5, Reason.SCALE_UP)  # backlog 4 + 1
+    held = guards.cold_start(cfg, Draft(6, Reason.SCALE_UP, "m"), starting, _situation(cfg, 4, demand=15))
+    assert (held.desired, held.reason) == (4, Reason.COLD_START)  # backlog 3 + 1 <= 4
 
 
 def test_step_limits_up_down_and_minimum_step() -> None:
