@@ -49,8 +49,12 @@ def configure_kopf(settings: kopf.OperatorSettings, ctx: OperatorContext) -> Non
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 60
     settings.peering.priority = ctx.settings.peering_priority
-    if ctx.settings.worker_limit:
-        settings.batching.worker_limit = ctx.settings.worker_limit
+    # Each object's kopf worker holds its event and the handler's state until it ends; unbounded, a burst of
+    # 200 new services has them all alive at once and the operator's RSS peaks past 150 MB (never returned
+    # to the OS). A bounded pool, with idle workers leaving after 0.5 s instead of 5 s so that their slots
+    # turn over, keeps it near 145 MB for ~20% longer bursts (bench/RESULTS.md, #17).
+    settings.queueing.worker_limit = ctx.settings.worker_limit
+    settings.queueing.idle_timeout = 0.5
 
 
 def rollout_signature(deployment: dict[str, Any]) -> tuple[Any, ...]:

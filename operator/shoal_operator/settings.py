@@ -55,7 +55,7 @@ class OperatorSettings(BaseSettings):
     )
     lease_duration_seconds: float = Field(default=15.0, gt=0)
     max_connections: int = Field(default=32, ge=1, description="connections to the API server for writes")
-    worker_limit: int | None = Field(default=None, ge=1, description="kopf: objects processed at once")
+    worker_limit: int = Field(default=48, ge=1, description="kopf: objects processed at once (bounds memory)")
 
     @field_validator("namespaces", mode="before")
     @classmethod

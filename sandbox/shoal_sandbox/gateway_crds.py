@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from shoal_sandbox.kube import ApiError, SyncKube
 from shoal_sandbox.paths import cache_dir
 
 
@@ -93,27 +94,24 @@ def fetch(mod: CrdModule, root: Path | None = None) -> list[Path]:
     return paths
 
 
-def install(api: Any, paths: list[Path], timeout: float = 60.0, log: Callable[[str], None] = print) -> None:
-    """Server-side apply each CRD with the sandbox admin client (`api`: httpx.Client) and wait until every
-    one is Established."""
+def install(
+    api: SyncKube, paths: list[Path], timeout: float = 60.0, log: Callable[[str], None] = print
+) -> None:
+    """Server-side apply each CRD with the sandbox admin client and wait until every one is Established."""
     names: list[str] = []
     for path in paths:
         doc = yaml.safe_load(path.read_text())
         name = doc["metadata"]["name"]
-        resp = api.patch(
-            f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}",
-            params={"fieldManager": "shoal-sandbox", "force": "true"},
-            content=json.dumps(doc),
-            headers={"Content-Type": "application/apply-patch+yaml"},
-        )
-        if resp.status_code not in (200, 201):
-            raise CrdFetchError(f"applying CRD {name} failed: {resp.status_code} {resp.text[:300]}")
+        try:
+            api.apply(doc)
+        except ApiError as exc:
+            raise CrdFetchError(f"applying CRD {name} failed: {exc}") from exc
         names.append(name)
     deadline = time.monotonic() + timeout
     pending = set(names)
     while pending and time.monotonic() < deadline:
         for name in sorted(pending):
-            crd = api.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}").json()
+            crd = api.get("CustomResourceDefinition", None, name) or {}
             conds = (crd.get("status") or {}).get("conditions") or []
             if any(c.get("type") == "Established" and c.get("status") == "True" for c in conds):
                 pending.discard(name)

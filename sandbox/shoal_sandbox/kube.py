@@ -1,69 +1,43 @@
 """The sandbox tools' synchronous Kubernetes client (the demo, the closed-loop stacks, tests): server-side
-apply, get, list, delete and merge patches over the sandbox's admin kubeconfig.
+apply, get, list, delete and merge patches over a kubeconfig (the sandbox's admin one, usually).
 
-It predates the project-wide client (kubernetes_asyncio, used by the operator and the router); the
-sandbox's scripts and tests are synchronous, so they keep this small httpx client (see docs/architecture.md).
+The project's one client library, kubernetes_asyncio, does the work: it reads the kubeconfig (inline or
+file credentials), does TLS and the transport, resolves kinds to resources by discovery
+(`dynamic.DynamicClient`) and reports failures as `ApiException`. The sandbox's callers are synchronous
+(scripts, pytest), so `SyncKube` is a thin facade: its own event loop on a daemon thread, each call
+handed over with `run_coroutine_threadsafe` and waited for with a bound.
+
+Only discovery goes through the dynamic client; the calls themselves go through the public
+`ApiClient.call_api`, because the dynamic client's verbs (this library version) return an API server's
+error `Status` as if it were the object instead of raising (`ApiException` is how failures are seen here).
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import builtins
-import json
-import ssl
+import contextlib
 import tempfile
-from dataclasses import dataclass
+import threading
+import weakref
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Protocol, TypeVar
 
-import httpx
-import yaml
+import aiohttp
+from kubernetes_asyncio import config as kconfig
+from kubernetes_asyncio.client import ApiClient, ApiException
+from kubernetes_asyncio.dynamic import DynamicClient
+from kubernetes_asyncio.dynamic.exceptions import ResourceNotFoundError, ResourceNotUniqueError
 
 Obj = dict[str, Any]
+T = TypeVar("T")
 
-
-@dataclass
-class KubeConfig:
-    server: str
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    token: str | None = None
-    insecure: bool = False
-    path: Path | None = None
-
-
-def load_kubeconfig(path: Path, scratch: Path | None = None) -> KubeConfig:
-    """Read the current context of a kubeconfig; inline ``*-data`` is written to files under ``scratch``."""
-    doc = yaml.safe_load(path.read_text())
-    ctx_name = doc.get("current-context")
-    contexts = {c["name"]: c["context"] for c in doc.get("contexts", [])}
-    ctx = contexts.get(ctx_name) or next(iter(contexts.values()))
-    cluster = {c["name"]: c["cluster"] for c in doc.get("clusters", [])}[ctx["cluster"]]
-    user = {u["name"]: u.get("user") or {} for u in doc.get("users", [])}.get(ctx.get("user", ""), {})
-    scratch_dir = scratch or Path(tempfile.mkdtemp(prefix="shoal-kubeconfig-"))
-
-    def materialise(file_key: str, data_key: str, src: Obj, fname: str) -> str | None:
-        if src.get(file_key):
-            p = Path(src[file_key])
-            return str(p if p.is_absolute() else (path.parent / p))
-        if src.get(data_key):
-            scratch_dir.mkdir(parents=True, exist_ok=True)
-            out = scratch_dir / fname
-            out.write_bytes(base64.b64decode(src[data_key]))
-            out.chmod(0o600)
-            return str(out)
-        return None
-
-    return KubeConfig(
-        server=cluster["server"],
-        ca_file=materialise("certificate-authority", "certificate-authority-data", cluster, "ca.crt"),
-        cert_file=materialise("client-certificate", "client-certificate-data", user, "client.crt"),
-        key_file=materialise("client-key", "client-key-data", user, "client.key"),
-        token=user.get("token"),
-        insecure=bool(cluster.get("insecure-skip-tls-verify")),
-        path=path,
-    )
+_OBJECT = {200: "object", 201: "object", 202: "object"}
+# What a call can fail with, all reported as ApiError: the API server's answer, a kind the server does not
+# serve (reported as 404, as a request to its path would be), and transport trouble (status 0).
+_FAILURES = (ApiException, ResourceNotFoundError, ResourceNotUniqueError, aiohttp.ClientError, TimeoutError)
 
 
 class ApiError(Exception):
@@ -72,92 +46,238 @@ class ApiError(Exception):
         self.status = status
 
 
-_KINDS = {
-    "Namespace": ("v1", "namespaces", False),
-    "Pod": ("v1", "pods", True),
-    "Service": ("v1", "services", True),
-    "Deployment": ("apps/v1", "deployments", True),
-    "EndpointSlice": ("discovery.k8s.io/v1", "endpointslices", True),
-    "CustomResourceDefinition": ("apiextensions.k8s.io/v1", "customresourcedefinitions", False),
-    "InferenceService": ("shoal.dev/v1alpha1", "inferenceservices", True),
-    "PersistentVolume": ("v1", "persistentvolumes", False),
-    "PersistentVolumeClaim": ("v1", "persistentvolumeclaims", True),
-}
+def api_error(exc: BaseException) -> ApiError:
+    """The ApiError for a failed call: the server's status and body; 404 for a kind it does not serve;
+    status 0 when the server could not be reached or did not answer in time."""
+    if isinstance(exc, ApiException):
+        body = exc.body.decode(errors="replace") if isinstance(exc.body, bytes) else exc.body
+        return ApiError(int(exc.status or 0), str(body or exc.reason or ""))
+    if isinstance(exc, ResourceNotFoundError):
+        return ApiError(404, f"the API server serves no such kind: {exc}")
+    if isinstance(exc, ResourceNotUniqueError):
+        return ApiError(400, f"the kind is ambiguous, give its apiVersion: {exc}")
+    if isinstance(exc, TimeoutError):
+        return ApiError(0, f"no answer in time ({exc or 'timeout'})")
+    return ApiError(0, f"{type(exc).__name__}: {exc}")
+
+
+class _Served(Protocol):
+    """What discovery tells about a served resource (kubernetes_asyncio's `Resource`)."""
+
+    group: str | None
+    preferred: bool
+
+
+R = TypeVar("R", bound=_Served)
+
+
+def pick_resource(kind: str, candidates: Sequence[R]) -> R:
+    """The resource a bare kind means: the only one; else the core group's (`Event` is v1's, not
+    events.k8s.io's); else the group's preferred version. Raises ResourceNotFoundError when none serves it,
+    ResourceNotUniqueError when several groups do."""
+    if not candidates:
+        raise ResourceNotFoundError(f"no resource of kind {kind}")
+    for keep in (lambda r: True, lambda r: not r.group, lambda r: r.preferred):
+        narrowed = [r for r in candidates if keep(r)]
+        if len(narrowed) == 1:
+            return narrowed[0]
+        candidates = narrowed or candidates
+    raise ResourceNotUniqueError(f"kind {kind} is served by {list(candidates)}")
+
+
+def _shut_down(
+    loop: asyncio.AbstractEventLoop,
+    thread: threading.Thread,
+    api: ApiClient | None,
+    scratch: tempfile.TemporaryDirectory[str],
+) -> None:
+    """Closes the client's connections on its loop, then stops the loop and its thread (bounded)."""
+    if api is not None and loop.is_running():
+        closing = asyncio.run_coroutine_threadsafe(api.close(), loop)
+        with contextlib.suppress(*_FAILURES):  # a broken connection: nothing left to release
+            closing.result(timeout=5.0)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=5.0)
+    if not loop.is_running():
+        loop.close()
+    scratch.cleanup()
 
 
 class SyncKube:
-    """Synchronous twin of :class:`KubeAPI` for scripts and tests: apply (server-side), get, list, delete."""
+    """Server-side apply (field manager `field_manager`, forced), get, list, delete, merge patches and pod
+    logs, with plain dicts in and out. Every failure raises ApiError. Close it (or use it as a context
+    manager): that stops its event loop thread."""
 
-    def __init__(self, kubeconfig: Path, field_manager: str = "shoal-sandbox") -> None:
+    def __init__(
+        self, kubeconfig: Path, field_manager: str = "shoal-sandbox", *, timeout: float = 30.0
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.field_manager = field_manager
-        cfg = load_kubeconfig(kubeconfig)
-        ctx = ssl.create_default_context(cafile=cfg.ca_file) if cfg.ca_file else ssl.create_default_context()
-        if cfg.cert_file and cfg.key_file:
-            ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
-        headers = {"Authorization": f"Bearer {cfg.token}"} if cfg.token else {}
-        self.http = httpx.Client(base_url=cfg.server, verify=ctx, headers=headers, timeout=30.0)
+        self.timeout = timeout
+        self._scratch = tempfile.TemporaryDirectory(prefix="shoal-kube-")  # the discovery cache
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="shoal-sandbox-kube", daemon=True)
+        self._thread.start()
+        self._dynamic: DynamicClient | None = None  # discovery starts on the first call that needs it
+        self._discovery_lock = asyncio.Lock()
+        try:
+            self._api: ApiClient = self._run(self._connect())
+        except BaseException:
+            _shut_down(self._loop, self._thread, None, self._scratch)
+            raise
+        # Also run when a caller forgets close(): on garbage collection, or at exit while the loop still runs
+        # (so its connections are closed, not reported as leaked).
+        self._finalizer = weakref.finalize(
+            self, _shut_down, self._loop, self._thread, self._api, self._scratch
+        )
+
+    async def _connect(self) -> ApiClient:
+        # Made on the loop: the client's aiohttp session belongs to it.
+        return await kconfig.new_client_from_config(config_file=str(self.kubeconfig), persist_config=False)
+
+    def __enter__(self) -> SyncKube:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
     def close(self) -> None:
-        self.http.close()
+        """Closes the connections and ends the loop thread (again: nothing)."""
+        self._finalizer()
 
-    @staticmethod
-    def path(kind: str, namespace: str | None = None, name: str | None = None) -> str:
-        api_version, plural, namespaced = _KINDS[kind]
-        base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-        out = base + (f"/namespaces/{namespace}" if namespaced and namespace else "") + f"/{plural}"
-        return out + (f"/{name}" if name else "")
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Runs `coro` on the client's loop and waits, bounded: each request has `timeout`, discovery and
+        the request together get twice that."""
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout=2 * self.timeout)
+        except _FAILURES as exc:
+            future.cancel()  # a wait that ran out leaves the call running on the loop: stop it
+            raise api_error(exc) from exc
 
-    @staticmethod
-    def _check(resp: httpx.Response) -> Obj:
-        if resp.status_code >= 400:
-            raise ApiError(resp.status_code, resp.text)
-        out: Obj = resp.json() if resp.content else {}
-        return out
+    # ---- discovery and calls (on the loop) ---------------------------------------------------------------
+    async def _resource(self, kind: str, api_version: str | None = None) -> Any:
+        async with self._discovery_lock:
+            if self._dynamic is None:
+                cache = str(Path(self._scratch.name) / "discovery.json")
+                self._dynamic = await DynamicClient(self._api, cache_file=cache)
+            if api_version:
+                return await self._dynamic.resources.get(api_version=api_version, kind=kind)
+            return pick_resource(kind, await self._dynamic.resources.search(kind=kind))
+
+    async def _path(
+        self, kind: str, namespace: str | None, name: str | None = None, subresource: str = ""
+    ) -> str:
+        resource = await self._resource(kind)
+        path: str = resource.path(name=name, namespace=namespace)
+        return path + (f"/{subresource}" if subresource else "")
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> Obj:
+        result = await self._api.call_api(
+            path,
+            method,
+            query_params=list((params or {}).items()),
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+            response_types_map=_OBJECT,
+            _return_http_data_only=True,
+            _request_timeout=self.timeout,
+        )
+        return result if isinstance(result, dict) else {}
+
+    async def _apply(self, obj: Obj, namespace: str | None) -> Obj:
+        md = obj["metadata"]
+        resource = await self._resource(obj["kind"], obj["apiVersion"])
+        ns = namespace or md.get("namespace")
+        if ns and resource.namespaced:
+            md["namespace"] = ns
+        path = resource.path(name=md["name"], namespace=ns)
+        params = {"fieldManager": self.field_manager, "force": "true"}
+        return await self._call(
+            "PATCH", path, params=params, body=obj, content_type="application/apply-patch+yaml"
+        )
+
+    async def _verb(self, method: str, kind: str, namespace: str | None, name: str | None, **kw: Any) -> Obj:
+        subresource = kw.pop("subresource", "")
+        return await self._call(method, await self._path(kind, namespace, name, subresource), **kw)
+
+    async def _text(
+        self, kind: str, namespace: str, name: str, subresource: str, params: dict[str, str]
+    ) -> str:
+        """A plain-text subresource (a log): read as sent, not parsed as JSON."""
+        resp = await self._api.call_api(
+            await self._path(kind, namespace, name, subresource),
+            "GET",
+            query_params=list(params.items()),
+            header_params={"Accept": "*/*"},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _return_http_data_only=True,
+            _request_timeout=self.timeout,
+        )
+        async with resp:
+            text: str = await resp.text()
+            if resp.status >= 400:
+                raise ApiError(resp.status, text)
+        return text
+
+    # ---- the public, synchronous verbs -------------------------------------------------------------------
+    def path(self, kind: str, namespace: str | None = None, name: str | None = None) -> str:
+        """The API path of a kind (its collection, or one object), as discovery resolves it."""
+        return self._run(self._path(kind, namespace, name))
 
     def apply(self, obj: Obj, namespace: str | None = None) -> Obj:
-        md = obj["metadata"]
-        ns = namespace or md.get("namespace")
-        if ns and _KINDS[obj["kind"]][2]:
-            md["namespace"] = ns
-        resp = self.http.patch(
-            self.path(obj["kind"], ns, md["name"]),
-            params={"fieldManager": self.field_manager, "force": "true"},
-            content=json.dumps(obj).encode(),
-            headers={"Content-Type": "application/apply-patch+yaml"},
-        )
-        return self._check(resp)
+        return self._run(self._apply(obj, namespace))
 
     def get(self, kind: str, namespace: str | None, name: str) -> Obj | None:
-        resp = self.http.get(self.path(kind, namespace, name))
-        if resp.status_code == 404:
-            return None
-        return self._check(resp)
+        try:
+            return self._run(self._verb("GET", kind, namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
 
-    def list(self, kind: str, namespace: str | None = None, selector: str | None = None) -> list[Obj]:
+    def list(
+        self, kind: str, namespace: str | None = None, selector: str | None = None
+    ) -> builtins.list[Obj]:
         params = {"labelSelector": selector} if selector else None
-        items: list[Obj] = self._check(self.http.get(self.path(kind, namespace), params=params))["items"]
+        items: builtins.list[Obj] = self._run(self._verb("GET", kind, namespace, None, params=params))[
+            "items"
+        ]
         return items
 
     def delete(self, kind: str, namespace: str | None, name: str, grace: int | None = None) -> None:
         body = {"gracePeriodSeconds": grace} if grace is not None else None
-        resp = self.http.request("DELETE", self.path(kind, namespace, name), json=body)
-        if resp.status_code != 404:
-            self._check(resp)
+        try:
+            self._run(self._verb("DELETE", kind, namespace, name, body=body))
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
 
     def patch_merge(
         self, kind: str, namespace: str | None, name: str, patch: Obj, subresource: str = ""
     ) -> Obj:
-        path = self.path(kind, namespace, name) + (f"/{subresource}" if subresource else "")
-        resp = self.http.patch(path, json=patch, headers={"Content-Type": "application/merge-patch+json"})
-        return self._check(resp)
+        merge = "application/merge-patch+json"
+        return self._run(
+            self._verb(
+                "PATCH", kind, namespace, name, body=patch, content_type=merge, subresource=subresource
+            )
+        )
 
     def pod_log(self, namespace: str, pod: str, container: str | None = None, tail: int = 200) -> str:
         params = {"tailLines": str(tail), **({"container": container} if container else {})}
-        resp = self.http.get(self.path("Pod", namespace, pod) + "/log", params=params)
-        if resp.status_code >= 400:
-            raise ApiError(resp.status_code, resp.text)
-        return resp.text
+        return self._run(self._text("Pod", namespace, pod, "log", params))
 
     def ready_endpoints(self, namespace: str, service: str) -> builtins.list[str]:
         """``http://IP:PORT`` of a Service's ready backends, the way kube-proxy would pick them (there is no

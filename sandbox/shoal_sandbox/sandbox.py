@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shoal_common.ports import free_port
 
@@ -29,6 +29,9 @@ from shoal_sandbox.kubeconfigs import KWOK_CONFIG, render_kubeconfig, write_if_c
 from shoal_sandbox.kwok_stages import write_kwok_stages
 from shoal_sandbox.nodes import GpuNodeSpec, gpu_node, node_name
 from shoal_sandbox.paths import state_root
+
+if TYPE_CHECKING:
+    from shoal_sandbox.kube import SyncKube
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 # Components of earlier versions: a sandbox started by one is cleaned up by `up` and `down`.
@@ -360,29 +363,30 @@ class Sandbox:
         path.unlink(missing_ok=True)
 
     # ---- nodes -------------------------------------------------------------------------------------------
-    def api(self) -> Any:
-        """An httpx client authenticated as the sandbox admin (for small calls without kubectl)."""
-        import httpx
+    def api(self) -> SyncKube:
+        """The sandbox admin's client (kubernetes_asyncio underneath) for small calls without kubectl; close
+        it, or use it as a context manager."""
+        from shoal_sandbox.kube import SyncKube  # imported when needed: `shoal sandbox status` stays quick
 
-        return httpx.Client(base_url=self.api_server_url(), verify=health.admin_ssl(self._pki), timeout=10.0)
+        return SyncKube(self.kubeconfig_path, timeout=10.0)
 
     def _ensure_nodes(self, deadline: float) -> None:
+        from shoal_sandbox.kube import ApiError
+
         names = [node_name(self.nodes, i) for i in range(self.nodes.count)]
         with self.api() as api:
-            for i, name in enumerate(names):
-                resp = api.get(f"/api/v1/nodes/{name}")
-                if resp.status_code == 404:
-                    resp = api.post("/api/v1/nodes", json=gpu_node(self.nodes, i))
-                    if resp.status_code not in (200, 201, 409):
-                        raise SandboxError(
-                            f"creating node {name} failed: {resp.status_code} {resp.text[:500]}"
-                        )
-                elif resp.status_code != 200:
-                    raise SandboxError(f"reading node {name} failed: {resp.status_code} {resp.text[:500]}")
+            try:
+                for i, name in enumerate(names):
+                    if api.get("Node", None, name) is None:
+                        # Applying a missing object creates it (status included, as a POST would); a node
+                        # that exists is left alone, kwok owns its status.
+                        api.apply(gpu_node(self.nodes, i))
+            except ApiError as exc:
+                raise SandboxError(f"creating the GPU nodes failed: {exc}") from exc
             pending = set(names)
             while pending and time.monotonic() < deadline:
                 for name in sorted(pending):
-                    node = api.get(f"/api/v1/nodes/{name}").json()
+                    node = api.get("Node", None, name) or {}
                     conditions = node.get("status", {}).get("conditions", [])
                     if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
                         pending.discard(name)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal_sandbox import procs
+from shoal_sandbox.kube import ApiError
 from shoal_sandbox.node import hostnet, hoststate, images, oci, pki, prereq, restore
 from shoal_sandbox.node.components import NODE_COMPONENTS, NodeFiles, health_url
 from shoal_sandbox.node.config import (
@@ -228,26 +229,26 @@ class RealNode:
     def _wait_node_ready(self, api: Callable[[], Any], deadline: float) -> None:
         labels = {**GPU_LABELS, "nvidia.com/gpu.count": str(self.gpus)}
         status_patch = {"status": {"capacity": {GPU_RESOURCE: str(self.gpus)}}}
-        merge = {"Content-Type": "application/merge-patch+json"}
         with api() as client:
             while time.monotonic() < deadline:
                 self._check_alive("kubelet")
-                node = client.get(f"/api/v1/nodes/{NODE_NAME}")
-                if node.status_code == 200 and _ready(node.json()):
+                node = client.get("Node", None, NODE_NAME)
+                if node is not None and _ready(node):
                     break
                 time.sleep(0.5)
             else:
                 raise self._failure("kubelet", f"did not register {NODE_NAME} as Ready in time")
             # Fake GPUs: capacity on the node's status; the kubelet copies it into allocatable and keeps it.
-            client.patch(f"/api/v1/nodes/{NODE_NAME}", json={"metadata": {"labels": labels}}, headers=merge)
+            client.patch_merge("Node", None, NODE_NAME, {"metadata": {"labels": labels}})
             while time.monotonic() < deadline:
-                node = client.get(f"/api/v1/nodes/{NODE_NAME}").json()
+                node = client.get("Node", None, NODE_NAME) or {"status": {}}
                 if node["status"].get("allocatable", {}).get(GPU_RESOURCE) == str(self.gpus):
                     return
                 if node["status"].get("capacity", {}).get(GPU_RESOURCE) != str(self.gpus):
-                    resp = client.patch(f"/api/v1/nodes/{NODE_NAME}/status", json=status_patch, headers=merge)
-                    if resp.status_code != 200:
-                        raise NodeError(f"adding {GPU_RESOURCE} to {NODE_NAME} failed: {resp.text[:300]}")
+                    try:
+                        client.patch_merge("Node", None, NODE_NAME, status_patch, subresource="status")
+                    except ApiError as exc:
+                        raise NodeError(f"adding {GPU_RESOURCE} to {NODE_NAME} failed: {exc}") from exc
                 time.sleep(0.5)
         raise self._failure("kubelet", f"did not make {GPU_RESOURCE} allocatable in time")
 
@@ -312,12 +313,8 @@ def _ready(node: dict[str, Any]) -> bool:
 
 
 def _apply(client: Any, obj: dict[str, Any]) -> None:
-    """Create-or-replace for cluster-scoped RBAC objects."""
-    group, version = obj["apiVersion"].split("/")
-    plural = {"ClusterRole": "clusterroles", "ClusterRoleBinding": "clusterrolebindings"}[obj["kind"]]
-    base = f"/apis/{group}/{version}/{plural}"
-    resp = client.post(base, json=obj)
-    if resp.status_code == 409:
-        resp = client.put(f"{base}/{obj['metadata']['name']}", json=obj)
-    if resp.status_code not in (200, 201):
-        raise NodeError(f"applying {obj['kind']} {obj['metadata']['name']} failed: {resp.text[:300]}")
+    """Server-side apply (the sandbox client, `Sandbox.api()`) of cluster-scoped RBAC objects."""
+    try:
+        client.apply(obj)
+    except ApiError as exc:
+        raise NodeError(f"applying {obj['kind']} {obj['metadata']['name']} failed: {exc}") from exc

@@ -81,3 +81,25 @@ def test_leader_lease_is_per_watched_scope_unless_set() -> None:
     b = OperatorSettings(namespaces=["team-b"]).leader_lease
     assert a != b and a.startswith("shoal-operator-leader-") and len(a) <= 63
     assert OperatorSettings(namespaces=["team-a"], lease_name="mine").leader_lease == "mine"
+
+
+def test_kopf_workers_are_bounded_and_idle_ones_leave_soon() -> None:
+    """A burst of new services must not have a kopf worker alive per object (the operator's memory)."""
+    import kopf
+    from kubernetes_asyncio.client import Configuration
+    from shoal_operator.context import OperatorContext
+    from shoal_operator.handlers import configure_kopf
+    from shoal_operator.kube import Connection, Kube
+    from shoal_operator.metrics import OperatorMetrics
+
+    def configured(settings: OperatorSettings) -> kopf.OperatorSettings:
+        kube = Kube(Connection(Configuration(host="http://127.0.0.1:1"), None))
+        out = kopf.OperatorSettings()
+        configure_kopf(
+            out, OperatorContext(settings=settings, kube=kube, metrics=OperatorMetrics(), identity="t")
+        )
+        return out
+
+    default = configured(OperatorSettings())
+    assert default.queueing.worker_limit == 48 and default.queueing.idle_timeout <= 1.0
+    assert configured(cli.settings_from_args(_parse(["--worker-limit", "8"]))).queueing.worker_limit == 8
