@@ -186,6 +186,9 @@ class ServingSpec(_Model):
     drain_seconds: int = Field(
         default=30, ge=0, le=3600, description="Time to finish in-flight work on stop."
     )
+    scheduling_policy: Literal["fcfs", "priority"] = Field(
+        default="fcfs", description="vLLM's; priority: requests' engine priority from their band and tenant."
+    )
 
 
 class RateLimit(_Model):
@@ -216,6 +219,11 @@ class RoutingSpec(_Model):
         pattern=DNS1123_LABEL.replace("$", "") + r"(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
     )
     rate_limit: RateLimit | None = None
+    objectives: dict[str, Annotated[int, Field(ge=-1000, le=1000)]] = Field(
+        default_factory=dict,
+        description="x-gateway-inference-objective value -> priority band (higher: served first).",
+        json_schema_extra={"maxProperties": 64},
+    )
 
     model_config = ConfigDict(
         json_schema_extra=cel(

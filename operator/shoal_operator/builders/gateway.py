@@ -13,6 +13,7 @@ from shoal_operator.builders.common import (
     BuildOptions,
     bind_role,
     container_security_context,
+    flow_args,
     front_end_deployment,
     metadata,
     pod_env,
@@ -79,6 +80,7 @@ def command(isvc: InferenceService) -> list[str]:
         str(EPP_HEALTH_PORT),
         "--metrics-port",
         str(EPP_METRICS_PORT),
+        *flow_args(isvc),
     ]
 
 
