@@ -7,8 +7,9 @@ prefill yields their first token). At most `max_batch` sequences run (and only a
 KV cache); the rest wait, as in vLLM. Output text is deterministic: a function of the prompt only.
 
 Scheduling policy (vLLM's `--scheduling-policy`, rules in `sim_queue`): `fcfs` serves in arrival order;
-`priority` serves lower `priority` values first and preempts the worst running sequence for a better
-waiting one when the batch is full. Preemption is by recompute, as in vLLM: the sequence goes back to
+`priority` serves lower `priority` values first, preempts the worst running sequence for a better
+waiting one when the batch is full, and lets a step's newcomers be of one priority only (a worse one's
+prefill would lengthen the step that gives a better one its first token: it joins at the next step). Preemption is by recompute, as in vLLM: the sequence goes back to
 waiting with the tokens it has generated, and when readmitted it prefills prompt + generated tokens
 again, then continues its stream from the next token (nothing is sent twice).
 """
@@ -30,7 +31,13 @@ from shoal_common.series import SeriesBuilder
 from shoal_server.engines.adapters import AdapterError, AdapterRegistry, LoraSettings, SlotCache
 from shoal_server.engines.base import Delta, EngineInputError, Prompt, Sampling
 from shoal_server.engines.prefix_cache import PrefixCache
-from shoal_server.engines.sim_queue import SchedulingPolicy, WaitQueue, should_preempt, worst
+from shoal_server.engines.sim_queue import (
+    SchedulingPolicy,
+    WaitQueue,
+    prefill_together,
+    should_preempt,
+    worst,
+)
 from shoal_server.metrics import VllmCompatMetrics
 
 _TEXT = (
@@ -268,11 +275,10 @@ class SimEngine:
         skipped: list[_Seq] = []
         adapter_s = 0.0
         used = sum(self._kv_need(s) for s in self._running)
-        for _ in range(
-            2 * (len(self._waiting) + len(self._running)) + 1
-        ):  # each pass admits, skips or preempts
+        passes = 2 * (len(self._waiting) + len(self._running)) + 1  # each pass admits, skips or preempts
+        for _ in range(passes):
             seq = self._waiting.head()
-            if seq is None:
+            if seq is None or (joined and not prefill_together(joined[0], seq, self.policy)):
                 break
             need = self._kv_need(seq)
             full = len(self._running) >= self.timing.max_batch

@@ -44,6 +44,13 @@ def should_preempt(waiting: Queued, running: Queued, policy: SchedulingPolicy) -
     return policy == "priority" and waiting.priority < running.priority
 
 
+def prefill_together(first: Queued, other: Queued, policy: SchedulingPolicy) -> bool:
+    """May `other` join the batch in the same step as `first` (the step's best newcomer)? Under the
+    priority policy only at the same priority: the step lasts as long as all its prefills, and a worse
+    one's must not delay a better one's first token (it joins one step later)."""
+    return policy != "priority" or other.priority <= first.priority
+
+
 class WaitQueue(Generic[S]):
     """Sequences waiting for the batch, kept in serving order (ties: first pushed first)."""
 

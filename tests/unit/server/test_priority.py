@@ -218,3 +218,25 @@ async def test_http_priority_field(app_factory: Callable[..., Any]) -> None:
             headers={"x-shoal-priority": "high"},
         )
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_priority"
+
+
+async def test_a_worse_prefill_never_shares_the_step_that_gives_a_better_one_its_first_token() -> None:
+    timing = SimTiming(decode_tokens_per_s=100, prefill_tokens_per_s=1000, max_batch=4)
+    for policy, together in (("priority", False), ("fcfs", True)):
+        eng = SimEngine("m", timing, policy=policy)  # type: ignore[arg-type]
+        await eng.start()
+        try:
+            t0 = time.monotonic()
+            prio = {"a": 1, "b": 0} if policy == "priority" else {"a": 0, "b": 0}
+            gens = {
+                n: eng.generate(n, Prompt("", tuple(range(200))), Sampling(max_tokens=1), priority=p)
+                for n, p in prio.items()
+            }
+            got = await asyncio.wait_for(asyncio.gather(*(collect_timed(g) for g in gens.values())), 5)
+        finally:
+            await eng.shutdown()
+        a_first, b_first = got[0][0][0] - t0, got[1][0][0] - t0
+        if together:  # fcfs: both prefills (0.4 s) in one step, as before
+            assert abs(a_first - b_first) < 0.02 and b_first >= 0.4
+        else:  # priority: b's step holds its own prefill only (0.2 s); a joins the next step
+            assert b_first < 0.35 and a_first >= b_first + 0.2
