@@ -240,3 +240,36 @@ async def test_a_worse_prefill_never_shares_the_step_that_gives_a_better_one_its
             assert abs(a_first - b_first) < 0.02 and b_first >= 0.4
         else:  # priority: b's step holds its own prefill only (0.2 s); a joins the next step
             assert b_first < 0.35 and a_first >= b_first + 0.2
+
+
+def test_vllm_engine_gets_the_policy_in_its_engine_args_and_each_request_its_priority() -> None:
+    from shoal_server.config import ServerConfig
+    from shoal_server.engines.vllm_engine import VllmEngine
+
+    cfg = ServerConfig(engine="vllm", model="/models/m", served_model_name="m", scheduling_policy="priority")
+    engine = VllmEngine(cfg)
+    assert engine.engine_args().scheduling_policy == "priority"  # vLLM's real AsyncEngineArgs
+    assert (
+        VllmEngine(ServerConfig(engine="vllm", model="/m", served_model_name="m"))
+        .engine_args()
+        .scheduling_policy
+        == "fcfs"
+    )
+    seen: list[dict[str, Any]] = []
+
+    class RecordingLLM:  # a narrow fake of AsyncLLM.generate: records its keyword arguments
+        async def generate(self, *args: Any, **kw: Any) -> AsyncIterator[Any]:
+            seen.append(kw)
+            return
+            yield
+
+    engine._llm = RecordingLLM()
+    engine._sampling_cls = lambda **kw: kw
+
+    async def run(priority: int) -> None:
+        async for _ in engine.generate("r", Prompt("", (1,)), Sampling(max_tokens=1), priority=priority):
+            pass
+
+    asyncio.run(run(-3))
+    asyncio.run(run(0))
+    assert seen == [{"priority": -3}, {}]  # 0 is vLLM's default: not passed
