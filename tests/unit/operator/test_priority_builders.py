@@ -72,3 +72,21 @@ def test_priority_policy_and_objectives_reach_every_component() -> None:
 def test_bad_values_are_refused(spec: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         isvc(spec)
+
+
+def test_gateway_tenants_reach_the_endpoint_picker() -> None:
+    from shoal_router.flow.classify import TenantPolicy, parse_tenants
+
+    routing = {
+        "mode": "Gateway",
+        "tenants": {"team-b": {}, "team-a": {"priority": 1, "weight": 2.5, "tokensPerMinute": 60000}},
+    }
+    cmd = _command(gateway.deployment(isvc({"routing": routing}), OPTS))
+    ns = _parse(cmd)
+    assert parse_tenants(ns.tenant) == {
+        "team-a": TenantPolicy(priority=1, weight=2.5, tokens_per_minute=60000),
+        "team-b": TenantPolicy(),
+    }
+    assert [cmd[i + 1].split()[0] for i, a in enumerate(cmd) if a == "--tenant"] == ["team-a", "team-b"]
+    router_cmd = _command(router.deployment(isvc({"routing": {"objectives": {"x": 1}}}), OPTS))
+    assert "--tenant" not in router_cmd  # Router mode: tenants' policies are the API keys' options
