@@ -9,7 +9,12 @@ Phases (open-loop Poisson arrivals, streamed chat requests, TTFT = first content
   direct     (--direct) the mixed load sent straight to the replica (no router): no flow control at all
 The mixed and priority phases run through two routers on the same replica, one per reservation policy:
 "new" (--fair-reserve-max, the demand-sized reserve) and "old" (--old-fair-reserve-max 0: the fixed
---fair-reserve alone).
+--fair-reserve alone). Engine priorities (unless --no-engine): a second replica with the same engine
+(same batch) run `--scheduling-policy priority --max-concurrency` 2x the batch, so the engine has a
+waiting queue to order and preempts for better priorities, behind a router with `--engine-priority`
+("engine": band first, then light tenants ahead of heavy ones) and, with --engine-control, one without it
+("conc": the same replica, every request priority 0, i.e. first come, first served). B alone is measured
+again through the "engine" router.
 Reported: B's p95 TTFT against alone, Jain's index of served throughput normalised by each tenant's
 max-min fair share (Jain's definition for unequal demands: x_i = served_i / fair_i), and who was shed.
 
@@ -174,11 +179,26 @@ def summary(stats: dict[str, Stats], tenants: list[Tenant], duration_s: float) -
     }
 
 
-def router_cmd(port: int, replica: str, fair_reserve: str, fair_reserve_max: str) -> list[str]:
+def router_cmd(port: int, replica: str, fair_reserve: str, fair_reserve_max: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "shoal_cli", "router", "--host", "127.0.0.1", "--port", str(port),
             "--upstream", replica, "--objective", "chat=high", "--objective", "batch=low",
             "--max-pending", "64", "--queue-timeout", "10", "--fair-reserve", fair_reserve,
-            "--fair-reserve-max", fair_reserve_max, "--no-access-log", "--log-level", "WARNING"]  # fmt: skip
+            "--fair-reserve-max", fair_reserve_max, "--no-access-log", "--log-level", "WARNING",
+            *extra]  # fmt: skip
+
+
+def server_cmd(port: int, concurrency: int, batch: int, policy: str) -> list[str]:
+    return [sys.executable, "-m", "shoal_cli", "model-server", "--engine", "sim", "--model", "sim", "--host",
+            "127.0.0.1", "--port", str(port), "--max-concurrency", str(concurrency), "--sim-max-batch",
+            str(batch), "--scheduling-policy", policy, "--log-level", "WARNING"]  # fmt: skip
+
+
+async def preemptions(replica: str) -> float:
+    async with aiohttp.ClientSession() as s, s.get(replica + "/metrics") as resp:
+        text = await resp.text()
+    return sum(
+        float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith("vllm:num_preemptions_total")
+    )
 
 
 async def phases(routers: dict[str, str], replica: str, args: argparse.Namespace) -> dict[str, object]:
@@ -192,6 +212,8 @@ async def phases(routers: dict[str, str], replica: str, args: argparse.Namespace
     d = args.phase_s
     out: dict[str, object] = {"capacity_per_s": round(cap, 2), "rate_B": round(r_b, 2)}
     out["alone"] = await phase(first, first, [b], d)
+    if "engine" in routers:
+        out["alone/engine"] = await phase(routers["engine"], routers["engine"], [b], d)
     for name, url in routers.items():
         out[f"mixed/{name}"] = await phase(url, url, [a, b], d)
         out[f"priority/{name}"] = await phase(url, url, [ap_, bp], d)
@@ -209,35 +231,46 @@ async def main() -> None:
     ap.add_argument("--fair-reserve-max", default="0.5", help="the policy under test (demand-sized reserve)")
     ap.add_argument("--old-fair-reserve-max", default="0", help="the policy compared against ('' to skip)")
     ap.add_argument("--direct", action="store_true", help="also send the mixed load straight to the replica")
+    ap.add_argument("--no-engine", action="store_true", help="skip the engine-priority replica and router")
+    ap.add_argument("--engine-control", action="store_true", help="also the priority replica without it")
     args = ap.parse_args()
-    mport = free_port()
-    replica = f"http://127.0.0.1:{mport}"
-    c = str(args.concurrency)
-    server_cmd = [sys.executable, "-m", "shoal_cli", "model-server", "--engine", "sim", "--model", "sim", "--host",
-                  "127.0.0.1", "--port", str(mport), "--max-concurrency", c, "--sim-max-batch", c,
-                  "--log-level", "WARNING"]  # fmt: skip
-    policies = {"new": args.fair_reserve_max}
+    mport, eport = free_port(), free_port()
+    replica, ereplica = f"http://127.0.0.1:{mport}", f"http://127.0.0.1:{eport}"
+    c = args.concurrency
+    servers = {replica: server_cmd(mport, c, c, "fcfs")}
+    policies = {"new": (replica, args.fair_reserve_max, ())}
     if args.old_fair_reserve_max:
-        policies["old"] = args.old_fair_reserve_max
+        policies["old"] = (replica, args.old_fair_reserve_max, ())
+    if not args.no_engine:
+        servers[ereplica] = server_cmd(eport, 2 * c, c, "priority")
+        policies["engine"] = (ereplica, args.fair_reserve_max, ("--engine-priority",))
+        if args.engine_control:
+            policies["conc"] = (ereplica, args.fair_reserve_max, ())
     ports = {name: free_port() for name in policies}
     routers = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     with contextlib.ExitStack() as stack:
-        stack.enter_context(process(server_cmd, "flow-server"))
-        for name, mx in policies.items():
+        for i, cmd in enumerate(servers.values()):
+            stack.enter_context(process(cmd, f"flow-server{i}"))
+        for name, (up, mx, extra) in policies.items():
             stack.enter_context(
-                process(router_cmd(ports[name], replica, args.fair_reserve, mx), f"flow-{name}")
+                process(router_cmd(ports[name], up, args.fair_reserve, mx, *extra), f"flow-{name}")
             )
-        await wait_ready(replica + "/readyz")
-        for url in routers.values():
-            await wait_ready(url + "/readyz")
+        for url in [*servers, *routers.values()]:
+            await wait_ready(url + ("/readyz"))
         await asyncio.sleep(1.0)  # the first load reports
         load_before = os.getloadavg()
         out = await phases(routers, replica, args)
-        out["policies"] = {"fair_reserve": args.fair_reserve, "fair_reserve_max": policies}
+        if not args.no_engine:
+            out["engine_preemptions"] = await preemptions(ereplica)
+        out["policies"] = {
+            "fair_reserve": args.fair_reserve,
+            "routers": {k: {"replica": "priority" if v[0] == ereplica else "fcfs", "fair_reserve_max": v[1],
+                            "flags": list(v[2])} for k, v in policies.items()},
+        }  # fmt: skip
         out["loadavg_before"] = [round(x, 2) for x in load_before]
         out["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     alone = out["alone"]["p95_ttft_s"]["B"]  # type: ignore[index]
-    for name in [k for k in out if k.startswith(("mixed", "priority", "direct"))]:
+    for name in [k for k in out if k.startswith(("mixed", "priority", "direct", "alone/"))]:
         out[f"{name}: B p95 / alone"] = round(out[name]["p95_ttft_s"]["B"] / alone, 2)  # type: ignore[index]
     print(json.dumps(out, indent=1))
     if args.json:

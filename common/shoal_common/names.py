@@ -29,6 +29,11 @@ LABEL_GATEWAY = "shoal.dev/inferencegateway"  # on an InferenceGateway's childre
 FIELD_MANAGER_OPERATOR = "shoal-operator"
 FIELD_MANAGER_AUTOSCALER = "shoal-autoscaler"
 
+# Request header the router and the endpoint picker set for the model-server: the request's engine
+# priority (vLLM's `priority`, lower is served first). It overrides the body's `priority` field; the
+# router drops a client's copy and the endpoint picker overwrites or removes it.
+PRIORITY_HEADER = "x-shoal-priority"
+
 # Ports.
 MODEL_SERVER_PORT = 8000
 ROUTER_PORT = 8080

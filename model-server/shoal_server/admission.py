@@ -1,4 +1,6 @@
-"""Admission control: bounded concurrency plus a bounded FIFO wait queue.
+"""Admission control: bounded concurrency plus a bounded wait queue, served in (priority, arrival)
+order (lower priority values first, as vLLM's priority policy; all 0 under fcfs, so first come, first
+served).
 
 The decisions are pure functions (`decide`, `retry_after_seconds`); `Admission` is the small asyncio
 wrapper around them that the app uses. Beyond capacity a request is rejected at once (429 with
@@ -8,9 +10,9 @@ Retry-After); it never hangs.
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
+import bisect
 import enum
+import itertools
 import math
 import time
 from dataclasses import dataclass
@@ -67,7 +69,8 @@ class Rejected(Exception):
 
 
 class Admission:
-    """Slots for in-flight requests plus a FIFO queue of waiters; not thread-safe (one event loop)."""
+    """Slots for in-flight requests plus a priority-ordered queue of waiters; not thread-safe (one event
+    loop)."""
 
     def __init__(self, max_concurrency: int, max_queue: int) -> None:
         if max_concurrency < 1 or max_queue < 0:
@@ -77,7 +80,8 @@ class Admission:
         self.inflight = 0
         self.draining = False
         self.ready = False
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # (priority, order, future)
+        self._order = itertools.count()
         self._service_ewma: float | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -94,9 +98,10 @@ class Admission:
     def retry_after(self) -> int:
         return retry_after_seconds(self.queued, self.max_concurrency, self._service_ewma)
 
-    async def acquire(self) -> float:
-        """Take a slot, waiting in the queue if needed; returns the seconds spent queued.
-        Raises `Rejected` at once when the request cannot even be queued. Cancel-safe."""
+    async def acquire(self, priority: int = 0) -> float:
+        """Take a slot, waiting in the queue (behind waiters of better or equal priority) if needed;
+        returns the seconds spent queued. Raises `Rejected` at once when the request cannot even be
+        queued. Cancel-safe."""
         verdict = decide(self.state())
         if verdict is Verdict.ADMIT:
             self._take()
@@ -105,7 +110,7 @@ class Admission:
             raise Rejected(verdict, self.retry_after() if verdict is Verdict.REJECT_FULL else None)
         t0 = time.monotonic()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
+        bisect.insort(self._waiters, (priority, next(self._order), fut), key=lambda w: (w[0], w[1]))
         self._idle.clear()
         try:
             await fut  # resolved by release(), which has already counted us as in flight
@@ -122,8 +127,7 @@ class Admission:
         self._idle.clear()
 
     def _remove_waiter(self, fut: asyncio.Future[None]) -> None:
-        with contextlib.suppress(ValueError):
-            self._waiters.remove(fut)
+        self._waiters = [w for w in self._waiters if w[2] is not fut]
         self._check_idle()
 
     def release(self, service_s: float | None) -> None:
@@ -133,7 +137,7 @@ class Admission:
             self._service_ewma = service_s if prev is None else 0.8 * prev + 0.2 * service_s
         self.inflight -= 1
         while self._waiters and self.inflight < self.max_concurrency:
-            fut = self._waiters.popleft()
+            fut = self._waiters.pop(0)[2]
             if not fut.done():
                 self.inflight += 1
                 fut.set_result(None)

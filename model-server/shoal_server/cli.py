@@ -48,6 +48,13 @@ def register(subparsers: Any) -> None:
         "--max-body-bytes", type=int, default=16 * 1024 * 1024, help="largest request body; beyond: 413"
     )
     p.add_argument("--default-max-tokens", type=int, default=256, help="max_tokens for chat when unset")
+    p.add_argument(
+        "--scheduling-policy",
+        choices=["fcfs", "priority"],
+        default="fcfs",
+        help="vLLM's: fcfs (a request's non-zero priority is refused) or priority (lower served first; "
+        "the engine may preempt worse-priority requests)",
+    )
     p.add_argument("--log-level", default=os.environ.get("SHOAL_LOG_LEVEL", "INFO"))
     _add_lora_flags(p)
     _add_sim_flags(p)
@@ -112,6 +119,8 @@ def _main(args: argparse.Namespace) -> int:
         raise SystemExit(
             "--max-loras, --max-lora-rank and --max-adapters must be >= 1, --sim-lora-load-s >= 0"
         )
+    if any(key.replace("-", "_") == "scheduling_policy" for key, _ in args.engine_arg):
+        raise SystemExit("set the scheduling policy with --scheduling-policy, not --engine-arg")
     names = [name for name, _ in args.lora]
     if len(set(names)) != len(names):
         raise SystemExit("--lora names must be unique")
@@ -130,6 +139,7 @@ def _main(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         default_max_tokens=args.default_max_tokens,
         log_level=args.log_level,
+        scheduling_policy=args.scheduling_policy,
         sim_prefill_tokens_per_s=args.sim_prefill_tokens_per_s,
         sim_decode_tokens_per_s=args.sim_decode_tokens_per_s,
         sim_max_batch=args.sim_max_batch,

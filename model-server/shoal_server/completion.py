@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from fastapi import Request
 from fastapi.responses import Response
+from shoal_common.names import PRIORITY_HEADER
 
 from shoal_server.admission import Rejected, Verdict
 from shoal_server.asgi import (
@@ -34,11 +35,18 @@ from shoal_server.errors import (
     invalid,
     model_not_found,
     not_loaded,
+    priority_not_enabled,
     queue_full,
     queue_timeout,
 )
 from shoal_server.generation import Generation
-from shoal_server.openai_api import ChatCompletionRequest, CompletionRequest, parse_request
+from shoal_server.openai_api import (
+    INT64_MAX,
+    INT64_MIN,
+    ChatCompletionRequest,
+    CompletionRequest,
+    parse_request,
+)
 from shoal_server.responses import SSE_DONE, ResponseBuilder, sse
 from shoal_server.state import ServerState
 
@@ -71,6 +79,26 @@ def check_token_ids(ids: Sequence[int], vocab_size: int) -> None:
                 param="prompt",
                 code="invalid_token_id",
             )
+
+
+def engine_priority(body_priority: int, header: str | None, policy: str) -> int:
+    """The request's engine priority. Under the priority policy the router's or endpoint picker's
+    `x-shoal-priority` header wins over the body's `priority` (they set it from the request's band and
+    tenant, so a client cannot raise itself through them); under fcfs the header is ignored and a
+    non-zero body priority is refused, as vLLM does."""
+    if policy != "priority":
+        if body_priority != 0:
+            raise priority_not_enabled(body_priority)
+        return 0
+    if header is None:
+        return body_priority
+    try:
+        value = int(header.strip())
+    except ValueError:
+        value = INT64_MAX + 1
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise invalid(f"{PRIORITY_HEADER} must be a 64-bit integer", code="invalid_priority")
+    return value
 
 
 def sampling_from(req: Request_, max_tokens: int) -> Sampling:
@@ -112,7 +140,10 @@ class Completions:
         rid = request_id(request)
         try:
             req, prompt, max_tokens = await self.prepare(request, chat)
-            await self.admit(request, deadline)
+            priority = engine_priority(
+                req.priority, request.headers.get(PRIORITY_HEADER), self.state.config.scheduling_policy
+            )
+            await self.admit(request, deadline, priority)
         except APIError as err:
             log.info("request refused", extra={"request_id": rid, "status": err.status, "error": err.message})
             return self.refuse(err)
@@ -123,7 +154,7 @@ class Completions:
         adapter = None if req.model == self.state.config.served_model_name else req.model
         self.state.metrics.model_requests.labels(req.model).inc()
         stream = engine.generate(
-            rid, prompt, sampling_from(req, max_tokens), stream=req.stream, adapter=adapter
+            rid, prompt, sampling_from(req, max_tokens), stream=req.stream, adapter=adapter, priority=priority
         )
         gen = Generation(self.state, rid, prompt, stream, arrival, deadline)
         builder = ResponseBuilder(chat, rid, req.model)
@@ -169,12 +200,13 @@ class Completions:
         check_token_ids(ids, engine.vocab_size)
         return Prompt(text="", token_ids=ids)
 
-    async def admit(self, request: Request, deadline: float) -> None:
-        """A slot now, or after a wait in the bounded queue; refusals and timeouts as APIError."""
+    async def admit(self, request: Request, deadline: float, priority: int = 0) -> None:
+        """A slot now, or after a wait in the bounded queue (in priority order); refusals and timeouts
+        as APIError."""
         state = self.state
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                acquire = state.admission.acquire()
+                acquire = state.admission.acquire(priority)
                 state.update_gauges()
                 queued_s = await run_watching_disconnect(request, acquire)
         except Rejected as rej:

@@ -21,6 +21,8 @@ class ServerConfig:
     max_body_bytes: int = 16 * 1024 * 1024  # beyond: 413 (the router's default limit too)
     default_max_tokens: int = 256  # when a chat request sets no max_tokens (completions default to 16)
     log_level: str = "INFO"
+    # vLLM's --scheduling-policy: "priority" serves lower `priority` values first (and may preempt)
+    scheduling_policy: Literal["fcfs", "priority"] = "fcfs"
     # Simulated engine
     sim_prefill_tokens_per_s: float = 2000.0
     sim_decode_tokens_per_s: float = 30.0

@@ -118,3 +118,12 @@ def deadline_exceeded(timeout_s: float) -> APIError:
         code="timeout",
         reason="timeout",
     )
+
+
+def priority_not_enabled(priority: int) -> APIError:
+    return invalid(
+        f"priority {priority} needs priority scheduling, and this server runs --scheduling-policy fcfs; "
+        "omit `priority` or send 0",
+        param="priority",
+        code="priority_not_enabled",
+    )

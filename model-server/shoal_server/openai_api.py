@@ -70,6 +70,8 @@ class _Common(BaseModel):
     stream_options: StreamOptions | None = None
     user: str | None = None
     ignore_eos: bool = False  # vLLM extension, useful for benchmarks
+    # vLLM extension: lower is served first; anything but 0 needs --scheduling-policy priority
+    priority: Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)] = 0
 
     @field_validator("stop")
     @classmethod

@@ -42,7 +42,13 @@ def build_engine(cfg: ServerConfig) -> Engine:
             max_adapters=cfg.max_adapters,
             load_s=cfg.sim_lora_load_s,
         )
-        return SimEngine(cfg.served_model_name, timing, max_model_len=cfg.max_model_len(2048), lora=lora)
+        return SimEngine(
+            cfg.served_model_name,
+            timing,
+            max_model_len=cfg.max_model_len(2048),
+            lora=lora,
+            policy=cfg.scheduling_policy,
+        )
     from shoal_server.engines.vllm_engine import VllmEngine  # heavy: imports torch and vllm
 
     return VllmEngine(cfg)

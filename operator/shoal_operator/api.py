@@ -21,6 +21,7 @@ from shoal_operator.api_autoscaling import (
     AutoscalerStatus,
     AutoscalingSpec,
 )
+from shoal_operator.api_routing import RoutingSpec
 from shoal_operator.api_schema import (
     DNS1123_LABEL,
     ArgValue,
@@ -186,44 +187,8 @@ class ServingSpec(_Model):
     drain_seconds: int = Field(
         default=30, ge=0, le=3600, description="Time to finish in-flight work on stop."
     )
-
-
-class RateLimit(_Model):
-    requests_per_second: float = Field(ge=0, description="Per API key.")
-    burst: int | None = Field(default=None, ge=1)
-
-
-class RoutingSpec(_Model):
-    mode: Literal["Router", "Service", "Gateway"] = Field(
-        default="Router",
-        description="Router: an LLM-aware router in front of the pods; Service: the Service targets the pods; "
-        "Gateway: an InferencePool for your Gateway API gateway, with shoal's endpoint picker (docs/gateway.md).",
-    )
-    strategy: Literal["LeastLoad", "PrefixHash", "PrefixLoad", "RoundRobin", "AdapterAffinity"] = Field(
-        default="LeastLoad",
-        description="Replica picking. AdapterAffinity: a LoRA adapter's requests stay on the replicas holding it "
-        "(within a load bound); base-model requests by least load.",
-    )
-    replicas: int = Field(default=1, ge=1, le=100, description="Router (or endpoint picker) replicas.")
-    failure_mode: Literal["FailClose", "FailOpen"] = Field(
-        default="FailClose",
-        description="Gateway mode: what the gateway does when the endpoint picker is unreachable "
-        "(FailClose: answer 5xx; FailOpen: forward to any pod of the pool).",
-    )
-    api_keys_secret: str | None = Field(
-        default=None,
-        max_length=253,
-        pattern=DNS1123_LABEL.replace("$", "") + r"(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
-    )
-    rate_limit: RateLimit | None = None
-
-    model_config = ConfigDict(
-        json_schema_extra=cel(
-            (
-                "self.mode == 'Router' || (!has(self.apiKeysSecret) && !has(self.rateLimit))",
-                "routing.apiKeysSecret and routing.rateLimit need routing.mode: Router",
-            ),
-        )
+    scheduling_policy: Literal["fcfs", "priority"] = Field(
+        default="fcfs", description="vLLM's; priority: requests' engine priority from their band and tenant."
     )
 
 

@@ -13,7 +13,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from shoal_operator.api import Condition, NamedObject, RateLimit
+from shoal_operator.api import Condition, NamedObject
+from shoal_operator.api_routing import RateLimit
 from shoal_operator.api_schema import DNS1123_LABEL, _Model
 
 SECRET_NAME = DNS1123_LABEL.replace("$", "") + r"(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"

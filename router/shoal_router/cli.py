@@ -120,6 +120,12 @@ def _flow_control(p: argparse.ArgumentParser) -> None:
         "(0: a fixed --fair-reserve)",
     )
     g.add_argument(
+        "--engine-priority",
+        action="store_true",
+        help="set each request's engine priority (x-shoal-priority) from its band, light tenants ahead of "
+        "heavy ones; for replicas run with --scheduling-policy priority",
+    )
+    g.add_argument(
         "--objective",
         action="append",
         metavar="NAME=PRIORITY",

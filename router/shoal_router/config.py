@@ -49,6 +49,7 @@ class RouterConfig:
     objectives: tuple[tuple[str, int], ...] = ()  # x-gateway-inference-objective name -> priority band
     fair_reserve: float = 0.25  # share of slots kept for tenants below their fair share
     fair_reserve_max: float = 0.5  # the reserve grows with protected tenants' recent demand up to this
+    engine_priority: bool = False  # set x-shoal-priority (replicas run --scheduling-policy priority)
     # security and limits
     api_keys_secret: str | None = None
     api_keys_file: str | None = None
@@ -108,6 +109,7 @@ class RouterConfig:
             replica_queue=self.replica_queue,
             fair_reserve=self.fair_reserve,
             fair_reserve_max=self.fair_reserve_max,
+            engine_priority=self.engine_priority,
         )
 
     @property
@@ -158,6 +160,7 @@ def from_args(ns: argparse.Namespace) -> RouterConfig:
         objectives=tuple(parse_objectives(ns.objective or []).items()),
         fair_reserve=ns.fair_reserve,
         fair_reserve_max=ns.fair_reserve_max,
+        engine_priority=ns.engine_priority,
         api_keys_secret=ns.api_keys_secret,
         api_keys_file=ns.api_keys_file,
         rate_limit_rps=ns.rate_limit_rps,

@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+from shoal_common.names import PRIORITY_HEADER
 
 from shoal_router import frontdoor
 from shoal_router.auth import ApiKeys
@@ -267,6 +268,8 @@ class Proxy:
         start: float,
     ) -> web.StreamResponse:
         url = lease.endpoint
+        if lease.engine_priority is not None:  # per attempt: a retry may be placed at another priority
+            headers[PRIORITY_HEADER] = str(lease.engine_priority)
         sent = time.perf_counter()
         try:
             upstream = await self.session.request(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+from shoal_common.names import PRIORITY_HEADER
 
 from shoal_router.flow.capacity import LOAD_HEADERS
 
@@ -25,7 +26,8 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "expect"}
+# x-shoal-priority: only the router sets it (from the request's band and tenant), never a client
+REQUEST_DROP = HOP_BY_HOP | {"host", "content-length", "expect", PRIORITY_HEADER}
 _LOAD_HEADERS = frozenset(h.lower() for h in LOAD_HEADERS)  # replica internals: not for clients
 GATEWAY_FAILURE_STATUS = frozenset({502, 503, 504})  # count towards outlier ejection (not 429, not 500)
 CLIENT_CLOSED = 499

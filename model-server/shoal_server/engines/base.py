@@ -77,10 +77,12 @@ class Engine(Protocol):
         sampling: Sampling,
         stream: bool = True,
         adapter: str | None = None,
+        priority: int = 0,
     ) -> AsyncIterator[Delta]:
         """Stream deltas; closing the iterator early (client gone, deadline) aborts the request.
         With stream=False an engine may return one final delta (cheaper: no per-token wake-ups).
-        `adapter`: a registered LoRA adapter's name, or None for the base model."""
+        `adapter`: a registered LoRA adapter's name, or None for the base model. `priority`: vLLM's
+        (lower is served first; anything but 0 only under the priority scheduling policy)."""
         ...
 
     async def add_adapter(self, name: str, path: str) -> bool:

@@ -5,12 +5,18 @@ one token; a step with `b` sequences takes `(1 + batch_overhead * (b - 1)) / dec
 seconds, plus `prompt_tokens / prefill_tokens_per_s` for sequences that join in that step (their
 prefill yields their first token). At most `max_batch` sequences run (and only as many as fit the
 KV cache); the rest wait, as in vLLM. Output text is deterministic: a function of the prompt only.
+
+Scheduling policy (vLLM's `--scheduling-policy`, rules in `sim_queue`): `fcfs` serves in arrival order;
+`priority` serves lower `priority` values first, preempts the worst running sequence for a better
+waiting one when the batch is full, and lets a step's newcomers be of one priority only (a worse one's
+prefill would lengthen the step that gives a better one its first token: it joins at the next step). Preemption is by recompute, as in vLLM: the sequence goes back to
+waiting with the tokens it has generated, and when readmitted it prefills prompt + generated tokens
+again, then continues its stream from the next token (nothing is sent twice).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import re
 import time
@@ -25,6 +31,13 @@ from shoal_common.series import SeriesBuilder
 from shoal_server.engines.adapters import AdapterError, AdapterRegistry, LoraSettings, SlotCache
 from shoal_server.engines.base import Delta, EngineInputError, Prompt, Sampling
 from shoal_server.engines.prefix_cache import PrefixCache
+from shoal_server.engines.sim_queue import (
+    SchedulingPolicy,
+    WaitQueue,
+    prefill_together,
+    should_preempt,
+    worst,
+)
 from shoal_server.metrics import VllmCompatMetrics
 
 _TEXT = (
@@ -98,6 +111,8 @@ class _Seq:
     done: bool = False
     adapter: str | None = None
     slotted: bool = False  # holds a pin on its adapter's slot
+    priority: int = 0  # lower is served first (priority policy)
+    preempted: bool = False  # back in waiting after a preemption: its next admission recomputes
 
     @property
     def kv_tokens(self) -> int:
@@ -109,7 +124,12 @@ class SimEngine:
     vocab_size = SIM_VOCAB_SIZE
 
     def __init__(
-        self, model_name: str, timing: SimTiming, max_model_len: int = 2048, lora: LoraSettings | None = None
+        self,
+        model_name: str,
+        timing: SimTiming,
+        max_model_len: int = 2048,
+        lora: LoraSettings | None = None,
+        policy: SchedulingPolicy = "fcfs",
     ) -> None:
         self.model_name = model_name
         self.lora = lora or LoraSettings()
@@ -118,7 +138,8 @@ class SimEngine:
         self.timing = timing
         self.max_model_len = max_model_len
         self.metrics = VllmCompatMetrics(model_name)
-        self._waiting: collections.deque[_Seq] = collections.deque()
+        self.policy: SchedulingPolicy = policy
+        self._waiting: WaitQueue[_Seq] = WaitQueue(policy)
         self._running: list[_Seq] = []
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
@@ -136,6 +157,9 @@ class SimEngine:
         )
         self.lora_evictions = series.counter(
             "shoal_sim_lora_evictions", "Adapters evicted from a batch slot (simulated)."
+        )
+        self.preemptions = series.counter(
+            "vllm:num_preemptions", "Cumulative number of preemption from the engine."
         )
 
     async def add_adapter(self, name: str, path: str) -> bool:
@@ -182,11 +206,21 @@ class SimEngine:
         sampling: Sampling,
         stream: bool = True,
         adapter: str | None = None,
+        priority: int = 0,
     ) -> AsyncIterator[Delta]:
         if adapter is not None and adapter not in self.adapters:
             raise EngineInputError(str(AdapterError(f"adapter {adapter!r} is not loaded")))
-        seq = _Seq(request_id, tuple(prompt.token_ids), sampling, time.monotonic(), adapter=adapter)
-        self._waiting.append(seq)
+        if priority != 0 and self.policy != "priority":
+            raise EngineInputError(f"priority {priority} needs the priority scheduling policy")
+        seq = _Seq(
+            request_id,
+            tuple(prompt.token_ids),
+            sampling,
+            time.monotonic(),
+            adapter=adapter,
+            priority=priority,
+        )
+        self._waiting.push(seq)
         self._update_gauges()
         self._wake.set()
         try:
@@ -198,8 +232,7 @@ class SimEngine:
         finally:
             if not seq.done:  # aborted by the caller (client gone, deadline, shutdown)
                 seq.done = True
-                if seq in self._waiting:
-                    self._waiting.remove(seq)
+                self._waiting.remove(seq)
                 if seq in self._running:
                     self._running.remove(seq)
                 self._release_slot(seq)
@@ -235,28 +268,52 @@ class SimEngine:
                 self.slots.drop(seq.adapter)
 
     def _schedule(self) -> tuple[list[_Seq], float]:
-        """Move waiting sequences into the batch while they fit; returns the newcomers and the seconds
-        spent loading their adapters into slots (a sequence whose adapter finds no slot waits, as in vLLM)."""
+        """Move waiting sequences into the batch while they fit, preempting worse-priority running ones
+        for better waiting ones (priority policy); returns the newcomers and the seconds spent loading
+        their adapters into slots (a sequence whose adapter finds no slot waits, as in vLLM)."""
         joined: list[_Seq] = []
         skipped: list[_Seq] = []
         adapter_s = 0.0
-        used = sum(s.kv_tokens + s.sampling.max_tokens - s.generated for s in self._running)
-        while self._waiting and len(self._running) < self.timing.max_batch:
-            seq = self._waiting[0]
-            need = len(seq.prompt) + seq.sampling.max_tokens
-            if self._running and used + need > self.timing.kv_cache_tokens:
+        used = sum(self._kv_need(s) for s in self._running)
+        passes = 2 * (len(self._waiting) + len(self._running)) + 1  # each pass admits, skips or preempts
+        for _ in range(passes):
+            seq = self._waiting.head()
+            if seq is None or (joined and not prefill_together(joined[0], seq, self.policy)):
                 break
+            need = self._kv_need(seq)
+            full = len(self._running) >= self.timing.max_batch
+            if full or (self._running and used + need > self.timing.kv_cache_tokens):
+                victim = worst(self._running, self.policy)
+                if victim is None or not should_preempt(seq, victim, self.policy):
+                    break
+                self._preempt(victim)
+                used -= self._kv_need(victim)
+                continue
             cost = self._take_slot(seq)
+            self._waiting.pop()
             if cost is None:  # its adapter finds no slot: it waits, later ones may run (vLLM V1 skips it)
-                skipped.append(self._waiting.popleft())
+                skipped.append(seq)
                 continue
             adapter_s += cost
-            self._waiting.popleft()
             self._running.append(seq)
             used += need
             joined.append(seq)
-        self._waiting.extendleft(reversed(skipped))  # back at the head, in their order
+        for seq in skipped:
+            self._waiting.push(seq)  # back in their place (the queue's order is by arrival)
         return joined, adapter_s
+
+    @staticmethod
+    def _kv_need(seq: _Seq) -> int:
+        """KV-cache tokens a sequence may hold by its end (what admission reserves)."""
+        return len(seq.prompt) + seq.sampling.max_tokens
+
+    def _preempt(self, seq: _Seq) -> None:
+        """Recompute preemption: out of the batch, its KV cache dropped, back to waiting."""
+        self._running.remove(seq)
+        self._release_slot(seq)
+        seq.preempted = True
+        self._waiting.push(seq)
+        self.preemptions.inc()
 
     async def _run(self) -> None:
         while True:
@@ -265,20 +322,26 @@ class SimEngine:
                 await self._wake.wait()
             now = time.monotonic()
             joined, adapter_s = self._schedule()
-            prefill = 0
-            for seq in joined:
-                seq.scheduled_at = now
-                self.metrics.queue_time.observe(now - seq.arrival)
-                self.metrics.prompt_tokens.inc(len(seq.prompt))
-                prefill += self._prefill_tokens(seq.prompt)
+            prefill = sum(self._admitted(seq, now) for seq in joined)
             self._update_gauges()
             batch = list(self._running)
             await asyncio.sleep(self.timing.step_s(len(batch), prefill) + adapter_s)
             now = time.monotonic()
             for seq in batch:
-                if not seq.done:
+                if not seq.done and not seq.preempted:
                     self._emit_token(seq, now)
             self._update_gauges()
+
+    def _admitted(self, seq: _Seq, now: float) -> int:
+        """Book a sequence joining the batch; returns the tokens its prefill computes (a preempted one
+        recomputes its prompt and the tokens it had generated)."""
+        if seq.preempted:
+            seq.preempted = False
+            return self._prefill_tokens(seq.prompt) + seq.generated
+        seq.scheduled_at = now
+        self.metrics.queue_time.observe(now - seq.arrival)
+        self.metrics.prompt_tokens.inc(len(seq.prompt))
+        return self._prefill_tokens(seq.prompt)
 
     def _prefill_tokens(self, prompt: tuple[int, ...]) -> int:
         """Prompt tokens to compute: the cached prefix is skipped (at least one token is always computed)."""

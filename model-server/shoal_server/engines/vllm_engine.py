@@ -102,6 +102,7 @@ class VllmEngine:
             "served_model_name": [self.cfg.served_model_name],
             "max_model_len": self.max_model_len,
             "disable_log_stats": False,
+            "scheduling_policy": self.cfg.scheduling_policy,
         }
         if self.cfg.lora_enabled:
             # Adapters are then added and removed at runtime through AsyncLLM.add_lora/remove_lora.
@@ -233,12 +234,15 @@ class VllmEngine:
         sampling: Sampling,
         stream: bool = True,
         adapter: str | None = None,
+        priority: int = 0,
     ) -> AsyncIterator[Delta]:
         params = self._sampling_params(sampling, stream)
         if adapter is not None and adapter not in self.adapters:
             raise EngineInputError(f"adapter {adapter!r} is not loaded")
         # Only with an adapter: base-model requests go exactly as before LoRA support.
-        extra = {} if adapter is None else {"lora_request": self._lora_request(adapter)}
+        extra: dict[str, Any] = {} if adapter is None else {"lora_request": self._lora_request(adapter)}
+        if priority != 0:  # the server refuses it under fcfs before this point (vLLM would ignore it)
+            extra["priority"] = priority
         engine_input = {"prompt_token_ids": list(prompt.token_ids)}
         # vLLM requires unique ids; clients may reuse X-Request-ID.
         rid = f"{request_id}-{uuid.uuid4().hex[:8]}"

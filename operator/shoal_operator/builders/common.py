@@ -31,6 +31,17 @@ class BuildOptions:
     cluster_domain: str = "cluster.local"
 
 
+def flow_args(isvc: InferenceService) -> list[str]:
+    """Flow-control flags shared by the router and the endpoint picker: objective bands, and engine
+    priorities when the replicas schedule by priority."""
+    args: list[str] = []
+    for name in sorted(isvc.spec.routing.objectives):
+        args += ["--objective", f"{name}={isvc.spec.routing.objectives[name]}"]
+    if isvc.spec.serving.scheduling_policy == "priority":
+        args.append("--engine-priority")
+    return args
+
+
 def labels(isvc: InferenceService, component: str | None = None) -> dict[str, str]:
     out = {
         names.LABEL_NAME: "shoal",

@@ -13,6 +13,7 @@ from shoal_operator.builders.common import (
     BuildOptions,
     bind_role,
     container_security_context,
+    flow_args,
     front_end_deployment,
     metadata,
     pod_env,
@@ -79,7 +80,15 @@ def command(isvc: InferenceService) -> list[str]:
         str(EPP_HEALTH_PORT),
         "--metrics-port",
         str(EPP_METRICS_PORT),
+        *flow_args(isvc),
+        *tenant_args(isvc),
     ]
+
+
+def tenant_args(isvc: InferenceService) -> list[str]:
+    """`--tenant 'ID priority=P weight=W tokens-per-minute=N'` per spec.routing.tenants entry (sorted)."""
+    tenants = isvc.spec.routing.tenants or {}
+    return [arg for tid in sorted(tenants) for arg in ("--tenant", tenants[tid].flag(tid))]
 
 
 def service_account(isvc: InferenceService) -> dict[str, Any]:

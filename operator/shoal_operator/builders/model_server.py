@@ -111,6 +111,8 @@ def command(isvc: InferenceService) -> list[str]:
         "--drain-timeout",
         str(spec.serving.drain_seconds),
     ]
+    if spec.serving.scheduling_policy != "fcfs":  # fcfs is the default: older pods keep their command
+        cmd += ["--scheduling-policy", spec.serving.scheduling_policy]
     cmd += lora_args(isvc)
     for key in sorted(spec.engine.args):
         cmd += ["--engine-arg", f"{key}={format_arg_value(spec.engine.args[key])}"]

@@ -11,6 +11,7 @@ from shoal_operator.builders import waivers
 from shoal_operator.builders.common import (
     BuildOptions,
     bind_role,
+    flow_args,
     front_end_deployment,
     metadata,
     router_container,
@@ -40,6 +41,7 @@ def command(isvc: InferenceService) -> list[str]:
         "--first-byte-timeout",
         str(isvc.spec.serving.request_timeout_seconds),
     ]
+    cmd += flow_args(isvc)
     if routing.api_keys_secret:
         cmd += ["--api-keys-secret", routing.api_keys_secret]
     if routing.rate_limit is not None:

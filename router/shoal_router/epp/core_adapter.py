@@ -99,7 +99,9 @@ class DispatcherPicker:
             raise Refused(rej.status, rej.message, rej.code, rej.retry_after_s, rej.extra_headers) from rej
         endpoints = [to_hostport(lease.endpoint), *self._fallbacks(lease.endpoint, freq.candidates)]
         metered = freq.tokens_per_minute > 0
-        return Picked(tuple(endpoints), lease.reason, lease.waited_s, _Ticket(lease), metered)
+        return Picked(
+            tuple(endpoints), lease.reason, lease.waited_s, _Ticket(lease), metered, lease.engine_priority
+        )
 
     def _routable(self) -> set[str]:
         return {

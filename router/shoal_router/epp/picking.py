@@ -29,6 +29,7 @@ class Picked:
     held_s: float = 0.0
     token: Any = None  # the core's handle on this request (its lease); handed back to served / finish
     metered: bool = False  # the tenant has a token quota: count the answer's tokens for `finish`
+    engine_priority: int | None = None  # x-shoal-priority for the replica; None: engine priorities off
 
 
 class Refused(Exception):

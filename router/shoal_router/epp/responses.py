@@ -45,16 +45,18 @@ def route_to(
     *,
     in_body: bool = False,
     body: bytes | None = None,
+    remove_headers: Sequence[str] = (),
 ) -> pb.ProcessingResponse:
     """Where the request goes: the answer to the request headers (FULL_DUPLEX_STREAMED), or with
     `in_body` to the buffered body (BUFFERED: the headers are still held, so the mutation applies;
-    `body` replaces the buffered body when given)."""
+    `body` replaces the buffered body when given). `remove_headers`: client headers not to forward."""
     value = destination_value(endpoints)
     headers = [_header(DESTINATION_HEADER, value)]
     headers += [_header(k, v) for k, v in (extra_headers or {}).items()]
     metadata = struct_pb2.Struct()  # filled field by field: Struct.update() walks Python dicts slowly
     metadata.fields[METADATA_NAMESPACE].struct_value.fields[DESTINATION_HEADER].string_value = value
-    common = pb.CommonResponse(header_mutation=pb.HeaderMutation(set_headers=headers), clear_route_cache=True)
+    mutation = pb.HeaderMutation(set_headers=headers, remove_headers=list(remove_headers))
+    common = pb.CommonResponse(header_mutation=mutation, clear_route_cache=True)
     if body is not None:
         common.body_mutation.body = body
     if in_body:

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from shoal_common.names import PRIORITY_HEADER
 
 from shoal_router.epp import responses as r
 from shoal_router.epp.body import BodyError, echo_chunks, parse_body
@@ -172,13 +173,22 @@ class ExtProcStream:
         if isinstance(picked, pb.ProcessingResponse):
             yield picked
             return
+        # The engine priority rides in a header (overwriting a client's): cheaper than rewriting the body
+        # and the same for streamed and buffered bodies; without one, a client's copy is removed.
+        drop: tuple[str, ...] = ()
+        if picked.engine_priority is not None:
+            extra[PRIORITY_HEADER] = str(picked.engine_priority)
+        elif PRIORITY_HEADER in x.headers:
+            drop = (PRIORITY_HEADER,)
         if x.buffered and send_body:
             # BUFFERED: Envoy holds the headers and the body; the pick rides on the body's answer and the
             # body stays in Envoy (replaced only when a split rewrote it). Envoy keeps its copy, so
             # FailOpen can still forward it if this EPP dies while the request waits here.
-            yield r.route_to(picked.endpoints, extra, in_body=True, body=body if rewritten else None)
+            yield r.route_to(
+                picked.endpoints, extra, in_body=True, body=body if rewritten else None, remove_headers=drop
+            )
             return
-        yield r.route_to(picked.endpoints, extra)
+        yield r.route_to(picked.endpoints, extra, remove_headers=drop)
         if send_body:
             chunks = echo_chunks(body)
             for i, chunk in enumerate(chunks):

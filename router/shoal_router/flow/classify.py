@@ -53,6 +53,13 @@ class Classification:
         )
 
 
+def engine_priority(band: int, light: bool) -> int:
+    """The engine priority (vLLM's: lower is served first) of a request in `band` (higher is better):
+    every band ahead of the bands below it, and inside a band a light tenant (within its weighted share
+    of recent arrivals) ahead of heavy ones, so its requests are not stuck behind theirs in the engine."""
+    return -2 * band + (0 if light else 1)
+
+
 def parse_priority(value: str) -> int:
     """An integer band, or one of the names in PRIORITY_NAMES. ValueError otherwise."""
     text = value.strip().lower()

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from shoal_router.endpoints import EndpointPool
 from shoal_router.flow import capacity
+from shoal_router.flow.classify import engine_priority
 from shoal_router.flow.fairqueue import Entry, FairQueue
 from shoal_router.flow.fairshare import Activity, demand_reserve, may_take, reserve_slots
 from shoal_router.flow.lease import Lease
@@ -183,10 +184,15 @@ class Dispatcher:
         if not usable or (known and not self._fair(req, now, cap_total, free_total)):
             return None
         pick = self.strategy.pick(usable, PickContext(seq=seq, key=req.affinity_key, rng=self.rng))
+        prio = (
+            engine_priority(req.priority, self._activity.light(req.tenant, now))
+            if self.config.engine_priority
+            else None
+        )
         self.pool.acquire(pick.endpoint)
         self._activity.started(req.tenant, now)
         self.metrics.flow_dispatched(req.priority, req.tenant, waited_s)
-        return Lease(self, req, pick.endpoint, pick.reason, waited_s)
+        return Lease(self, req, pick.endpoint, pick.reason, waited_s, prio)
 
     def _fair(self, req: FlowRequest, now: float, cap_total: int, free_total: int) -> bool:
         floor = reserve_slots(cap_total, self.config.fair_reserve)

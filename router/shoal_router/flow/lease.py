@@ -14,10 +14,16 @@ class Lease:
     """Report what happened (`report`), charge the tokens (`charge`), then `release` (idempotent; also a
     context manager). The endpoint's in-flight count covers the lease's whole life."""
 
-    __slots__ = ("_dispatcher", "_released", "endpoint", "reason", "request", "waited_s")
+    __slots__ = ("_dispatcher", "_released", "endpoint", "engine_priority", "reason", "request", "waited_s")
 
     def __init__(
-        self, dispatcher: Dispatcher, request: FlowRequest, endpoint: str, reason: str, waited_s: float
+        self,
+        dispatcher: Dispatcher,
+        request: FlowRequest,
+        endpoint: str,
+        reason: str,
+        waited_s: float,
+        engine_priority: int | None = None,
     ) -> None:
         self._dispatcher = dispatcher
         self._released = False
@@ -25,6 +31,8 @@ class Lease:
         self.endpoint = endpoint  # the endpoint id: http://host:port
         self.reason = reason  # why the strategy chose it (logs)
         self.waited_s = waited_s  # time spent in the queue before this lease
+        # the replica engine's priority for it (x-shoal-priority); None: engine priorities are off
+        self.engine_priority = engine_priority
 
     def report(self, outcome: Outcome, load: LoadReport | None = None) -> None:
         pool = self._dispatcher.pool

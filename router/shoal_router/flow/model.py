@@ -28,6 +28,7 @@ class FlowConfig:
         0.5  # the reserve grows with protected tenants' recent demand up to this (0: fixed)
     )
     fair_window_s: float = 2.0  # a tenant counts as active this long after its last request
+    engine_priority: bool = False  # leases carry an engine priority (band, then light before heavy)
 
 
 class Outcome(enum.Enum):

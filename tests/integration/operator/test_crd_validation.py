@@ -123,6 +123,18 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
         _with("autoscaling", {"metrics": [{"type": "QueueDepth", "targetPerReplica": 1}] * 2}),
         "Duplicate value",
     ),
+    (
+        "tenants in Router mode",
+        _with("routing", {"tenants": {"team-a": {"weight": 2}}}),
+        "routing.tenants needs routing.mode: Gateway",
+    ),
+    (
+        "tenant id with a space",
+        _with("routing", {"mode": "Gateway", "tenants": {"team a": {}}}),
+        "ids are at most 128 characters, without spaces",
+    ),
+    ("unknown scheduling policy", _with("serving", {"schedulingPolicy": "lifo"}), "schedulingPolicy"),
+    ("objective band out of range", _with("routing", {"objectives": {"chat": 5000}}), "objectives"),
     ("negative replicas", _with("replicas", -1), "spec.replicas"),
     (
         "quantile above 1",
@@ -132,6 +144,21 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("name too long", _with("replicas", 1, name="x" * 57), "metadata.name must be a DNS label"),
     ("missing model", {**BASE, "spec": {"replicas": 1}}, "spec.model: Required value"),
 ]
+
+
+def test_priority_scheduling_objectives_and_tenants_accepted(kubectl: Kubectl) -> None:
+    doc = _with("serving", {"schedulingPolicy": "priority"}, name="prio")
+    doc["spec"]["routing"] = {
+        "mode": "Gateway",
+        "objectives": {"interactive": 1, "batch": -1},
+        "tenants": {"team-a": {"priority": 1, "weight": 2, "tokensPerMinute": 60000}, "team-b": {}},
+    }
+    res = kubectl.apply(doc, "--dry-run=server", "-o", "json", check=False)
+    assert res.returncode == 0, res.stderr
+    stored = yaml.safe_load(res.stdout)["spec"]
+    assert stored["serving"]["schedulingPolicy"] == "priority"
+    assert stored["routing"]["tenants"]["team-b"] == {"weight": 1, "tokensPerMinute": 0}  # defaulted
+    InferenceServiceSpec.model_validate(stored)
 
 
 @pytest.mark.parametrize(("case", "doc", "message"), INVALID, ids=[c[0] for c in INVALID])

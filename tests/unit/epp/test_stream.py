@@ -30,6 +30,7 @@ class ScriptedPicker:
     seen: list[PickRequest] = field(default_factory=list)
     finished: list[tuple[str, int | None]] = field(default_factory=list)
     moved: list[tuple[str, str]] = field(default_factory=list)
+    engine_priority: int | None = None
 
     async def pick(self, req: PickRequest) -> Picked:
         self.seen.append(req)
@@ -40,7 +41,7 @@ class ScriptedPicker:
         pool = [e for e in self.endpoints if req.subset is None or e in req.subset]
         if not pool:
             raise Refused(503, "no eligible endpoint", "no_endpoint")
-        return Picked(tuple(pool), "scripted")
+        return Picked(tuple(pool), "scripted", engine_priority=self.engine_priority)
 
     def served(self, picked: Picked, served: str) -> None:
         self.moved.append((picked.endpoints[0], served))

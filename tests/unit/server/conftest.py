@@ -26,7 +26,10 @@ async def running_app(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, ServerState]]:
     config = make_config(**cfg)
     engine = SimEngine(
-        MODEL, timing or SimTiming(decode_tokens_per_s=2000, prefill_tokens_per_s=1e6), max_model_len
+        MODEL,
+        timing or SimTiming(decode_tokens_per_s=2000, prefill_tokens_per_s=1e6),
+        max_model_len,
+        policy=config.scheduling_policy,
     )
     state = ServerState(config, engine, Admission(config.max_concurrency, config.max_queue))
     if loaded:

@@ -1,0 +1,91 @@
+"""Engine priorities (`--engine-priority`): the lease's priority from band and light/heavy tenant, the
+router's x-shoal-priority header (a client's own is dropped), and the EPP's header mutation."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from shoal_router.config import from_args
+from shoal_router.flow.classify import engine_priority
+from shoal_router.flow.model import FlowRequest, LoadReport
+from unit.epp.test_stream import CHAT as EPP_CHAT
+from unit.epp.test_stream import ScriptedPicker, _body, _exchange, _headers, _set_headers, epp  # noqa: F401
+from unit.router.fakes import running_router, upstreams
+from unit.router.test_flow_dispatcher import make
+
+pytestmark = pytest.mark.unit
+
+
+def test_engine_priority_orders_bands_first_then_light_before_heavy() -> None:
+    order = [(1, True), (1, False), (0, True), (0, False), (-1, True), (-1, False)]
+    values = [engine_priority(band, light) for band, light in order]
+    assert values == sorted(values) and len(set(values)) == len(values)  # strictly increasing: lower first
+    assert engine_priority(0, True) == 0  # the default band's light tenants keep vLLM's default
+
+
+async def test_leases_carry_the_engine_priority_only_when_enabled() -> None:
+    _pool, off = make(["http://a"], LoadReport(0, 0, 32, 0))
+    assert (await off.acquire(FlowRequest(tenant="x"))).engine_priority is None
+    _pool, d = make(["http://a"], LoadReport(0, 0, 32, 0), engine_priority=True)
+    noisy = [await d.acquire(FlowRequest(tenant="noisy")) for _ in range(10)]
+    assert {x.engine_priority for x in noisy} == {0}  # alone, its share is everything: light
+    quiet = await d.acquire(FlowRequest(tenant="quiet"))
+    assert quiet.engine_priority == 0  # 1 of 11 recent arrivals: light
+    heavy = await d.acquire(FlowRequest(tenant="noisy"))
+    assert heavy.engine_priority == 1  # 11 of 12 against a half share: heavy, behind the quiet one
+    high = await d.acquire(FlowRequest(tenant="noisy", priority=1))
+    assert high.engine_priority == -1  # a higher band beats every lower one, heavy or not
+    for lease in [*noisy, quiet, heavy, high]:
+        lease.release()
+
+
+async def test_router_sets_the_header_and_drops_a_clients() -> None:
+    async with (
+        upstreams(1) as (up,),
+        running_router(upstream_urls=[up.url], load_poll_interval_s=0, engine_priority=True) as r,
+        httpx.AsyncClient(base_url=r.url, timeout=30) as c,
+    ):
+        r.router.pool.report_load(up.url, LoadReport(0, 0, 8, 0))
+        body = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "priority": -100}
+        headers = {"x-shoal-priority": "-100", "x-gateway-inference-objective": "chat"}
+        assert (await c.post("/v1/chat/completions", json=body, headers=headers)).status_code == 200
+        seen = up.requests[-1]
+        assert seen["headers"]["x-shoal-priority"] == "0"  # overwritten: the router decides
+        assert seen["body"]["priority"] == -100  # the body is forwarded untouched (the header wins)
+    async with (
+        upstreams(1) as (up,),
+        running_router(upstream_urls=[up.url], load_poll_interval_s=0) as r,
+        httpx.AsyncClient(base_url=r.url, timeout=30) as c,
+    ):
+        r.router.pool.report_load(up.url, LoadReport(0, 0, 8, 0))
+        await c.post("/v1/chat/completions", json=body, headers=headers)
+        assert "x-shoal-priority" not in {k.lower() for k in up.requests[-1]["headers"]}  # never a client's
+
+
+def test_cli_flag() -> None:
+    import argparse
+
+    from shoal_router.cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    ns = parser.parse_args(["router", "--upstream", "http://a", "--engine-priority"])
+    assert from_args(ns).flow().engine_priority
+    ns = parser.parse_args(["router", "--upstream", "http://a"])
+    assert not from_args(ns).flow().engine_priority
+
+
+async def test_epp_sets_or_removes_the_header(epp):  # noqa: F811
+    stub, picker = epp
+    body = json.dumps(EPP_CHAT).encode()
+    client_headers = {":path": "/v1/chat/completions", "x-shoal-priority": "-9"}
+    out = await _exchange(stub, [_headers(client_headers), _body(body, True)])
+    mutation = out[0].request_headers.response.header_mutation
+    assert list(mutation.remove_headers) == ["x-shoal-priority"]  # off: a client's copy never passes
+    assert "x-shoal-priority" not in _set_headers(out[0])
+    picker.engine_priority = 1
+    out = await _exchange(stub, [_headers(client_headers), _body(body, True)])
+    assert _set_headers(out[0])["x-shoal-priority"] == "1"  # on: overwritten with the core's value
+    assert not out[0].request_headers.response.header_mutation.remove_headers
