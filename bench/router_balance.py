@@ -50,7 +50,7 @@ def trace(args: argparse.Namespace) -> tuple[list[Req], float]:
     return reqs, rate
 
 
-async def run_trace(url: str, reqs: list[Req]) -> dict[str, float]:
+async def run_trace(url: str, reqs: list[Req], model: str = "sim") -> dict[str, float]:
     ttfts: list[float] = []
     errors = 0
     conn = aiohttp.TCPConnector(limit=0)
@@ -59,7 +59,7 @@ async def run_trace(url: str, reqs: list[Req]) -> dict[str, float]:
         async def one(r: Req) -> None:
             nonlocal errors
             sent = time.perf_counter()
-            body = {"model": "sim", "prompt": r.prompt, "max_tokens": r.max_tokens, "stream": True}
+            body = {"model": model, "prompt": r.prompt, "max_tokens": r.max_tokens, "stream": True}
             try:
                 async with s.post(url + "/v1/completions", json=body) as resp:
                     if resp.status != 200:
