@@ -6,6 +6,7 @@ Goal: the EPP adds at most 1 ms at p50 over Envoy direct.
 
     .venv/bin/python bench/epp_overhead.py [--requests 2000] [--concurrency 16] [--seconds 8]
         [--baseline-pythonpath PATHS]   # another checkout's EPP beside this one's (A/B in one run)
+        [--also-headers-only]           # and an Envoy that sends the EPP the response headers only
 """
 
 from __future__ import annotations
@@ -54,19 +55,28 @@ def envoy_cmd(tmp: Path, name: str, **config: object) -> tuple[list[str], int, i
 def epp_paths(
     tmp: Path, args: argparse.Namespace, upstream: str
 ) -> list[tuple[str, list[str], list[str], int]]:
-    """(name, EPP command, its Envoy's command, Envoy's port) per EPP under test: this checkout's, and
-    with --baseline-pythonpath another checkout's (an A/B comparison on the same replica in one run)."""
-    paths = [("envoy_epp", None)]
+    """(name, EPP command, its Envoy's command, Envoy's port) per EPP under test: this checkout's, with
+    --baseline-pythonpath another checkout's, with --also-headers-only a second Envoy that passes the
+    response headers only through its own EPP (A/B comparisons on the same replica in one run)."""
+    paths = [("envoy_epp", None, args.response_body, False)]
     if args.baseline_pythonpath:
-        paths.append(("envoy_epp_baseline", args.baseline_pythonpath))
+        paths.append(("envoy_epp_baseline", args.baseline_pythonpath, args.response_body, False))
+    if args.also_headers_only:
+        paths.append(("envoy_epp_headers_only", None, False, True))
     out = []
-    for name, pythonpath in paths:
+    for name, pythonpath, response_body, headers_only in paths:
         grpc, health, metrics = free_port(), free_port(), free_port()
         cmd = epp_cmd(grpc, health, metrics, upstream)
         if pythonpath:
             cmd = ["env", f"PYTHONPATH={pythonpath}", *cmd]
         e_cmd, e_port, _ = envoy_cmd(
-            tmp, name, pool=[upstream], mode="original_dst", epp_port=grpc, response_body=args.response_body
+            tmp,
+            name,
+            pool=[upstream],
+            mode="original_dst",
+            epp_port=grpc,
+            response_body=response_body,
+            response_headers_only=headers_only,
         )
         out.append((name, cmd, e_cmd, e_port))
     return out
@@ -134,6 +144,11 @@ def main() -> None:
         default=True,
         help="responses through the EPP too (FULL_DUPLEX_STREAMED, as GAIE's gateways configure it); "
         "--no-response-body: the EPP sees the request only (response headers and body skipped)",
+    )
+    p.add_argument(
+        "--also-headers-only",
+        action="store_true",
+        help="a second Envoy + EPP whose ext_proc gets the response headers only (response_body_mode NONE)",
     )
     p.add_argument(
         "--baseline-pythonpath",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from shoal_common.series import SeriesBuilder
 
 MAX_TENANT_LABELS = 100
@@ -60,12 +60,18 @@ class RouterMetrics:
         )
         self._flow_series(s)
         self._code_children: dict[int, Counter] = {}
+        self._inflight_children: dict[str, Gauge] = {}  # bounded: one per known endpoint
 
     # PoolMetrics protocol
     def set_inflight(self, endpoint: str, value: int) -> None:
-        self.endpoint_inflight.labels(endpoint).set(value)
+        # twice per request (acquire, release): the label child is cached (labels() costs microseconds)
+        child = self._inflight_children.get(endpoint)
+        if child is None:
+            child = self._inflight_children[endpoint] = self.endpoint_inflight.labels(endpoint)
+        child.set(value)
 
     def remove_endpoint(self, endpoint: str) -> None:
+        self._inflight_children.pop(endpoint, None)
         with contextlib.suppress(KeyError):
             self.endpoint_inflight.remove(endpoint)
 

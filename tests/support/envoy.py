@@ -39,9 +39,17 @@ def _addr(hostport: str) -> dict[str, Any]:
     return {"socket_address": {"address": host, "port_value": int(port)}}
 
 
-def _ext_proc(
-    epp_port: int, fail_open: bool, tls: bool, response_body: bool, request_body: str
-) -> dict[str, Any]:
+# What of the response goes through the EPP: all of it (GAIE's config), the headers only (the EPP learns
+# the status; Envoy closes the ext_proc stream after them), or nothing.
+RESPONSE_MODES = {
+    "full": ("SEND", "FULL_DUPLEX_STREAMED", "SEND"),
+    "headers": ("SEND", "NONE", "SKIP"),
+    "none": ("SKIP", "NONE", "SKIP"),
+}
+
+
+def _ext_proc(epp_port: int, fail_open: bool, tls: bool, response: str, request_body: str) -> dict[str, Any]:
+    header_mode, body_mode, trailer_mode = RESPONSE_MODES[response]
     return {
         "name": "envoy.filters.http.ext_proc",
         "typed_config": {
@@ -50,11 +58,11 @@ def _ext_proc(
             "failure_mode_allow": fail_open,
             "processing_mode": {
                 "request_header_mode": "SEND",
-                "response_header_mode": "SEND" if response_body else "SKIP",
+                "response_header_mode": header_mode,
                 "request_body_mode": request_body,
-                "response_body_mode": "FULL_DUPLEX_STREAMED" if response_body else "NONE",
+                "response_body_mode": body_mode,
                 "request_trailer_mode": "SEND",
-                "response_trailer_mode": "SEND" if response_body else "SKIP",
+                "response_trailer_mode": trailer_mode,
             },
             "message_timeout": "120s",
             "response_attributes": ["upstream.address"],
@@ -172,6 +180,7 @@ def render_config(
     fail_open: bool = False,
     epp_tls: bool = True,
     response_body: bool = True,
+    response_headers_only: bool = False,
     retries: int = 2,
     subset: list[str] | None = None,
     request_body: str = "FULL_DUPLEX_STREAMED",
@@ -202,7 +211,8 @@ def render_config(
             }
         )
     if mode != "direct":
-        filters.append(_ext_proc(epp_port, fail_open, epp_tls, response_body, request_body))
+        response = "headers" if response_headers_only else ("full" if response_body else "none")
+        filters.append(_ext_proc(epp_port, fail_open, epp_tls, response, request_body))
     filters.append(
         {
             "name": "envoy.filters.http.router",

@@ -60,6 +60,24 @@ def test_plain_and_streamed_answers_through_envoy(started, request_body):
     wait_for(lambda: epp.metric("shoal_router_endpoint_inflight") == 0, 5, "every lease released")
 
 
+def test_response_headers_only_mode(started):
+    # the leaner gateway config (docs/gateway.md): the EPP gets the response headers, not the body
+    reps = [started.replica(*SIM) for _ in range(2)]
+    epp = started.epp([r.hostport for r in reps])
+    envoy = started.envoy(
+        pool=[r.hostport for r in reps], mode="original_dst", epp_port=epp.port, response_headers_only=True
+    )
+    with httpx.Client(base_url=envoy.url, timeout=30) as client:
+        for i in range(4):
+            r = client.post("/v1/chat/completions", json=chat(f"hello {i}"))
+            assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
+        with client.stream("POST", "/v1/chat/completions", json=chat("stream me", 12, stream=True)) as r:
+            events = [line for line in r.iter_lines() if line.startswith("data: ")]
+        assert r.status_code == 200 and events[-1] == "data: [DONE]" and len(events) >= 12
+    assert epp.metric("shoal_epp_picks_total") == 5
+    wait_for(lambda: epp.metric("shoal_router_endpoint_inflight") == 0, 5, "every lease released")
+
+
 def test_openai_client_through_envoy(started):
     rep = started.replica(*SIM)
     epp = started.epp([rep.hostport])

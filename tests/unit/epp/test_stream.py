@@ -272,3 +272,17 @@ async def test_stream_ending_early_releases_the_endpoint(epp):
             break
         await asyncio.sleep(0.01)
     assert picker.finished == [("10.0.0.1:8000", None)]
+
+
+async def test_response_headers_only_mode_reports_the_status_when_envoy_closes(epp):
+    # response_header_mode SEND, response_body_mode NONE: Envoy closes the ext_proc stream once the
+    # response headers are answered; the lease is released then, with the status it saw
+    stub, picker = epp
+    rh = pb.ProcessingRequest(
+        response_headers=pb.HttpHeaders(
+            headers=base_pb2.HeaderMap(headers=[base_pb2.HeaderValue(key=":status", raw_value=b"503")])
+        )
+    )
+    out = await _exchange(stub, [_headers({}), _body(json.dumps(CHAT).encode(), True), rh])
+    assert [r.WhichOneof("response") for r in out] == ["request_headers", "request_body", "response_headers"]
+    assert picker.finished == [("10.0.0.1:8000", 503)]
