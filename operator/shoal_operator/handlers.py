@@ -52,7 +52,7 @@ def configure_kopf(settings: kopf.OperatorSettings, ctx: OperatorContext) -> Non
     # Each object's kopf worker holds its event and the handler's state until it ends; unbounded, a burst of
     # 200 new services has them all alive at once and the operator's RSS peaks past 150 MB (never returned
     # to the OS). A bounded pool, with idle workers leaving after 0.5 s instead of 5 s so that their slots
-    # turn over, kept it at 144 MB, the burst taking 22 s instead of 14-18 s (bench/RESULTS.md, #17).
+    # turn over, kept it at 141 MB (from 159 MB); the burst took 23 s instead of 10 s (bench/RESULTS.md, #17).
     settings.queueing.worker_limit = ctx.settings.worker_limit
     settings.queueing.idle_timeout = 0.5
 
