@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tarfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,29 @@ def forget_imports(record: Path, archives: Iterable[Path]) -> None:
     prefixes = tuple(f"{a.resolve()}:" for a in archives)
     kept = [line for line in record.read_text().splitlines() if line and not line.startswith(prefixes)]
     record.write_text("".join(f"{line}\n" for line in kept))
+
+
+def archive_refs(archive: Path) -> list[str]:
+    """The image names an OCI archive gives `ctr images import` (its index's name annotations)."""
+    try:
+        with tarfile.open(archive) as tar:
+            member = tar.extractfile("index.json")
+            index = json.loads(member.read()) if member is not None else {}
+    except (OSError, KeyError, ValueError, tarfile.TarError):
+        return []
+    names = []
+    for desc in index.get("manifests") or []:
+        notes = desc.get("annotations") or {}
+        name = notes.get("io.containerd.image.name") or notes.get("org.opencontainers.image.ref.name")
+        if isinstance(name, str) and ("/" in name or ":" in name):
+            names.append(name)
+    return names
+
+
+def lost_archives(archives: Iterable[Path], present: set[str]) -> list[Path]:
+    """Archives whose images the store no longer holds (removed by hand, or by the kubelet's eviction
+    manager under disk pressure, which reclaims unused images whatever the image-GC thresholds say)."""
+    return [a for a in archives if any(ref not in present for ref in archive_refs(a))]
 
 
 def _stamp(archive: Path) -> str:

@@ -117,7 +117,11 @@ class RealNode:
         self.log(f"  node {NODE_NAME} Ready ({self.gpus} x {GPU_RESOURCE}); pods get 198.18.x.y")
 
     def import_images(self, archives: Iterable[Path]) -> list[Path]:
+        archives = list(archives)
         try:
+            present = set(images.list_images(self.paths.containerd_socket))
+            # The import record is not the store: an image it lists may be gone since.
+            images.forget_imports(self.imports_record, images.lost_archives(archives, present))
             done = images.import_images(archives, self.paths.containerd_socket, self.imports_record)
         except images.ImageImportError as exc:
             raise NodeError(str(exc)) from exc
