@@ -122,7 +122,7 @@ async def run_while_leader(
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
                 task = None
-            if task is not None and task.done():
+            if task is not None and task.done() and not stop.is_set():  # at shutdown the work ends first
                 failure = None if task.cancelled() else task.exception()
                 log.error("leader-only work ended; restarting it", exc_info=failure)
                 task = None

@@ -73,3 +73,40 @@ def test_run_while_leader_runs_work_and_releases() -> None:
         assert store.obj is not None and store.obj["spec"]["holderIdentity"] is None
 
     asyncio.run(scenario())
+
+
+class SlowRenewals(LeaseStore):
+    """Each renewal after the first waits until the test lets it finish."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.renewing = asyncio.Event()
+        self.finish = asyncio.Event()
+
+    async def request(self, method: str, path: str, **kw: Any) -> dict[str, Any]:  # type: ignore[override]
+        if method == "GET" and self.obj is not None:
+            self.renewing.set()
+            await self.finish.wait()
+        return await super().request(method, path, **kw)
+
+
+def test_work_that_ends_at_shutdown_is_not_an_error(caplog: pytest.LogCaptureFixture) -> None:
+    """The leader-only work watches the same stop event and may end while the loop is renewing the lease."""
+
+    async def scenario() -> None:
+        store = SlowRenewals()
+        stop = asyncio.Event()
+
+        async def work() -> None:
+            await stop.wait()
+
+        task = asyncio.create_task(run_while_leader(LeaseElector(store, "ns", "l", "me", 0.3), work, stop))
+        await asyncio.wait_for(store.renewing.wait(), 2)  # the loop is mid-renewal
+        stop.set()
+        await asyncio.sleep(0.05)  # the work ends first
+        store.finish.set()
+        await asyncio.wait_for(task, 2)
+
+    with caplog.at_level("ERROR", logger="shoal.operator.leader"):
+        asyncio.run(scenario())
+    assert not [r for r in caplog.records if "leader-only work ended" in r.getMessage()]
