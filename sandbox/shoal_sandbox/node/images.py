@@ -55,23 +55,6 @@ def indexed_archives() -> list[Path]:
     return archives_from_index(data, index.parent)
 
 
-def indexed_archives_by_ref() -> dict[str, Path]:
-    """Image name -> archive, for the index entries that carry both."""
-    index = images_index()
-    if not index.is_file():
-        return {}
-    try:
-        data = json.loads(index.read_text())
-    except ValueError as exc:
-        raise ImageImportError(f"{index} is not JSON: {exc}") from exc
-    entries = data.values() if isinstance(data, dict) else []
-    return {
-        e["ref"]: Path(e["archive"])
-        for e in entries
-        if isinstance(e, dict) and isinstance(e.get("ref"), str) and isinstance(e.get("archive"), str)
-    }
-
-
 def forget_imports(record: Path, archives: Iterable[Path]) -> None:
     """Drops these archives from the import record, so the next import really imports them."""
     if not record.is_file():
@@ -144,11 +127,6 @@ def stale_images(present: list[str], wanted: list[str]) -> list[str]:
     containerd's disk use bounded as images are rebuilt (pure)."""
     repos = {ref.rsplit(":", 1)[0] for ref in wanted if ":" in ref}
     return [n for n in present if ":" in n and n.rsplit(":", 1)[0] in repos and n not in wanted]
-
-
-def missing_images(wanted: list[str], present: set[str]) -> list[str]:
-    """The wanted image names the store does not hold (pure)."""
-    return [ref for ref in wanted if ref not in present]
 
 
 def indexed_refs() -> list[str]:

@@ -102,7 +102,6 @@ class RealNode:
         self._ensure_started("containerd", files, deadline)
         self._wait_socket(deadline)
         t0 = time.monotonic()
-        self._forget_imports_the_store_lost()
         self.import_images([oci.pause_archive(PAUSE_IMAGE)])
         self._import_indexed()
         self._prune_stale_images()
@@ -132,19 +131,6 @@ class RealNode:
     @property
     def imports_record(self) -> Path:
         return self.paths.root / "imported"
-
-    def _forget_imports_the_store_lost(self) -> None:
-        """The import record says what was imported; containerd's store may have lost some of it since (its
-        folder deleted to free disk, an image removed by hand). Those archives are imported again."""
-        try:
-            present = set(images.list_images(self.paths.containerd_socket))
-            wanted = {PAUSE_IMAGE: oci.pause_archive(PAUSE_IMAGE), **images.indexed_archives_by_ref()}
-        except images.ImageImportError as exc:
-            raise NodeError(str(exc)) from exc
-        missing = images.missing_images(list(wanted), present)
-        if missing:
-            self.log(f"  containerd lacks {', '.join(missing)}: importing again")
-            images.forget_imports(self.imports_record, [wanted[ref] for ref in missing])
 
     def _import_indexed(self) -> None:
         """shoal's images from the image builds' index. They may be mid-rebuild (an archive listed but

@@ -7,13 +7,6 @@ from pathlib import Path
 from shoal_sandbox.node import images
 
 
-def test_missing_images_are_the_wanted_ones_the_store_lacks() -> None:
-    present = {"localhost/shoal/pause:1.0", "ghcr.io/shoal-dev/shoal-router:0.1.0-abc"}
-    wanted = ["localhost/shoal/pause:1.0", "ghcr.io/shoal-dev/shoal-router:0.1.0-abc", "ghcr.io/x/op:1"]
-    assert images.missing_images(wanted, present) == ["ghcr.io/x/op:1"]
-    assert images.missing_images(wanted[:2], present) == []
-
-
 def test_forget_imports_drops_only_those_archives(tmp_path: Path) -> None:
     kept, lost = tmp_path / "router.oci.tar", tmp_path / "pause.oci.tar"
     record = tmp_path / "imported"
