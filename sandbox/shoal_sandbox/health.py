@@ -44,14 +44,14 @@ def probe(component: str, port: int, api_host: str, pki: Path) -> tuple[bool, st
     return ok, f"{url}: {resp.status_code}"
 
 
-def port_free(port: int) -> bool:
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
     """Whether a server could listen on the port now. SO_REUSEADDR as the servers themselves set it: a
     component just killed leaves TIME_WAIT connections on its port, which must not move it elsewhere
     (etcd on a new port means a new API server command line, kubeconfigs and a full restart)."""
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((host, port))
         except OSError:
             return False
     return True

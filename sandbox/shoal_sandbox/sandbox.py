@@ -291,8 +291,9 @@ class Sandbox:
             component = "etcd" if port_name == "etcd-peer" else port_name
             rec = procs.load(self._proc_file(component))
             owned = rec is not None and procs.is_alive(rec)
-            if port_name not in ports or (not owned and not health.port_free(ports[port_name])):
-                ports[port_name] = free_port()
+            host = self._api_host() if port_name == "kube-apiserver" else "127.0.0.1"
+            if port_name not in ports or (not owned and not health.port_free(ports[port_name], host)):
+                ports[port_name] = free_port(host)
                 changed = True
         if changed:
             (self.state_dir / "config.json").write_text(json.dumps({"ports": ports}, indent=2))

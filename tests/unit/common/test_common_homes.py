@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from shoal_common.paths import cache_dir
-from shoal_common.ports import free_port
 from shoal_common.timestamps import parse_rfc3339, rfc3339
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
@@ -49,13 +47,6 @@ def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_
         else:
             monkeypatch.setenv("SHOAL_CACHE", unset)
         assert cache_dir() == Path.home() / ".cache" / "shoal"
-
-
-def test_free_port_can_be_bound() -> None:
-    port = free_port()
-    assert 0 < port < 65536
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", port))
 
 
 def test_series_builder_registers_each_kind_with_its_labels() -> None:

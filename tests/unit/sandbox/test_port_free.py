@@ -20,3 +20,16 @@ def test_a_port_with_time_wait_connections_is_free_a_listening_one_is_not() -> N
     client.close()
     server.close()  # the server "crashed"
     assert port_free(port)  # a restarted server can listen again, so the port is kept
+
+
+def test_a_port_is_checked_on_the_address_its_server_binds() -> None:
+    """The API server of a real-node sandbox binds the bridge address; a check on loopback would call its
+    port free while something holds it there."""
+    held = socket.socket()
+    held.bind(("127.0.0.2", 0))
+    held.listen()
+    try:
+        port = held.getsockname()[1]
+        assert not port_free(port, "127.0.0.2")
+    finally:
+        held.close()
