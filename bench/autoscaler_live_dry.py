@@ -78,7 +78,9 @@ def replay_check(kube: Any, procs: lc.Procs, outdir: Path) -> dict[str, Any]:
     ns, name = "al-dry", "sim"
     lc.kubectl("create", "namespace", ns, check=False)
     kube.apply(spec.isvc(name, "hpa"), ns)
-    trace = spec.TraceRun("onoff", "265:285", 1.0, 4.4, "20 s from just before onoff's second burst")
+    trace = spec.TraceRun(
+        "onoff", "265:285", 1.0, 4.4, spec.LONG_PROMPT_RPS, "20 s from just before onoff's second burst"
+    )
     run = al.replay_and_sample(kube, ns, name, trace, url, outdir / "dry.records.jsonl")
     result = score(run["records"], run["samples"], trace.change_s, spec.TTFT_TARGET_S)
     return {

@@ -33,6 +33,7 @@ class TraceRun:
     window: str  # START:END of the trace, seconds
     speedup: float
     change_s: float  # seconds into the replay where the load first exceeds one replica's capacity
+    replica_rps: float  # requests/s of this trace's mix that one replica of the spec below sustains
     note: str
 
     @property
@@ -45,16 +46,23 @@ class TraceRun:
         return (end - start) / self.speedup
 
 
-# Windows picked from the traces' 30 s rates (bench/traces/README.md) so that each holds the change the
-# trace is about, at its own rate where possible (a speedup multiplies the rate as well as the clock).
-# The load change, from bench/traces/generate.py's curves: step5x steps 2 -> 10 rps at 180 s; onoff's
-# second burst (12 rps of 1-8k-token prompts, ~1.8x one replica's prefill) starts at 269.4 s; diurnal's
-# 1 + 7 sin^2(pi t / 1200) rps, replayed 2x (so 2x the rate), passes one replica's ~4 chat rps at 148 s
-# of the trace, 44 s into the window.
+# One replica's capacity under the sim engine below (16 slots; a step of 16 sequences lasts 2.5x a
+# single one's, so 16 x 60 / 2.5 = 384 tokens/s; every prefill at 20k tokens/s stalls the batch):
+# chat (mean 1.4k prompt, 252 output tokens) ~1.4 requests/s; onoff's long prompts (mean 3.4k prompt,
+# 36 output tokens) ~3.8 requests/s, prefill-bound. The first live run sized the windows on the
+# nominal 4 chat requests/s: every peak needed more than maxReplicas, all three autoscalers ended at 8
+# and the capacity limit, not the autoscaler, set the SLO. Each window's peak now needs at most 6 of 8.
+CHAT_RPS, LONG_PROMPT_RPS = 1.4, 3.8
+
+# Windows from the traces' 30 s rates (bench/traces/README.md), each holding the change the trace is
+# about (a speedup multiplies the rate as well as the clock). The replay starts at the window's first
+# request. step5x steps 2 -> 10 rps at 180 s: at 0.6x, ~1.2 -> ~6 rps at 64 s of the replay; onoff's
+# second burst (12 rps of 1-8k-token prompts) starts at 269.4 s; diurnal's 1 + 7 sin^2(pi t / 1200)
+# rps at 1.5x ramps from ~1.5 to ~6 rps, past one replica's capacity at 22 s.
 TRACES = (
-    TraceRun("step5x", "120:300", 1.0, 60.0, "60 s at 2 rps, then the 5x step to 10 rps for 120 s"),
-    TraceRun("onoff", "240:420", 1.0, 29.4, "30 s quiet, a 63 s burst at 12 rps of long prompts, quiet"),
-    TraceRun("diurnal", "60:420", 2.0, 44.0, "the morning ramp 2x compressed: ~2 to ~13 rps in 180 s"),
+    TraceRun("step5x", "140:248", 0.6, 64.0, CHAT_RPS, "64 s at ~1.2 rps, then the 5x step to ~6 rps"),
+    TraceRun("onoff", "240:420", 1.0, 29.4, LONG_PROMPT_RPS, "30 s quiet, a 63 s burst at 12 rps, quiet"),
+    TraceRun("diurnal", "30:300", 1.5, 22.0, CHAT_RPS, "the morning ramp at 1.5x: ~1.5 to ~6 rps"),
 )
 
 

@@ -102,6 +102,32 @@ def test_panic_lifts_the_step_limit() -> None:
     assert d.panic and d.reason is Reason.PANIC_SCALE_UP
 
 
+def test_panic_follows_a_growing_burst_within_the_period_no_further_than_its_backlog() -> None:
+    """#19 live: a burst's first jump saw 2 s of backlog (1 -> 2); waiting a whole period for the next
+    jump left the service a staircase behind the HPA. Later jumps follow the backlog (+1) at once."""
+    c = cfg()
+    first, state = decide(c, inp(1, running=10, waiting=15), settled(1))  # 25 requests: need 3, +1
+    assert first.panic and first.desired == 4
+    # 2 s later the burst has grown to 80 requests while the pods start: need 8 (+1), not a period later
+    later = inp(4, running=30, waiting=50, ready=1, starting=3, now=NOW + 2)
+    second, state = decide(c, later, state)
+    assert second.panic and second.reason is Reason.PANIC_SCALE_UP and second.desired == 9
+    # the backlog stops growing: the repeated jump stays where it is (no run-away on the queue's metric)
+    third, _ = decide(c, inp(9, running=40, waiting=40, ready=1, starting=8, now=NOW + 4), state)
+    assert third.desired == 9
+
+
+def test_panic_repeated_jump_is_capped_by_the_backlog_not_the_queue_metric() -> None:
+    c = cfg(max_replicas=50)
+    first, state = decide(c, inp(2, running=20, waiting=20), settled(2))  # 40 requests: need 4, +1
+    assert first.desired == 5
+    # the queue metric asks 36 on its 20 s mean ((20 + 300) / 2 / 5, +10%), but the 320 requests there
+    # need 32 (+1)
+    d, _ = decide(c, inp(5, running=20, waiting=300, ready=2, starting=3, now=NOW + 2), state)
+    assert d.per_metric["QueueDepth"] == 36
+    assert d.desired == 33 and d.panic
+
+
 def test_dead_band_holds() -> None:
     d = run(cfg(), inp(4, running=43, waiting=0))  # 43 / (10 * 4) = 1.075: inside 10%
     assert d.desired == 4 and d.reason is Reason.WITHIN_TOLERANCE
