@@ -235,7 +235,7 @@ def stable(
     down_rec = max([raw, *(r for t, r in previous if t > down_cut)])
     if started_at > down_cut:
         down_rec = max(down_rec, current)  # not a full window of history yet
-    asks = f"metrics ask for {raw} ({fmt(view.per_metric)})"
+    asks = _asks(cfg, raw, view)
     window = f"{cfg.scale_down.stabilization_seconds:g}s"
     if up_rec > current:
         draft = Draft(up_rec, Reason.SCALE_UP, asks)
@@ -258,3 +258,15 @@ def stable(
     if draft.desired == current and not view.all_available and draft.reason is Reason.WITHIN_TOLERANCE:
         return Draft(current, Reason.METRICS_UNAVAILABLE, f"holding {current}: {view.unavailable_text}")
     return draft
+
+
+def _asks(cfg: PolicyConfig, raw: int, view: MetricView) -> str:
+    """What the metrics ask for, saying which figures: a panic jump comes from the newest sample, not
+    from the windowed means in the per-metric counts."""
+    means = fmt(view.per_metric)
+    if raw == view.raw:
+        return f"metrics ask for {raw} ({means})"
+    return (
+        f"metrics ask for {raw} (panic, on the newest sample: {fmt(view.per_metric_now)}; "
+        f"on the {cfg.up_window_seconds:g}s means: {means})"
+    )

@@ -112,6 +112,10 @@ def test_panic_follows_a_growing_burst_within_the_period_no_further_than_its_bac
     later = inp(4, running=30, waiting=50, ready=1, starting=3, now=NOW + 2)
     second, state = decide(c, later, state)
     assert second.panic and second.reason is Reason.PANIC_SCALE_UP and second.desired == 9
+    # the message tells the panic sample's counts from the windowed means it did not act on
+    assert "panic, on the newest sample: QueueDepth=11, RunningRequests=3" in second.message
+    assert "on the 20s means: QueueDepth=8, RunningRequests=2" in second.message
+    assert "following the backlog of 80 to 9" in second.message
     # the backlog stops growing: the repeated jump stays where it is (no run-away on the queue's metric)
     third, _ = decide(c, inp(9, running=40, waiting=40, ready=1, starting=8, now=NOW + 4), state)
     assert third.desired == 9
