@@ -40,6 +40,11 @@ def ephemeral_range(path: Path = EPHEMERAL_RANGE_FILE) -> tuple[int, int]:
     return low, high
 
 
+def is_server_port(port: int) -> bool:
+    """Whether `port` lies where `free_port` picks: a restarted server can always bind it again."""
+    return any(port in r for r in server_port_ranges(ephemeral_range()))
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port free on `host` now, outside the ephemeral range; another process may take it before the
     caller binds."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shoal_common.ports import free_port
+from shoal_common.ports import free_port, is_server_port
 
 from shoal_sandbox import health, procs, users
 from shoal_sandbox.build import missing_binaries
@@ -29,6 +29,7 @@ from shoal_sandbox.kubeconfigs import KWOK_CONFIG, render_kubeconfig, write_if_c
 from shoal_sandbox.kwok_stages import write_kwok_stages
 from shoal_sandbox.nodes import GpuNodeSpec, gpu_node, node_name
 from shoal_sandbox.paths import state_root
+from shoal_sandbox.port_plan import ports_to_choose
 
 if TYPE_CHECKING:
     from shoal_sandbox.kube import SyncKube
@@ -286,18 +287,23 @@ class Sandbox:
     def _ensure_ports(self) -> dict[str, int]:
         """Ports are chosen once and kept, so kubeconfigs and etcd's peer URL stay stable across restarts."""
         ports = self._load_ports() or {}
-        changed = False
-        for port_name in _PORT_NAMES:
-            component = "etcd" if port_name == "etcd-peer" else port_name
-            rec = procs.load(self._proc_file(component))
-            owned = rec is not None and procs.is_alive(rec)
-            host = self._api_host() if port_name == "kube-apiserver" else "127.0.0.1"
-            if port_name not in ports or (not owned and not health.port_free(ports[port_name], host)):
-                ports[port_name] = free_port(host)
-                changed = True
-        if changed:
+        cold = not any(self._owns(component) for component in COMPONENTS)
+        stale = ports_to_choose(ports, _PORT_NAMES, cold, self._port_busy, is_server_port)
+        for port_name in stale:
+            ports[port_name] = free_port(self._port_host(port_name))
+        if stale:
             (self.state_dir / "config.json").write_text(json.dumps({"ports": ports}, indent=2))
         return ports
+
+    def _owns(self, component: str) -> bool:
+        rec = procs.load(self._proc_file(component))
+        return rec is not None and procs.is_alive(rec)
+
+    def _port_host(self, port_name: str) -> str:
+        return self._api_host() if port_name == "kube-apiserver" else "127.0.0.1"
+
+    def _port_busy(self, port_name: str, port: int) -> bool:
+        return not health.port_free(port, self._port_host(port_name))
 
     def _load_ports(self) -> dict[str, int] | None:
         try:

@@ -116,3 +116,40 @@ def test_up_reports_the_failing_component_with_its_log(private_sandbox: str) -> 
     assert "no-such-flag" in failing.stderr, failing.stderr
     # Nothing of the failed start keeps running.
     assert not any(s.running for s in Sandbox(name=private_sandbox, node_mode="kwok").status())
+
+
+def test_a_restarted_api_server_keeps_its_port_and_old_ephemeral_ports_move_at_a_cold_start(
+    private_sandbox: str,
+) -> None:
+    """CI: the API server, SIGKILLed under load, could not bind its port again ("address already in use"):
+    it had been picked from the kernel's ephemeral range, and an outgoing connection took it meanwhile."""
+    import json
+    import signal
+
+    from shoal_common.ports import ephemeral_range, is_server_port
+    from shoal_sandbox import Sandbox, procs
+    from shoal_sandbox.paths import state_root
+
+    low, _ = ephemeral_range()
+    config = state_root() / private_sandbox / "config.json"
+    config.parent.mkdir(parents=True)
+    old = {"etcd": low + 11, "etcd-peer": low + 12, "kube-apiserver": low + 13}
+    old |= {"kube-controller-manager": low + 14, "kube-scheduler": low + 15, "kwok": low + 16}
+    config.write_text(json.dumps({"ports": old}))
+
+    up = _shoal("up", "--name", private_sandbox, "--node", "kwok", "--nodes", "1")
+    assert up.returncode == 0, up.stdout + up.stderr
+    ports = json.loads(config.read_text())["ports"]
+    assert all(is_server_port(p) for p in ports.values()), ports  # a cold start moved every old pick
+
+    sandbox = Sandbox(name=private_sandbox, node_mode="kwok")
+    rec = procs.load(sandbox.state_dir / "procs" / "kube-apiserver.json")
+    assert rec is not None
+    os.kill(rec.pid, signal.SIGKILL)
+    eventually(lambda: not procs.is_alive(rec), timeout=30, desc="the API server gone")
+    again = _shoal("up", "--name", private_sandbox, "--node", "kwok", "--nodes", "1")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "starting kube-apiserver" in again.stdout and "starting etcd" not in again.stdout
+    assert json.loads(config.read_text())["ports"] == ports  # nothing moved while etcd and the rest ran
+    kubeconfig = Path(_shoal("kubeconfig", "--name", private_sandbox).stdout.strip())
+    assert Kubectl(kubeconfig).json("get", "nodes")["items"]

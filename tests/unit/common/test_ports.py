@@ -11,6 +11,7 @@ from shoal_common.ports import (
     NODE_PORTS,
     ephemeral_range,
     free_port,
+    is_server_port,
     server_port_ranges,
 )
 
@@ -64,3 +65,10 @@ def test_free_port_skips_a_port_in_use() -> None:
     finally:
         for s in taken:
             s.close()
+
+
+def test_is_server_port_matches_where_free_port_picks() -> None:
+    low, high = ephemeral_range()
+    assert is_server_port(free_port())
+    assert not is_server_port(low) and not is_server_port(high)
+    assert not is_server_port(NODE_PORTS.start) and not is_server_port(80)
