@@ -11,8 +11,10 @@ The mixed and priority phases run through two routers on the same replica, one p
 "new" (--fair-reserve-max, the demand-sized reserve) and "old" (--old-fair-reserve-max 0: the fixed
 --fair-reserve alone). Engine priorities (unless --no-engine): a second replica with the same engine
 (same batch) run `--scheduling-policy priority --max-concurrency` 2x the batch, so the engine has a
-waiting queue to order and preempts for better priorities, behind a router with `--engine-priority`
-("engine": band first, then light tenants ahead of heavy ones) and, with --engine-control, one without it
+waiting queue to order and preempts for better priorities, and `--sim-max-batched-tokens` from
+--engine-max-batched-tokens (512; 0: off), so chunked prefill bounds the step a better request waits
+out, behind a router with `--engine-priority` ("engine": band first, then light tenants ahead of heavy
+ones) and, with --engine-control, one without it
 ("conc": the same replica, every request priority 0, i.e. first come, first served). B alone is measured
 again through the "engine" router.
 Reported: B's p95 TTFT against alone, Jain's index of served throughput normalised by each tenant's
@@ -187,10 +189,11 @@ def router_cmd(port: int, replica: str, fair_reserve: str, fair_reserve_max: str
             *extra]  # fmt: skip
 
 
-def server_cmd(port: int, concurrency: int, batch: int, policy: str) -> list[str]:
+def server_cmd(port: int, concurrency: int, batch: int, policy: str, batched_tokens: int = 0) -> list[str]:
     return [sys.executable, "-m", "shoal_cli", "model-server", "--engine", "sim", "--model", "sim", "--host",
             "127.0.0.1", "--port", str(port), "--max-concurrency", str(concurrency), "--sim-max-batch",
-            str(batch), "--scheduling-policy", policy, "--log-level", "WARNING"]  # fmt: skip
+            str(batch), "--scheduling-policy", policy, "--sim-max-batched-tokens", str(batched_tokens),
+            "--log-level", "WARNING"]  # fmt: skip
 
 
 async def preemptions(replica: str) -> float:
@@ -233,6 +236,12 @@ async def main() -> None:
     ap.add_argument("--direct", action="store_true", help="also send the mixed load straight to the replica")
     ap.add_argument("--no-engine", action="store_true", help="skip the engine-priority replica and router")
     ap.add_argument("--engine-control", action="store_true", help="also the priority replica without it")
+    ap.add_argument(
+        "--engine-max-batched-tokens",
+        type=int,
+        default=512,
+        help="the priority replica's --sim-max-batched-tokens (chunked prefill; 0: off)",
+    )
     args = ap.parse_args()
     mport, eport = free_port(), free_port()
     replica, ereplica = f"http://127.0.0.1:{mport}", f"http://127.0.0.1:{eport}"
@@ -242,7 +251,7 @@ async def main() -> None:
     if args.old_fair_reserve_max:
         policies["old"] = (replica, args.old_fair_reserve_max, ())
     if not args.no_engine:
-        servers[ereplica] = server_cmd(eport, 2 * c, c, "priority")
+        servers[ereplica] = server_cmd(eport, 2 * c, c, "priority", args.engine_max_batched_tokens)
         policies["engine"] = (ereplica, args.fair_reserve_max, ("--engine-priority",))
         if args.engine_control:
             policies["conc"] = (ereplica, args.fair_reserve_max, ())
@@ -264,6 +273,7 @@ async def main() -> None:
             out["engine_preemptions"] = await preemptions(ereplica)
         out["policies"] = {
             "fair_reserve": args.fair_reserve,
+            "engine_max_batched_tokens": args.engine_max_batched_tokens,
             "routers": {k: {"replica": "priority" if v[0] == ereplica else "fcfs", "fair_reserve_max": v[1],
                             "flags": list(v[2])} for k, v in policies.items()},
         }  # fmt: skip
