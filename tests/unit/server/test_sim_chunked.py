@@ -108,21 +108,20 @@ async def urgent_ttft(budget: int) -> tuple[float, SimEngine]:
     eng = SimEngine("m", timing(budget), policy="priority")
     await eng.start()
     flood = [eng.generate(f"a{i}", LONG, Sampling(max_tokens=50), priority=5) for i in range(4)]
-    started = [asyncio.ensure_future(first(g)) for g in flood]
+    started = [asyncio.ensure_future(drain(g)) for g in flood]
     try:
         await asyncio.sleep(0.05)  # the engine is in a step with the flood's prefills
         assert eng.num_running == 4
         t0 = time.monotonic()
         urgent = eng.generate("b", Prompt("", (7, 8, 9)), Sampling(max_tokens=2), priority=-1)
         ttft = await asyncio.wait_for(first(urgent), 10) - t0
-        await urgent.aclose()
+        assert await drain(urgent) == 1
         return ttft, eng
     finally:
-        for task in started:
+        for task in started:  # cancelling a drain aborts its request in the engine
             task.cancel()
         await asyncio.gather(*started, return_exceptions=True)
-        for g in flood:
-            await g.aclose()
+        assert eng.num_running == 0 and eng.num_waiting == 0
         await eng.shutdown()
 
 
