@@ -1,4 +1,7 @@
-"""The simulated engine's step plan: vLLM's chunked prefill (`max_num_batched_tokens`). Pure.
+"""The sim engine's timing model and step plan (vLLM's chunked prefill, `max_num_batched_tokens`). Pure.
+
+`SimTiming`: a step with `b` sequences takes `(1 + batch_overhead * (b - 1)) / decode_tokens_per_s`
+seconds (the decode part) plus its prefilled tokens / `prefill_tokens_per_s`.
 
 A step computes at most `budget` tokens. Every decoding sequence takes one; the rest goes to the
 sequences still prefilling, in scheduling order, each taking min(its remaining prefill, budget left),
@@ -18,6 +21,50 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from shoal_server.engines.sim_queue import SchedulingPolicy, order_key
+
+
+@dataclass(frozen=True)
+class SimTiming:
+    prefill_tokens_per_s: float = 2000.0
+    decode_tokens_per_s: float = 30.0  # one sequence alone
+    max_batch: int = 16
+    batch_overhead: float = 0.1  # each extra sequence adds this fraction of a single-sequence step
+    startup_s: float = 0.0
+    kv_cache_tokens: int = 65536
+    prefix_cache_tokens: int = 0  # automatic prefix cache capacity (0: off); prefill skips cached blocks
+    max_batched_tokens: int = 0  # tokens one step computes (chunked prefill); 0: off, a prefill is one step
+
+    def __post_init__(self) -> None:
+        if self.prefill_tokens_per_s <= 0 or self.decode_tokens_per_s <= 0:
+            raise ValueError("simulated speeds must be > 0")
+        if (
+            self.max_batch < 1
+            or self.kv_cache_tokens < 1
+            or self.batch_overhead < 0
+            or self.startup_s < 0
+            or self.prefix_cache_tokens < 0
+        ):
+            raise ValueError("invalid simulated engine settings")
+        if self.max_batched_tokens < 0 or 0 < self.max_batched_tokens < self.max_batch:
+            # as vLLM: below the batch, a full batch of decodes would leave no token for any prefill
+            raise ValueError("max_batched_tokens must be 0 (off) or at least max_batch")
+
+    @property
+    def token_budget(self) -> int | None:
+        return self.max_batched_tokens or None
+
+    def decode_step_s(self, batch: int) -> float:
+        return (1.0 + self.batch_overhead * max(0, batch - 1)) / self.decode_tokens_per_s
+
+    def prefill_s(self, prompt_tokens: int) -> float:
+        return prompt_tokens / self.prefill_tokens_per_s
+
+    def step_s(self, batch: int, new_prompt_tokens: int) -> float:
+        return self.decode_step_s(batch) + self.prefill_s(new_prompt_tokens)
+
+    def throughput(self, batch: int) -> float:
+        """Steady-state decode tokens/s with `batch` sequences running."""
+        return batch / self.decode_step_s(batch)
 
 
 class Prefilling(Protocol):
