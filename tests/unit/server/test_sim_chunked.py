@@ -181,3 +181,24 @@ async def test_preempted_sequence_recomputes_through_the_budget_and_resumes_its_
         assert eng.metrics.prompt_tokens._value.get() == 601  # a recompute is not a new prompt
     finally:
         await eng.shutdown()
+
+
+async def test_prefix_cache_hits_skip_chunks() -> None:
+    t = SimTiming(
+        prefill_tokens_per_s=2000, decode_tokens_per_s=200, max_batched_tokens=64, prefix_cache_tokens=4096
+    )
+    eng = SimEngine("m", t)
+    await eng.start()
+    try:
+        prompt = Prompt("", tuple(range(640)))  # 10 chunks of 64 when nothing is cached
+        ttfts = []
+        for rid in ("cold", "warm"):
+            t0 = time.monotonic()
+            gen = eng.generate(rid, prompt, Sampling(max_tokens=1))
+            ttfts.append(await first(gen) - t0)
+            assert await drain(gen) == 0
+        assert ttfts[0] > 0.3  # 640 tokens at 2000/s, over 10 steps
+        assert ttfts[1] < ttfts[0] / 4  # only the last token is computed: one step
+        assert eng.prefix_hits._value.get() == 639
+    finally:
+        await eng.shutdown()
