@@ -20,7 +20,9 @@ scheduling order, so a long prompt (or a recompute) is prefilled over several st
 most `decode part + budget / prefill_tokens_per_s`. A step's newcomers may then mix priorities: the
 budget bounds the step whoever joins, and a better priority takes the budget before a worse one, so a
 worse newcomer only fills what is left and cannot delay a better one's first token by more than the
-bounded step it shares.
+bounded step it shares. Admission to the batch ignores the budget: a newcomer takes its slot and KV
+reservation (and its queue time is observed) at once, and waits there for budget; vLLM would keep it
+waiting until a step has budget for it, which differs only in where it waits.
 """
 
 from __future__ import annotations
