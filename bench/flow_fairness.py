@@ -140,18 +140,29 @@ def jain(xs: list[float]) -> float:
     return sum(xs) ** 2 / (len(xs) * sum(x * x for x in xs)) if xs else float("nan")
 
 
-async def router_waits(router: str) -> dict[str, tuple[float, float]]:
-    """Per tenant: (sum, count) of `shoal_router_flow_wait_seconds` (the time queued in the router)."""
+SLOW_WAIT_S = ("0.5", "1.0")  # bucket bounds of shoal_router_flow_wait_seconds: waits over them are counted
+
+
+async def router_waits(router: str) -> dict[str, tuple[float, ...]]:
+    """Per tenant: (sum, count, count <= 0.5 s, count <= 1 s) of `shoal_router_flow_wait_seconds` (the
+    time queued in the router)."""
     async with aiohttp.ClientSession() as s, s.get(router + "/metrics") as resp:
         text = await resp.text()
-    out: dict[str, tuple[float, float]] = {}
+    out: dict[str, tuple[float, ...]] = {}
     for line in text.splitlines():
+        if line.startswith("shoal_router_flow_wait_seconds_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            if le in SLOW_WAIT_S:
+                tenant = line.split('tenant="', 1)[1].split('"', 1)[0]
+                row = list(out.get(tenant, (0.0, 0.0, 0.0, 0.0)))
+                row[2 + SLOW_WAIT_S.index(le)] += float(line.rsplit(" ", 1)[1])
+                out[tenant] = tuple(row)
         for suffix, idx in (("_sum{", 0), ("_count{", 1)):
             if line.startswith("shoal_router_flow_wait_seconds" + suffix):
                 tenant = line.split('tenant="', 1)[1].split('"', 1)[0]
-                pair = list(out.get(tenant, (0.0, 0.0)))
-                pair[idx] += float(line.rsplit(" ", 1)[1])
-                out[tenant] = (pair[0], pair[1])
+                row = list(out.get(tenant, (0.0, 0.0, 0.0, 0.0)))
+                row[idx] += float(line.rsplit(" ", 1)[1])
+                out[tenant] = tuple(row)
     return out
 
 
@@ -160,12 +171,15 @@ async def phase(router: str, url: str, tenants: list[Tenant], duration_s: float)
     stats = await open_loop(url, tenants, duration_s)
     after = await router_waits(router)
     out = summary(stats, tenants, duration_s)
-    waits = {}
+    waits, slow = {}, {}
     for t in tenants:
-        s0, c0 = before.get(t.name, (0.0, 0.0))
-        s1, c1 = after.get(t.name, (0.0, 0.0))
+        s0, c0, *le0 = before.get(t.name, (0.0, 0.0, 0.0, 0.0))
+        s1, c1, *le1 = after.get(t.name, (0.0, 0.0, 0.0, 0.0))
         waits[t.name] = round((s1 - s0) / (c1 - c0), 3) if c1 > c0 else None
+        # how many waited in the router over 0.5 s and over 1 s (where a TTFT tail comes from)
+        slow[t.name] = [int((c1 - c0) - (b1 - b0)) for b0, b1 in zip(le0, le1, strict=True)]
     out["mean_router_wait_s"] = waits
+    out["router_waits_over_0.5s_1s"] = slow
     return out
 
 
