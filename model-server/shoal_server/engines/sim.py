@@ -1,7 +1,7 @@
 """A simulated engine with vLLM's continuous-batching behaviour, for load and autoscaling tests.
 
-Timing model (pure, in `sim_steps.SimTiming`): the engine runs steps. Each step every running sequence produces
-one token; a step with `b` sequences takes `(1 + batch_overhead * (b - 1)) / decode_tokens_per_s`
+Timing model (pure, `SimTiming` in `sim_steps`): the engine runs steps. Each step every running sequence
+produces one token; a step with `b` sequences takes `(1 + batch_overhead * (b - 1)) / decode_tokens_per_s`
 seconds, plus `prompt_tokens / prefill_tokens_per_s` for sequences that join in that step (their
 prefill yields their first token). At most `max_batch` sequences run (and only as many as fit the
 KV cache); the rest wait, as in vLLM. Output text is deterministic: a function of the prompt only.

@@ -70,8 +70,8 @@ def test_token_budget_bounds_a_better_requests_ttft_behind_long_prefills(
 
 
 def test_a_budget_below_the_batch_is_refused() -> None:
-    cmd = [sys.executable, "-m", "shoal_cli", "model-server", "--engine", "sim", "--model", MODEL, "--sim-max-batch", "8",
-           "--sim-max-batched-tokens", "4"]  # fmt: skip
+    cmd = [sys.executable, "-m", "shoal_cli", "model-server", "--engine", "sim", "--model", MODEL,
+           "--sim-max-batch", "8", "--sim-max-batched-tokens", "4"]  # fmt: skip
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode != 0
     assert "--sim-max-batched-tokens must be 0 (off) or at least --sim-max-batch" in done.stderr
