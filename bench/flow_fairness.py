@@ -11,8 +11,10 @@ The mixed and priority phases run through two routers on the same replica, one p
 "new" (--fair-reserve-max, the demand-sized reserve) and "old" (--old-fair-reserve-max 0: the fixed
 --fair-reserve alone). Engine priorities (unless --no-engine): a second replica with the same engine
 (same batch) run `--scheduling-policy priority --max-concurrency` 2x the batch, so the engine has a
-waiting queue to order and preempts for better priorities, behind a router with `--engine-priority`
-("engine": band first, then light tenants ahead of heavy ones) and, with --engine-control, one without it
+waiting queue to order and preempts for better priorities, and `--sim-max-batched-tokens` from
+--engine-max-batched-tokens (512; 0: off), so chunked prefill bounds the step a better request waits
+out, behind a router with `--engine-priority` ("engine": band first, then light tenants ahead of heavy
+ones) and, with --engine-control, one without it
 ("conc": the same replica, every request priority 0, i.e. first come, first served). B alone is measured
 again through the "engine" router.
 Reported: B's p95 TTFT against alone, Jain's index of served throughput normalised by each tenant's
@@ -138,18 +140,29 @@ def jain(xs: list[float]) -> float:
     return sum(xs) ** 2 / (len(xs) * sum(x * x for x in xs)) if xs else float("nan")
 
 
-async def router_waits(router: str) -> dict[str, tuple[float, float]]:
-    """Per tenant: (sum, count) of `shoal_router_flow_wait_seconds` (the time queued in the router)."""
+SLOW_WAIT_S = ("0.5", "1.0")  # bucket bounds of shoal_router_flow_wait_seconds: waits over them are counted
+
+
+async def router_waits(router: str) -> dict[str, tuple[float, ...]]:
+    """Per tenant: (sum, count, count <= 0.5 s, count <= 1 s) of `shoal_router_flow_wait_seconds` (the
+    time queued in the router)."""
     async with aiohttp.ClientSession() as s, s.get(router + "/metrics") as resp:
         text = await resp.text()
-    out: dict[str, tuple[float, float]] = {}
+    out: dict[str, tuple[float, ...]] = {}
     for line in text.splitlines():
+        if line.startswith("shoal_router_flow_wait_seconds_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            if le in SLOW_WAIT_S:
+                tenant = line.split('tenant="', 1)[1].split('"', 1)[0]
+                row = list(out.get(tenant, (0.0, 0.0, 0.0, 0.0)))
+                row[2 + SLOW_WAIT_S.index(le)] += float(line.rsplit(" ", 1)[1])
+                out[tenant] = tuple(row)
         for suffix, idx in (("_sum{", 0), ("_count{", 1)):
             if line.startswith("shoal_router_flow_wait_seconds" + suffix):
                 tenant = line.split('tenant="', 1)[1].split('"', 1)[0]
-                pair = list(out.get(tenant, (0.0, 0.0)))
-                pair[idx] += float(line.rsplit(" ", 1)[1])
-                out[tenant] = (pair[0], pair[1])
+                row = list(out.get(tenant, (0.0, 0.0, 0.0, 0.0)))
+                row[idx] += float(line.rsplit(" ", 1)[1])
+                out[tenant] = tuple(row)
     return out
 
 
@@ -158,12 +171,15 @@ async def phase(router: str, url: str, tenants: list[Tenant], duration_s: float)
     stats = await open_loop(url, tenants, duration_s)
     after = await router_waits(router)
     out = summary(stats, tenants, duration_s)
-    waits = {}
+    waits, slow = {}, {}
     for t in tenants:
-        s0, c0 = before.get(t.name, (0.0, 0.0))
-        s1, c1 = after.get(t.name, (0.0, 0.0))
+        s0, c0, *le0 = before.get(t.name, (0.0, 0.0, 0.0, 0.0))
+        s1, c1, *le1 = after.get(t.name, (0.0, 0.0, 0.0, 0.0))
         waits[t.name] = round((s1 - s0) / (c1 - c0), 3) if c1 > c0 else None
+        # how many waited in the router over 0.5 s and over 1 s (where a TTFT tail comes from)
+        slow[t.name] = [int((c1 - c0) - (b1 - b0)) for b0, b1 in zip(le0, le1, strict=True)]
     out["mean_router_wait_s"] = waits
+    out["router_waits_over_0.5s_1s"] = slow
     return out
 
 
@@ -187,10 +203,11 @@ def router_cmd(port: int, replica: str, fair_reserve: str, fair_reserve_max: str
             *extra]  # fmt: skip
 
 
-def server_cmd(port: int, concurrency: int, batch: int, policy: str) -> list[str]:
+def server_cmd(port: int, concurrency: int, batch: int, policy: str, batched_tokens: int = 0) -> list[str]:
     return [sys.executable, "-m", "shoal_cli", "model-server", "--engine", "sim", "--model", "sim", "--host",
             "127.0.0.1", "--port", str(port), "--max-concurrency", str(concurrency), "--sim-max-batch",
-            str(batch), "--scheduling-policy", policy, "--log-level", "WARNING"]  # fmt: skip
+            str(batch), "--scheduling-policy", policy, "--sim-max-batched-tokens", str(batched_tokens),
+            "--log-level", "WARNING"]  # fmt: skip
 
 
 async def preemptions(replica: str) -> float:
@@ -233,6 +250,12 @@ async def main() -> None:
     ap.add_argument("--direct", action="store_true", help="also send the mixed load straight to the replica")
     ap.add_argument("--no-engine", action="store_true", help="skip the engine-priority replica and router")
     ap.add_argument("--engine-control", action="store_true", help="also the priority replica without it")
+    ap.add_argument(
+        "--engine-max-batched-tokens",
+        type=int,
+        default=512,
+        help="the priority replica's --sim-max-batched-tokens (chunked prefill; 0: off)",
+    )
     args = ap.parse_args()
     mport, eport = free_port(), free_port()
     replica, ereplica = f"http://127.0.0.1:{mport}", f"http://127.0.0.1:{eport}"
@@ -242,7 +265,7 @@ async def main() -> None:
     if args.old_fair_reserve_max:
         policies["old"] = (replica, args.old_fair_reserve_max, ())
     if not args.no_engine:
-        servers[ereplica] = server_cmd(eport, 2 * c, c, "priority")
+        servers[ereplica] = server_cmd(eport, 2 * c, c, "priority", args.engine_max_batched_tokens)
         policies["engine"] = (ereplica, args.fair_reserve_max, ("--engine-priority",))
         if args.engine_control:
             policies["conc"] = (ereplica, args.fair_reserve_max, ())
@@ -264,6 +287,7 @@ async def main() -> None:
             out["engine_preemptions"] = await preemptions(ereplica)
         out["policies"] = {
             "fair_reserve": args.fair_reserve,
+            "engine_max_batched_tokens": args.engine_max_batched_tokens,
             "routers": {k: {"replica": "priority" if v[0] == ereplica else "fcfs", "fair_reserve_max": v[1],
                             "flags": list(v[2])} for k, v in policies.items()},
         }  # fmt: skip

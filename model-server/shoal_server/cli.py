@@ -101,6 +101,13 @@ def _add_sim_flags(p: argparse.ArgumentParser) -> None:
         help="simulated automatic prefix cache capacity in tokens, LRU (0: off); prefill skips cached blocks",
     )
     sim.add_argument(
+        "--sim-max-batched-tokens",
+        type=int,
+        default=0,
+        help="tokens one step computes, as vLLM's max_num_batched_tokens: chunked prefill, a long prompt is "
+        "prefilled over several steps (0: off, a prompt's prefill is one step; else >= --sim-max-batch)",
+    )
+    sim.add_argument(
         "--sim-lora-load-s", type=float, default=0.05, help="time to bring an adapter into a batch slot"
     )
 
@@ -119,6 +126,8 @@ def _main(args: argparse.Namespace) -> int:
         raise SystemExit(
             "--max-loras, --max-lora-rank and --max-adapters must be >= 1, --sim-lora-load-s >= 0"
         )
+    if args.sim_max_batched_tokens < 0 or 0 < args.sim_max_batched_tokens < args.sim_max_batch:
+        raise SystemExit("--sim-max-batched-tokens must be 0 (off) or at least --sim-max-batch")
     if any(key.replace("-", "_") == "scheduling_policy" for key, _ in args.engine_arg):
         raise SystemExit("set the scheduling policy with --scheduling-policy, not --engine-arg")
     names = [name for name, _ in args.lora]
@@ -146,6 +155,7 @@ def _main(args: argparse.Namespace) -> int:
         sim_startup_s=args.sim_startup_s,
         sim_batch_overhead=args.sim_batch_overhead,
         sim_prefix_cache_tokens=args.sim_prefix_cache_tokens,
+        sim_max_batched_tokens=args.sim_max_batched_tokens,
         adapters=tuple(args.lora),
         enable_lora=args.enable_lora,
         max_loras=args.max_loras,

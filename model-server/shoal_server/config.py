@@ -30,6 +30,7 @@ class ServerConfig:
     sim_startup_s: float = 0.0
     sim_batch_overhead: float = 0.1
     sim_prefix_cache_tokens: int = 0
+    sim_max_batched_tokens: int = 0  # chunked prefill's per-step token budget (0: off)
     # LoRA adapters: (name, path) loaded at start; more can be added live (POST /v1/load_lora_adapter)
     adapters: tuple[tuple[str, str], ...] = ()
     enable_lora: bool = False

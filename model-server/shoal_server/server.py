@@ -34,6 +34,7 @@ def build_engine(cfg: ServerConfig) -> Engine:
             max_batch=cfg.sim_max_batch,
             batch_overhead=cfg.sim_batch_overhead,
             prefix_cache_tokens=cfg.sim_prefix_cache_tokens,
+            max_batched_tokens=cfg.sim_max_batched_tokens,
             startup_s=cfg.sim_startup_s,
         )
         lora = LoraSettings(

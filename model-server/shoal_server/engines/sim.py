@@ -1,17 +1,28 @@
 """A simulated engine with vLLM's continuous-batching behaviour, for load and autoscaling tests.
 
-Timing model (pure, in `SimTiming`): the engine runs steps. Each step every running sequence produces
-one token; a step with `b` sequences takes `(1 + batch_overhead * (b - 1)) / decode_tokens_per_s`
+Timing model (pure, `SimTiming` in `sim_steps`): the engine runs steps. Each step every running sequence
+produces one token; a step with `b` sequences takes `(1 + batch_overhead * (b - 1)) / decode_tokens_per_s`
 seconds, plus `prompt_tokens / prefill_tokens_per_s` for sequences that join in that step (their
 prefill yields their first token). At most `max_batch` sequences run (and only as many as fit the
 KV cache); the rest wait, as in vLLM. Output text is deterministic: a function of the prompt only.
 
 Scheduling policy (vLLM's `--scheduling-policy`, rules in `sim_queue`): `fcfs` serves in arrival order;
 `priority` serves lower `priority` values first, preempts the worst running sequence for a better
-waiting one when the batch is full, and lets a step's newcomers be of one priority only (a worse one's
-prefill would lengthen the step that gives a better one its first token: it joins at the next step). Preemption is by recompute, as in vLLM: the sequence goes back to
-waiting with the tokens it has generated, and when readmitted it prefills prompt + generated tokens
-again, then continues its stream from the next token (nothing is sent twice).
+waiting one when the batch is full, and, without chunked prefill, lets a step's newcomers be of one
+priority only (a worse one's prefill would lengthen the step that gives a better one its first token: it
+joins at the next step). Preemption is by recompute, as in vLLM: the sequence goes back to waiting with
+the tokens it has generated, and when readmitted it prefills prompt + generated tokens again, then
+continues its stream from the next token (nothing is sent twice).
+
+Chunked prefill (`max_batched_tokens` > 0, vLLM's `max_num_batched_tokens`; rules in `sim_steps`): a
+step computes at most that many tokens, one per decoding sequence and the rest for prefills in
+scheduling order, so a long prompt (or a recompute) is prefilled over several steps and a step lasts at
+most `decode part + budget / prefill_tokens_per_s`. A step's newcomers may then mix priorities: the
+budget bounds the step whoever joins, and a better priority takes the budget before a worse one, so a
+worse newcomer only fills what is left and cannot delay a better one's first token by more than the
+bounded step it shares. Admission to the batch ignores the budget: a newcomer takes its slot and KV
+reservation (and its queue time is observed) at once, and waits there for budget; vLLM would keep it
+waiting until a step has budget for it, which differs only in where it waits.
 """
 
 from __future__ import annotations
@@ -38,7 +49,10 @@ from shoal_server.engines.sim_queue import (
     should_preempt,
     worst,
 )
+from shoal_server.engines.sim_steps import SimTiming, plan_step
 from shoal_server.metrics import VllmCompatMetrics
+
+__all__ = ["SIM_VOCAB_SIZE", "SimEngine", "SimTiming", "sim_token_text", "sim_tokenize"]
 
 _TEXT = (
     "the quick brown fox jumps over a lazy dog while small fish swim together in the bright shallow sea "
@@ -47,42 +61,6 @@ _TEXT = (
 _WORDS = tuple(_TEXT.split(" "))
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 SIM_VOCAB_SIZE = 50000
-
-
-@dataclass(frozen=True)
-class SimTiming:
-    prefill_tokens_per_s: float = 2000.0
-    decode_tokens_per_s: float = 30.0  # one sequence alone
-    max_batch: int = 16
-    batch_overhead: float = 0.1  # each extra sequence adds this fraction of a single-sequence step
-    startup_s: float = 0.0
-    kv_cache_tokens: int = 65536
-    prefix_cache_tokens: int = 0  # automatic prefix cache capacity (0: off); prefill skips cached blocks
-
-    def __post_init__(self) -> None:
-        if self.prefill_tokens_per_s <= 0 or self.decode_tokens_per_s <= 0:
-            raise ValueError("simulated speeds must be > 0")
-        if (
-            self.max_batch < 1
-            or self.kv_cache_tokens < 1
-            or self.batch_overhead < 0
-            or self.startup_s < 0
-            or self.prefix_cache_tokens < 0
-        ):
-            raise ValueError("invalid simulated engine settings")
-
-    def decode_step_s(self, batch: int) -> float:
-        return (1.0 + self.batch_overhead * max(0, batch - 1)) / self.decode_tokens_per_s
-
-    def prefill_s(self, prompt_tokens: int) -> float:
-        return prompt_tokens / self.prefill_tokens_per_s
-
-    def step_s(self, batch: int, new_prompt_tokens: int) -> float:
-        return self.decode_step_s(batch) + self.prefill_s(new_prompt_tokens)
-
-    def throughput(self, batch: int) -> float:
-        """Steady-state decode tokens/s with `batch` sequences running."""
-        return batch / self.decode_step_s(batch)
 
 
 def sim_tokenize(text: str) -> list[int]:
@@ -113,6 +91,8 @@ class _Seq:
     slotted: bool = False  # holds a pin on its adapter's slot
     priority: int = 0  # lower is served first (priority policy)
     preempted: bool = False  # back in waiting after a preemption: its next admission recomputes
+    to_prefill: int = 0  # prefill (or recompute) tokens still to compute in the batch; 0: decoding
+    prefill_started: bool = False  # computed a chunk since its admission (chunked prefill's order)
 
     @property
     def kv_tokens(self) -> int:
@@ -278,8 +258,14 @@ class SimEngine:
         passes = 2 * (len(self._waiting) + len(self._running)) + 1  # each pass admits, skips or preempts
         for _ in range(passes):
             seq = self._waiting.head()
-            if seq is None or (joined and not prefill_together(joined[0], seq, self.policy)):
+            if seq is None:
                 break
+            if (
+                joined
+                and not self.timing.max_batched_tokens
+                and not prefill_together(joined[0], seq, self.policy)
+            ):
+                break  # without a token budget a worse newcomer's prefill would lengthen the step
             need = self._kv_need(seq)
             full = len(self._running) >= self.timing.max_batch
             if full or (self._running and used + need > self.timing.kv_cache_tokens):
@@ -322,12 +308,16 @@ class SimEngine:
                 await self._wake.wait()
             now = time.monotonic()
             joined, adapter_s = self._schedule()
-            prefill = sum(self._admitted(seq, now) for seq in joined)
+            for seq in joined:
+                seq.to_prefill, seq.prefill_started = self._admitted(seq, now), False
+            plan = plan_step(self._running, self.policy, self.timing.token_budget)
+            for seq, chunk in plan.chunks:
+                seq.to_prefill -= chunk
+                seq.prefill_started = seq.prefill_started or chunk > 0
             self._update_gauges()
-            batch = list(self._running)
-            await asyncio.sleep(self.timing.step_s(len(batch), prefill) + adapter_s)
+            await asyncio.sleep(self.timing.step_s(plan.size, plan.prefilled) + adapter_s)
             now = time.monotonic()
-            for seq in batch:
+            for seq in plan.emitting:
                 if not seq.done and not seq.preempted:
                     self._emit_token(seq, now)
             self._update_gauges()
