@@ -90,6 +90,12 @@ def load(path: Path) -> ProcRecord | None:
         return None
 
 
+def running(path: Path) -> ProcRecord | None:
+    """The record saved at `path` when its process is still alive; None otherwise."""
+    rec = load(path)
+    return rec if rec is not None and is_alive(rec) else None
+
+
 def stop(rec: ProcRecord, timeout: float = 10.0) -> None:
     """SIGTERM the process group, then SIGKILL what is left after `timeout` seconds."""
     if not is_alive(rec):

@@ -242,8 +242,8 @@ class Sandbox:
             self._stop_component(component, announce=True)
         for component in COMPONENTS:
             argv = self._argv(component, ports)
-            rec = procs.load(self._proc_file(component))
-            if rec is not None and procs.is_alive(rec):
+            rec = procs.running(self._proc_file(component))
+            if rec is not None:
                 if rec.argv == argv:
                     continue
                 self.log(f"restarting {component}: its command line changed")
@@ -287,17 +287,13 @@ class Sandbox:
     def _ensure_ports(self) -> dict[str, int]:
         """Ports are chosen once and kept, so kubeconfigs and etcd's peer URL stay stable across restarts."""
         ports = self._load_ports() or {}
-        cold = not any(self._owns(component) for component in COMPONENTS)
+        cold = not any(procs.running(self._proc_file(component)) for component in COMPONENTS)
         stale = ports_to_choose(ports, _PORT_NAMES, cold, self._port_busy, is_server_port)
         for port_name in stale:
             ports[port_name] = free_port(self._port_host(port_name))
         if stale:
             (self.state_dir / "config.json").write_text(json.dumps({"ports": ports}, indent=2))
         return ports
-
-    def _owns(self, component: str) -> bool:
-        rec = procs.load(self._proc_file(component))
-        return rec is not None and procs.is_alive(rec)
 
     def _port_host(self, port_name: str) -> str:
         return self._api_host() if port_name == "kube-apiserver" else "127.0.0.1"
