@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from shoal_server.engines.sim_queue import SchedulingPolicy, order_key
+from shoal_server.engines.sim_queue import Queued, SchedulingPolicy, order_key
 
 
 @dataclass(frozen=True)
@@ -67,12 +67,8 @@ class SimTiming:
         return batch / self.decode_step_s(batch)
 
 
-class Prefilling(Protocol):
-    @property
-    def priority(self) -> int: ...
-
-    @property
-    def arrival(self) -> float: ...
+class Prefilling(Queued, Protocol):
+    """A queued sequence (priority, arrival) with its prefill progress."""
 
     @property
     def to_prefill(self) -> int: ...  # prefill tokens still to compute (0: decoding)

@@ -25,13 +25,17 @@ def chat(content: str, max_tokens: int = 8, stream: bool = False) -> dict[str, o
     }
 
 
-@pytest.mark.parametrize("request_body", ["FULL_DUPLEX_STREAMED", "BUFFERED"])
-def test_plain_and_streamed_answers_through_envoy(started, request_body):
+def _two_replicas_behind_envoy(started, **envoy_options):
+    """Two sim replicas, an EPP over them, and Envoy routing to the EPP's pick (ORIGINAL_DST)."""
     reps = [started.replica(*SIM) for _ in range(2)]
     epp = started.epp([r.hostport for r in reps])
-    envoy = started.envoy(
-        pool=[r.hostport for r in reps], mode="original_dst", epp_port=epp.port, request_body=request_body
-    )
+    pool = [r.hostport for r in reps]
+    return reps, epp, started.envoy(pool=pool, mode="original_dst", epp_port=epp.port, **envoy_options)
+
+
+@pytest.mark.parametrize("request_body", ["FULL_DUPLEX_STREAMED", "BUFFERED"])
+def test_plain_and_streamed_answers_through_envoy(started, request_body):
+    reps, epp, envoy = _two_replicas_behind_envoy(started, request_body=request_body)
     with httpx.Client(base_url=envoy.url, timeout=30) as client:
         for i in range(6):
             r = client.post("/v1/chat/completions", json=chat(f"hello {i}"))
@@ -62,11 +66,7 @@ def test_plain_and_streamed_answers_through_envoy(started, request_body):
 
 def test_response_headers_only_mode(started):
     # the leaner gateway config (docs/gateway.md): the EPP gets the response headers, not the body
-    reps = [started.replica(*SIM) for _ in range(2)]
-    epp = started.epp([r.hostport for r in reps])
-    envoy = started.envoy(
-        pool=[r.hostport for r in reps], mode="original_dst", epp_port=epp.port, response_headers_only=True
-    )
+    _reps, epp, envoy = _two_replicas_behind_envoy(started, response_headers_only=True)
     with httpx.Client(base_url=envoy.url, timeout=30) as client:
         for i in range(4):
             r = client.post("/v1/chat/completions", json=chat(f"hello {i}"))
