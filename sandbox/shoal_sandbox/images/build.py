@@ -20,6 +20,13 @@ from shoal_sandbox.images.base import BaseImage, ensure_base
 from shoal_sandbox.images.hashing import context_files, file_input, inputs_digest
 from shoal_sandbox.images.index import IndexEntry, merged, read_index, write_index
 from shoal_sandbox.images.spec import ImageSpec, copied_sources, image_tag
+from shoal_sandbox.images.store import (
+    GIB,
+    clear_interrupted_builds,
+    remove_other_versions,
+    require_space,
+    store_root,
+)
 from shoal_sandbox.images.tools import (
     Log,
     host_trust_volumes,
@@ -74,6 +81,7 @@ def build_images(
     require("buildah")
     with _lock(images_dir):
         base = ensure_base(images_dir, log)
+        clear_interrupted_builds(base.ref.rsplit(":", 1)[0], log)
         version = project_version(root)
         results = [_build_one(s, root, cache, base, version, log, force) for s in specs]
         write_index(images_dir, merged(read_index(images_dir), {r.name: r.entry for r in results}))
@@ -92,6 +100,9 @@ def _build_one(
         return BuildResult(spec.name, entry, False, time.monotonic() - t0)
     log(f"{spec.name} {entry.ref}: building")
     remove_image(entry.ref)  # a forced rebuild would otherwise leave the old image untagged in the store
+    _remove_older_archives(images_dir, spec, archive)
+    remove_other_versions(spec.repository, entry.tag, log)
+    require_space(spec.name, [store_root(), images_dir], spec.build_space_gib * GIB)
     with tempfile.TemporaryDirectory(prefix=f".ctx-{spec.name}-", dir=images_dir) as ctx:
         _stage_context(root, Path(ctx) / "src", spec)
         argv = [
@@ -100,6 +111,7 @@ def _build_one(
             "--pull=never",
             "--network=host",
             "--layers=false",
+            "--force-rm",  # a failed build's containers would otherwise stay, gigabytes each
             *runtime_args(),
         ]
         argv += ["--build-arg", f"BASE_IMAGE={base.ref}"]
@@ -113,7 +125,6 @@ def _build_one(
         argv += ["-f", str(Path(ctx) / "src" / spec.dockerfile), "-t", entry.ref, f"{ctx}/src"]
         run(argv, log)
     save_archive(entry.ref, archive, log)
-    _prune_older(images_dir, spec, archive)
     log(f"{spec.name} {entry.ref}: built in {time.monotonic() - t0:.0f}s")
     return BuildResult(spec.name, entry, True, time.monotonic() - t0)
 
@@ -126,13 +137,12 @@ def _stage_context(root: Path, ctx: Path, spec: ImageSpec) -> None:
         shutil.copy2(path, dest)
 
 
-def _prune_older(images_dir: Path, spec: ImageSpec, keep: Path) -> None:
-    """Older archives of the same image go, and their images in the local store: the cache holds one
-    archive per image (plus the base); a model-server image is several GB."""
-    for old in images_dir.glob(f"{spec.name}-*.oci.tar"):
-        tag = old.name.removeprefix(f"{spec.name}-").removesuffix(".oci.tar")
+def _remove_older_archives(images_dir: Path, spec: ImageSpec, keep: Path) -> None:
+    """Older archives of the same image go before the build, so that the cache never holds two (plus
+    the base): a model-server archive is several GB. They are stale: their inputs are not the tree's."""
+    for old in images_dir.glob(f"{spec.name}-*.oci.tar*"):
+        tag = old.name.removeprefix(f"{spec.name}-").split(".oci.tar")[0]
         if old != keep and tag[:1].isdigit():
-            remove_image(f"{spec.repository}:{tag}")
             old.unlink()
 
 

@@ -139,9 +139,11 @@ def indexed_refs() -> list[str]:
 
 
 def remove_images(socket: Path, refs: list[str]) -> None:
+    """Removes `refs`; `--sync` waits for containerd's garbage collection, so their layers are off the
+    disk before the next import (it would otherwise run when containerd's scheduler next decides)."""
     if refs:
-        argv = ["ctr", "--address", str(socket), "--namespace", NAMESPACE, "images", "rm", *refs]
-        subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        argv = ["ctr", "--address", str(socket), "--namespace", NAMESPACE, "images", "rm", "--sync", *refs]
+        subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
 
 
 def manifests(socket: Path) -> dict[str, str]:

@@ -103,8 +103,8 @@ class RealNode:
         self._wait_socket(deadline)
         t0 = time.monotonic()
         self.import_images([oci.pause_archive(PAUSE_IMAGE)])
+        self._prune_stale_images()  # first: the disk then never holds an old and a new model-server
         self._import_indexed()
-        self._prune_stale_images()
         deadline += time.monotonic() - t0  # the wait budget is for starting, not for copying images
         with api() as client:
             for obj in coredns_rbac(pki.NODE_CLIENTS["node-coredns"][0]):
