@@ -245,6 +245,9 @@ async def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--json", default=None)
     ap.add_argument("--fair-reserve", default="0.25")
+    ap.add_argument(
+        "--engine-fair-reserve", default=None, help="the engine router's --fair-reserve (default: the same)"
+    )
     ap.add_argument("--fair-reserve-max", default="0.5", help="the policy under test (demand-sized reserve)")
     ap.add_argument("--old-fair-reserve-max", default="0", help="the policy compared against ('' to skip)")
     ap.add_argument("--direct", action="store_true", help="also send the mixed load straight to the replica")
@@ -261,12 +264,17 @@ async def main() -> None:
     replica, ereplica = f"http://127.0.0.1:{mport}", f"http://127.0.0.1:{eport}"
     c = args.concurrency
     servers = {replica: server_cmd(mport, c, c, "fcfs")}
+    engine_reserve = args.engine_fair_reserve or args.fair_reserve
     policies = {"new": (replica, args.fair_reserve_max, ())}
     if args.old_fair_reserve_max:
         policies["old"] = (replica, args.old_fair_reserve_max, ())
     if not args.no_engine:
         servers[ereplica] = server_cmd(eport, 2 * c, c, "priority", args.engine_max_batched_tokens)
-        policies["engine"] = (ereplica, args.fair_reserve_max, ("--engine-priority",))
+        policies["engine"] = (
+            ereplica,
+            args.fair_reserve_max,
+            ("--engine-priority", "--fair-reserve", engine_reserve),
+        )
         if args.engine_control:
             policies["conc"] = (ereplica, args.fair_reserve_max, ())
     ports = {name: free_port() for name in policies}
@@ -287,6 +295,7 @@ async def main() -> None:
             out["engine_preemptions"] = await preemptions(ereplica)
         out["policies"] = {
             "fair_reserve": args.fair_reserve,
+            "engine_fair_reserve": engine_reserve,
             "engine_max_batched_tokens": args.engine_max_batched_tokens,
             "routers": {k: {"replica": "priority" if v[0] == ereplica else "fcfs", "fair_reserve_max": v[1],
                             "flags": list(v[2])} for k, v in policies.items()},
