@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import time
 from pathlib import Path
 
 
@@ -54,4 +55,14 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
             s.bind((host, port))
         except OSError:
             return False
+    return True
+
+
+def wait_port_free(port: int, host: str, timeout_s: float, poll_s: float = 0.05) -> bool:
+    """Waits, at most `timeout_s`, until a server could listen on the port; whether it can."""
+    deadline = time.monotonic() + timeout_s
+    while not port_free(port, host):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll_s)
     return True

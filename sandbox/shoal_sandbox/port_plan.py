@@ -2,8 +2,9 @@
 
 A port stays its component's for the sandbox's life: kubeconfigs, etcd's peer URL and the real node's
 kubelet and kube-proxy were all started with it. So while any component runs (a restart of one of them, as
-the chaos tests do), no stored port moves: a busy port then fails that component's start with "address in
-use", which says what is wrong, where a moved port would leave a cluster whose parts talk past each other.
+the chaos tests do), no stored port moves: `up` waits for a busy port (a SIGKILLed process holds its
+ports for a moment after it counts as dead) and says so when it stays busy, where a moved port would
+leave a cluster whose parts talk past each other.
 Only a cold start (nothing running) re-picks a port that is busy, or one an older sandbox took from the
 kernel's ephemeral range, where an outgoing connection can take it while its server is down.
 """

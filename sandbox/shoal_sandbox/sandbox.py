@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from shoal_common.ports import free_port, is_server_port
 
-from shoal_sandbox import health, procs, users
+from shoal_sandbox import health, kwok_nodes, procs, users
 from shoal_sandbox.build import missing_binaries
 from shoal_sandbox.certs import generate_pki, pki_complete
 from shoal_sandbox.control_plane import SERVICE_CIDR, SERVICE_IP, Layout, component_argv
 from shoal_sandbox.errors import SandboxError
 from shoal_sandbox.kubeconfigs import KWOK_CONFIG, render_kubeconfig, write_if_changed
 from shoal_sandbox.kwok_stages import write_kwok_stages
-from shoal_sandbox.nodes import GpuNodeSpec, gpu_node, node_name
+from shoal_sandbox.nodes import GpuNodeSpec
 from shoal_sandbox.paths import state_root
 from shoal_sandbox.port_plan import ports_to_choose
 
@@ -249,6 +249,7 @@ class Sandbox:
                 self.log(f"restarting {component}: its command line changed")
                 self._stop_component(component)
             self.log(f"starting {component} ...")
+            self._await_ports(component, ports, deadline)
             self._proc_file(component).parent.mkdir(parents=True, exist_ok=True)
             rec = procs.spawn(argv, self._log_file(component))
             started.append((component, rec))
@@ -300,6 +301,15 @@ class Sandbox:
 
     def _port_busy(self, port_name: str, port: int) -> bool:
         return not health.port_free(port, self._port_host(port_name))
+
+    def _await_ports(self, component: str, ports: dict[str, int], deadline: float) -> None:
+        """A component restarted right after a crash (SIGKILL) keeps its ports, which its dead process
+        may still hold for a moment: it counts as dead once a zombie, while its other threads still close
+        its files. So its ports must be free before it starts (it would exit with "address in use")."""
+        for name in (n for n in _PORT_NAMES if n == component or n.startswith(f"{component}-")):
+            host = self._port_host(name)
+            if not health.wait_port_free(ports[name], host, min(60.0, deadline - time.monotonic())):
+                raise self._failure(component, f"cannot start: {host}:{ports[name]} is still in use")
 
     def _load_ports(self) -> dict[str, int] | None:
         try:
@@ -374,27 +384,8 @@ class Sandbox:
         return SyncKube(self.kubeconfig_path, timeout=10.0)
 
     def _ensure_nodes(self, deadline: float) -> None:
-        from shoal_sandbox.kube import ApiError
-
-        names = [node_name(self.nodes, i) for i in range(self.nodes.count)]
         with self.api() as api:
-            try:
-                for i, name in enumerate(names):
-                    if api.get("Node", None, name) is None:
-                        # Applying a missing object creates it (status included, as a POST would); a node
-                        # that exists is left alone, kwok owns its status.
-                        api.apply(gpu_node(self.nodes, i))
-            except ApiError as exc:
-                raise SandboxError(f"creating the GPU nodes failed: {exc}") from exc
-            pending = set(names)
-            while pending and time.monotonic() < deadline:
-                for name in sorted(pending):
-                    node = api.get("Node", None, name) or {}
-                    conditions = node.get("status", {}).get("conditions", [])
-                    if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
-                        pending.discard(name)
-                if pending:
-                    time.sleep(0.2)
+            pending = kwok_nodes.ensure_ready(api, self.nodes, deadline)
         if pending:
-            raise self._failure("kwok", f"did not make nodes {sorted(pending)} Ready in time")
-        self.log(f"  {len(names)} GPU nodes Ready ({self.nodes.gpus} x nvidia.com/gpu each)")
+            raise self._failure("kwok", f"did not make nodes {pending} Ready in time")
+        self.log(f"  {self.nodes.count} GPU nodes Ready ({self.nodes.gpus} x nvidia.com/gpu each)")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
 
-from shoal_sandbox.health import port_free
+from shoal_sandbox.health import port_free, wait_port_free
 
 
 def test_a_port_with_time_wait_connections_is_free_a_listening_one_is_not() -> None:
@@ -31,5 +33,21 @@ def test_a_port_is_checked_on_the_address_its_server_binds() -> None:
     try:
         port = held.getsockname()[1]
         assert not port_free(port, "127.0.0.2")
+    finally:
+        held.close()
+
+
+def test_waiting_for_a_port_ends_when_its_holder_lets_go_or_at_the_timeout() -> None:
+    """A SIGKILLed component counts as dead (a zombie) before its threads have closed its listening
+    socket: `up` waits for the port instead of starting a server that exits with "address in use"."""
+    held = socket.create_server(("127.0.0.1", 0))
+    port = held.getsockname()[1]
+    try:
+        t0 = time.monotonic()
+        assert not wait_port_free(port, "127.0.0.1", timeout_s=0.3)
+        assert time.monotonic() - t0 >= 0.3
+        threading.Timer(0.3, held.close).start()
+        assert wait_port_free(port, "127.0.0.1", timeout_s=10)
+        assert time.monotonic() - t0 < 5
     finally:
         held.close()
