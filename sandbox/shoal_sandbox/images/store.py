@@ -84,7 +84,9 @@ def remove_other_versions(repository: str, keep_tag: str, log: Log) -> None:
 
 def clear_interrupted_builds(base_repository: str, log: Log) -> None:
     """Removes what a killed or failed build left: its working containers (gigabytes each for the
-    model-server) and the store's unnamed images (intermediate stages nothing can refer to by name)."""
+    model-server) and the store's unnamed images (intermediate stages nothing can refer to by name).
+    Builds are serialized per cache; two caches on one machine share buildah's store, so builds from both
+    at once would remove each other's working containers."""
     for container_id in interrupted_builds(listed_containers(), base_repository):
         _buildah("rm", container_id, check=False)
         log(f"removed working container {container_id[:12]} of an interrupted build")
