@@ -80,6 +80,13 @@ def is_ignored(relpath: str) -> bool:
     return relpath.endswith(IGNORED_SUFFIXES)
 
 
+def stale_images(present: list[str], wanted: list[str]) -> list[str]:
+    """Older tags of the repositories in `wanted` (earlier builds of shoal's images), out of the refs a
+    store lists: buildah's before a build, the node's containerd before an import."""
+    repos = {ref.rsplit(":", 1)[0] for ref in wanted if ":" in ref}
+    return [n for n in present if ":" in n and n.rsplit(":", 1)[0] in repos and n not in wanted]
+
+
 def image_tag(version: str, digest: str) -> str:
     """The tag of a locally built image: the project version plus the short content hash."""
     return f"{version}-{digest[:12]}"

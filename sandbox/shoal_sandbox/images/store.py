@@ -12,6 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from shoal_sandbox.images.spec import stale_images
 from shoal_sandbox.images.tools import ImageBuildError, Log, require
 
 GIB = 1024**3
@@ -25,11 +26,7 @@ class StoreContainer:
 
 def other_versions(listed: list[str], repository: str, keep_tag: str) -> list[str]:
     """The refs in `listed` that are `repository` under a tag other than `keep_tag` (pure)."""
-    return [
-        ref
-        for ref in listed
-        if ":" in ref and ref.rsplit(":", 1)[0] == repository and ref.rsplit(":", 1)[1] != keep_tag
-    ]
+    return stale_images(listed, [f"{repository}:{keep_tag}"])
 
 
 def interrupted_builds(containers: list[StoreContainer], base_repository: str) -> list[str]:

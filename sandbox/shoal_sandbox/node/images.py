@@ -122,13 +122,6 @@ def import_images(
     return imported
 
 
-def stale_images(present: list[str], wanted: list[str]) -> list[str]:
-    """Older tags of the repositories in `wanted` (earlier builds of shoal's images): removing them keeps
-    containerd's disk use bounded as images are rebuilt (pure)."""
-    repos = {ref.rsplit(":", 1)[0] for ref in wanted if ":" in ref}
-    return [n for n in present if ":" in n and n.rsplit(":", 1)[0] in repos and n not in wanted]
-
-
 def indexed_refs() -> list[str]:
     index = images_index()
     if not index.is_file():

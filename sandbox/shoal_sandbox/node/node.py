@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal_sandbox import procs
+from shoal_sandbox.images.spec import stale_images
 from shoal_sandbox.kube import ApiError
 from shoal_sandbox.node import hostnet, hoststate, images, oci, pki, prereq, restore
 from shoal_sandbox.node.components import NODE_COMPONENTS, NodeFiles, health_url
@@ -151,7 +152,7 @@ class RealNode:
         `sha256:<config digest>`; left behind, they pin the old layers: gigabytes per model-server build)."""
         socket = self.paths.containerd_socket
         try:
-            stale = images.stale_images(images.list_images(socket), images.indexed_refs())
+            stale = stale_images(images.list_images(socket), images.indexed_refs())
             if stale:
                 images.remove_images(socket, stale)
                 self.log(f"  removed {len(stale)} older build(s) of shoal's images from containerd")
