@@ -198,12 +198,14 @@ class Shoal(Scaler):
         else:
             obs[Signal.QUEUE_DEPTH] = Observation(None)
             obs[Signal.RUNNING_REQUESTS] = Observation(None)
+        startups = sorted(p.ready_at - p.created for p in pods if p.ready(now))
         inp = PolicyInput(
             now=now,
             spec_replicas=spec,
             ready_replicas=ready,
             starting_replicas=starting,
             observations=obs,
+            startup_seconds=startups[len(startups) // 2] if startups else None,
         )
         decision, self.state = decide(self.cfg, inp, self.state)
         return decision.desired

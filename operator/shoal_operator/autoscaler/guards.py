@@ -18,6 +18,8 @@ class Situation:
 
     current: int
     demand: float  # queued + running + held requests
+    #: The demand expected when pods started now are Ready (`outlook.py`; the demand when not growing).
+    demand_ahead: float
     panicking: bool
     #: A scale-up happened within the scale-up period (one unlimited panic jump per period).
     jumped_recently: bool
@@ -29,6 +31,7 @@ def situation(
     cfg: PolicyConfig,
     current: int,
     demand: float,
+    demand_ahead: float,
     panicking: bool,
     events: tuple[ScaleEvent, ...],
     now: float,
@@ -36,7 +39,7 @@ def situation(
     jumped = any(
         e.to_replicas > e.from_replicas and now - e.time < cfg.scale_up.period_seconds for e in events
     )
-    return Situation(current, demand, panicking, jumped, events, now)
+    return Situation(current, demand, max(demand, demand_ahead), panicking, jumped, events, now)
 
 
 # ------------------------------------------------------------------------------------- cold start
@@ -57,13 +60,13 @@ def cold_start(cfg: PolicyConfig, draft: Draft, inp: PolicyInput, s: Situation) 
         draft = Draft(current, Reason.COLD_START, f"not scaling down while {starting} pods start")
     if draft.desired < current and s.panicking:
         draft = Draft(current, Reason.PANIC_HOLD, "panic mode: no scale-down")
-    backlog_need = capacity_floor(cfg, s.demand)
+    backlog_need = capacity_floor(cfg, s.demand_ahead)
     if draft.desired > current and inp.starting_replicas > 0 and backlog_need is not None:
         capped = max(current, backlog_need + 1)
         if draft.desired > capped:
             message = (
                 f"{draft.message}; {inp.starting_replicas} pods still starting and the backlog of "
-                f"{s.demand:g} needs {backlog_need}: capped at {capped}"
+                f"{_backlog(s)} needs {backlog_need}: capped at {capped}"
             )
             draft = Draft(capped, Reason.COLD_START if capped == current else draft.reason, message)
     return draft
@@ -140,8 +143,14 @@ def backlog_follow(cfg: PolicyConfig, draft: Draft, s: Situation) -> int:
     cap = cfg.capacity()
     if cap is None:
         return s.current
-    backlog_need = math.ceil(s.demand / cap - 1e-9) + 1
+    backlog_need = math.ceil(s.demand_ahead / cap - 1e-9) + 1
     return max(s.current, min(draft.desired, backlog_need))
+
+
+def _backlog(s: Situation) -> str:
+    if s.demand_ahead > s.demand:
+        return f"{s.demand:g} ({s.demand_ahead:.0f} when new pods are Ready)"
+    return f"{s.demand:g}"
 
 
 def _limited(draft: Draft, limit: int, current: int, what: str) -> Draft:
@@ -159,7 +168,7 @@ def step_limits(cfg: PolicyConfig, draft: Draft, s: Situation) -> Draft:
         limit = up_limit(cfg.scale_up, current, s.events, s.now)
         follow = backlog_follow(cfg, draft, s)
         if follow > limit:
-            message = f"{draft.message}; panic: following the backlog of {s.demand:g} to {follow}"
+            message = f"{draft.message}; panic: following the backlog of {_backlog(s)} to {follow}"
             return Draft(follow, Reason.PANIC_SCALE_UP, message)
         return _limited(draft, limit, current, "scale-up") if draft.desired > limit else draft
     if draft.desired < current:

@@ -210,6 +210,7 @@ class Autoscaler:
             starting_replicas=pods.starting,
             unschedulable_replicas=pods.unschedulable,
             observations=snapshot.for_service(*key),
+            startup_seconds=pods.startup_seconds,
         )
         decision, st.policy = decide(adapter.policy_config(isvc.spec), inp, st.policy)
         self.metrics.decisions.labels(direction=decision.direction.value, reason=decision.reason.value).inc()

@@ -119,6 +119,9 @@ class PolicyInput:
     #: Subset of starting_replicas: Pending with PodScheduled=False/Unschedulable (e.g. no free GPU).
     unschedulable_replicas: int = 0
     observations: Mapping[Signal, Observation] = field(default_factory=dict)
+    #: How long this service's ready pods took from creation to Ready (their median; None: no ready pod
+    #: to measure). The horizon of the backlog outlook (`outlook.py`).
+    startup_seconds: float | None = None
 
     @property
     def starting_schedulable(self) -> int:
@@ -145,6 +148,8 @@ class PolicyState:
     idle_since: float | None = None
     #: (signal, sample timestamp, value) of the stable window, one entry per scrape.
     samples: tuple[tuple[str, float, float], ...] = ()
+    #: (time, demand) of the last cycles, for the backlog's growth (`outlook.py`).
+    demand_history: tuple[tuple[float, float], ...] = ()
 
 
 # --------------------------------------------------------------------------------------------- stage 1

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from . import guards, recommend
+from . import guards, outlook, recommend
 from .kinds import LOAD_SIGNALS, MetricKind, Signal
 from .model import (
     Decision,
@@ -67,8 +67,11 @@ def decide(cfg: PolicyConfig, inp: PolicyInput, state: PolicyState | None) -> tu
     load = {sig: value_of(readings, sig) for sig in LOAD_SIGNALS}
     demand = sum(v for v in load.values() if v is not None)
     view = recommend.metrics_view(cfg, inp, readings, st.samples)
-    inputs = _inputs(inp, current, load, view)
-    st = replace(st, samples=view.samples)
+    # Growth is only measured on a whole demand: a load signal dropping out is not a change in load.
+    history = outlook.remember(st.demand_history, now, demand) if None not in load.values() else ()
+    ahead = outlook.outlook(history, demand, inp.startup_seconds)
+    inputs = _inputs(inp, current, load, view, ahead)
+    st = replace(st, samples=view.samples, demand_history=history)
 
     def finish(
         draft: Draft, new_state: PolicyState, *, limited: bool = False, panic: bool = False
@@ -94,7 +97,7 @@ def decide(cfg: PolicyConfig, inp: PolicyInput, state: PolicyState | None) -> tu
             st = replace(st, started_at=now)
         return finish(draft, st, limited=limited)
 
-    panic = recommend.panic(cfg, view, st.panic_until, now, current, demand)
+    panic = recommend.panic(cfg, view, st.panic_until, now, current, demand, ahead.ahead)
     previous = st.recommendations
     recorded = panic.raw if (panic.raw is not None and view.all_available) else current
     idle_since = recommend.idle_since(cfg, inp, load, view, st.idle_since)
@@ -109,7 +112,9 @@ def decide(cfg: PolicyConfig, inp: PolicyInput, state: PolicyState | None) -> tu
         return finish(Draft(0, Reason.SCALE_TO_ZERO, message), replace(st, idle_since=None))
 
     draft = recommend.stable(cfg, panic.raw, previous, st.started_at, now, current, view)
-    situation = guards.situation(cfg, current, demand, panic.panicking, st.events, now)
+    if panic.ahead_sized and draft.desired > current:
+        draft = replace(draft, message=f"{draft.message}; panic: {ahead.describe()}")
+    situation = guards.situation(cfg, current, demand, ahead.ahead, panic.panicking, st.events, now)
     draft = guards.cold_start(cfg, draft, inp, situation)
     draft = guards.capacity(cfg, draft, situation)
     draft = guards.step_limits(cfg, draft, situation)
@@ -118,10 +123,14 @@ def decide(cfg: PolicyConfig, inp: PolicyInput, state: PolicyState | None) -> tu
 
 
 def _inputs(
-    inp: PolicyInput, current: int, load: dict[Signal, float | None], view: recommend.MetricView
+    inp: PolicyInput,
+    current: int,
+    load: dict[Signal, float | None],
+    view: recommend.MetricView,
+    ahead: outlook.Outlook,
 ) -> Inputs:
     """The numbers behind the decision (status.autoscaler.lastDecision.inputs)."""
-    return {
+    inputs: Inputs = {
         "specReplicas": current,
         "readyReplicas": inp.ready_replicas,
         "startingReplicas": inp.starting_replicas,
@@ -129,6 +138,12 @@ def _inputs(
         **{str(sig): v for sig, v in load.items() if v is not None},
         **view.inputs,
     }
+    if ahead.startup_s is not None:
+        inputs["podStartupSeconds"] = round(ahead.startup_s, 1)
+    if ahead.growth_per_s is not None:
+        inputs["demandGrowthPerSecond"] = round(ahead.growth_per_s, 3)
+        inputs["demandWhenNewPodsReady"] = round(ahead.ahead, 1)
+    return inputs
 
 
 def _direction(current: int, desired: int) -> Direction:

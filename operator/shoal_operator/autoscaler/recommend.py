@@ -143,12 +143,24 @@ class Panic:
     until: float | None
     #: The recommendation after the panic jump (the stable one when not panicking).
     raw: int | None
+    #: The jump was sized on the backlog expected when new pods are Ready (the outlook), not on today's.
+    ahead_sized: bool = False
 
 
 def panic(
-    cfg: PolicyConfig, view: MetricView, until: float | None, now: float, current: int, demand: float
+    cfg: PolicyConfig,
+    view: MetricView,
+    until: float | None,
+    now: float,
+    current: int,
+    demand: float,
+    demand_ahead: float,
 ) -> Panic:
-    """Panic mode: the newest sample alone asks for `panic_threshold_percent` of the current count."""
+    """Panic mode: the newest sample alone asks for `panic_threshold_percent` of the current count.
+
+    The jump goes as far as the newest sample asks, but no further than the backlog needs (plus one)
+    unless the backlog is growing: then at least as far as the backlog expected when the new pods are
+    Ready needs (`outlook.py`), which is what a burst's first decision must provision for."""
     raw, raw_now = view.raw, view.raw_now
     if (
         raw_now is not None
@@ -157,14 +169,17 @@ def panic(
     ):
         until = now + cfg.panic_window_seconds
     panicking = until is not None and now < until
+    ahead_sized = False
     if panicking and raw is not None and raw_now is not None and raw_now > raw:
-        # Jump on the newest sample, but only as far as the backlog needs (plus one).
         jump = raw_now
         backlog = need(cfg, demand)
         if backlog is not None:
             jump = min(jump, max(backlog + 1, current))
+        ahead = need(cfg, demand_ahead) if demand_ahead > demand else None
+        if ahead is not None and ahead > jump:
+            jump, ahead_sized = ahead, ahead > raw
         raw = max(raw, jump)
-    return Panic(panicking, until if panicking else None, raw)
+    return Panic(panicking, until if panicking else None, raw, ahead_sized)
 
 
 # ------------------------------------------------------------------------------------- zero and idle

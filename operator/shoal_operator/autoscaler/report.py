@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import statistics
+from dataclasses import dataclass, field
 from typing import Any
 
 from shoal_common import names
+from shoal_common.timestamps import parse_rfc3339
 
 from shoal_operator import conditions
 
@@ -17,6 +19,24 @@ class PodCounts:
     ready: int = 0
     starting: int = 0
     unschedulable: int = 0
+    #: Seconds each ready pod took from creation to its Ready condition.
+    startups: list[float] = field(default_factory=list)
+
+    @property
+    def startup_seconds(self) -> float | None:
+        """The median startup of the ready pods (None: no ready pod with both timestamps)."""
+        return statistics.median(self.startups) if self.startups else None
+
+
+def startup(meta: dict[str, Any], ready: dict[str, Any]) -> float | None:
+    """Creation to Ready, from the pod's own timestamps (None when either is missing or unreadable)."""
+    try:
+        created = parse_rfc3339(str(meta["creationTimestamp"]))
+        became_ready = parse_rfc3339(str(ready["lastTransitionTime"]))
+    except (KeyError, ValueError):
+        return None
+    seconds = (became_ready - created).total_seconds()
+    return seconds if seconds >= 0 else None
 
 
 def count_pods(items: list[dict[str, Any]]) -> dict[tuple[str, str], PodCounts]:
@@ -33,8 +53,12 @@ def count_pods(items: list[dict[str, Any]]) -> dict[tuple[str, str], PodCounts]:
             continue
         conds = {c.get("type"): c for c in status.get("conditions") or []}
         counts = out.setdefault((str(meta.get("namespace")), str(isvc)), PodCounts())
-        if (conds.get("Ready") or {}).get("status") == "True":
+        ready = conds.get("Ready") or {}
+        if ready.get("status") == "True":
             counts.ready += 1
+            seconds = startup(meta, ready)
+            if seconds is not None:
+                counts.startups.append(seconds)
             continue
         counts.starting += 1
         sched = conds.get("PodScheduled") or {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -119,6 +120,34 @@ def test_panic_follows_a_growing_burst_within_the_period_no_further_than_its_bac
     # the backlog stops growing: the repeated jump stays where it is (no run-away on the queue's metric)
     third, _ = decide(c, inp(9, running=40, waiting=40, ready=1, starting=8, now=NOW + 4), state)
     assert third.desired == 9
+
+
+def test_a_growing_burst_gets_the_backlog_of_its_pods_startup_in_its_first_jump() -> None:
+    """#19 live: sized on its first seconds, a 5x step's scale-up climbed 1 -> 3 -> 4 -> ... -> 8 over 18 s
+    and the last pods were Ready 18 s after the first. With the backlog growing 4/s and pods that took
+    30 s to start, the first jump provisions for the ~150 requests there will be when they are Ready."""
+    c = cfg(max_replicas=20, metrics=(MetricTarget(Q, 5.0),), replica_capacity=10.0)
+    state = settled(1)
+    quiet = PolicyInput(
+        NOW - 4,
+        1,
+        1,
+        observations={
+            Signal.QUEUE_DEPTH: obs(2, now=NOW - 4),
+            Signal.RUNNING_REQUESTS: obs(8, now=NOW - 4),
+            Signal.ROUTER_PENDING: obs(0, now=NOW - 4),
+        },
+    )
+    _, state = decide(c, replace(quiet, startup_seconds=30.0), state)
+    burst = inp(1, running=10, waiting=16)  # 26 requests, 16 more than 4 s ago: +4/s
+    d, _ = decide(c, replace(burst, startup_seconds=30.0), state)
+    # 26 + 4/s x 30 s = 146 requests: 15 replicas (the queue's newest sample asked for 4)
+    assert d.panic and d.reason is Reason.PANIC_SCALE_UP and d.desired == 15
+    assert "grows 4/s and new pods take 30s to be Ready: 146 then" in d.message
+    assert d.inputs["demandWhenNewPodsReady"] == 146.0 and d.inputs["podStartupSeconds"] == 30.0
+    # the same burst without a measured startup time: the backlog now (+1), as before
+    d_unknown, _ = decide(c, burst, decide(c, quiet, settled(1))[1])
+    assert d_unknown.desired == 4 and "new pods" not in d_unknown.message
 
 
 def test_panic_repeated_jump_is_capped_by_the_backlog_not_the_queue_metric() -> None:

@@ -114,9 +114,9 @@ def test_metric_recommendation_sum_and_per_service_metrics() -> None:
 def test_panic_jumps_on_the_newest_sample_up_to_the_backlog() -> None:
     cfg = PolicyConfig(metrics=(MetricTarget(Q, 4),), replica_capacity=10)
     view = recommend.MetricView(per_metric={"QueueDepth": 3}, per_metric_now={"QueueDepth": 12})
-    p = recommend.panic(cfg, view, None, NOW, current=2, demand=50)
+    p = recommend.panic(cfg, view, None, NOW, current=2, demand=50, demand_ahead=50)
     assert p.panicking and p.until == NOW + cfg.panic_window_seconds
-    assert p.raw == 6  # min(12, backlog 5 + 1)
+    assert p.raw == 6 and not p.ahead_sized  # min(12, backlog 5 + 1)
     calm = recommend.panic(
         cfg,
         recommend.MetricView(per_metric={"QueueDepth": 3}, per_metric_now={"QueueDepth": 3}),
@@ -124,8 +124,24 @@ def test_panic_jumps_on_the_newest_sample_up_to_the_backlog() -> None:
         NOW,
         2,
         0,
+        0,
     )
     assert not calm.panicking and calm.raw == 3 and calm.until is None
+
+
+def test_panic_provisions_for_the_backlog_expected_when_new_pods_are_ready() -> None:
+    cfg = PolicyConfig(metrics=(MetricTarget(Q, 4),), replica_capacity=10)
+    view = recommend.MetricView(per_metric={"QueueDepth": 3}, per_metric_now={"QueueDepth": 12})
+    # 50 requests now, 150 expected by the time new pods are Ready: 15 replicas, past the metric's 12
+    p = recommend.panic(cfg, view, None, NOW, current=2, demand=50, demand_ahead=150)
+    assert p.raw == 15 and p.ahead_sized
+    # not growing: the backlog now (+1) caps the jump as before
+    flat = recommend.panic(cfg, view, None, NOW, current=2, demand=50, demand_ahead=40)
+    assert flat.raw == 6 and not flat.ahead_sized
+    # no panic, no outlook: a growing backlog alone never moves the count outside a burst
+    calm_view = recommend.MetricView(per_metric={"QueueDepth": 3}, per_metric_now={"QueueDepth": 3})
+    calm = recommend.panic(cfg, calm_view, None, NOW, current=2, demand=50, demand_ahead=150)
+    assert not calm.panicking and calm.raw == 3 and not calm.ahead_sized
 
 
 def test_at_zero_wakes_on_backlog_and_idles_otherwise() -> None:
@@ -162,8 +178,10 @@ def _situation(
     demand: float = 0,
     panicking: bool = False,
     events: tuple[ScaleEvent, ...] = (),
+    demand_ahead: float | None = None,
 ) -> guards.Situation:
-    return guards.situation(cfg, current, demand, panicking, events, NOW)
+    ahead = demand if demand_ahead is None else demand_ahead
+    return guards.situation(cfg, current, demand, ahead, panicking, events, NOW)
 
 
 def test_cold_start_holds_scale_down_and_caps_scale_up_at_the_backlogs_need() -> None:
@@ -178,6 +196,11 @@ def test_cold_start_holds_scale_down_and_caps_scale_up_at_the_backlogs_need() ->
     assert (big.desired, big.reason) == (5, Reason.SCALE_UP)  # backlog 4 + 1
     held = guards.cold_start(cfg, Draft(6, Reason.SCALE_UP, "m"), starting, _situation(cfg, 4, demand=15))
     assert (held.desired, held.reason) == (4, Reason.COLD_START)  # backlog 3 + 1 <= 4
+    # a growing backlog: the cap is what the backlog will need when the new pods are Ready
+    growing = _situation(cfg, 4, demand=20, demand_ahead=40)
+    ahead = guards.cold_start(cfg, Draft(12, Reason.SCALE_UP, "m"), starting, growing)
+    assert (ahead.desired, ahead.reason) == (9, Reason.SCALE_UP)  # 40 needs 8, + 1
+    assert "backlog of 20 (40 when new pods are Ready) needs 8" in ahead.message
 
 
 def test_step_limits_up_down_and_minimum_step() -> None:
