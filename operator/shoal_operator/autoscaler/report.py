@@ -28,15 +28,21 @@ class PodCounts:
         return statistics.median(self.startups) if self.startups else None
 
 
+#: A Ready transition later than this after creation is taken for a readiness flap of a running pod, not
+#: its startup (the condition keeps only its last transition), and is left out.
+MAX_STARTUP_S = 900.0
+
+
 def startup(meta: dict[str, Any], ready: dict[str, Any]) -> float | None:
-    """Creation to Ready, from the pod's own timestamps (None when either is missing or unreadable)."""
+    """Creation to Ready, from the pod's own timestamps (None when either is missing or unreadable, or
+    when the pod was Ready too long after its creation for that to be its startup)."""
     try:
         created = parse_rfc3339(str(meta["creationTimestamp"]))
         became_ready = parse_rfc3339(str(ready["lastTransitionTime"]))
     except (KeyError, ValueError):
         return None
     seconds = (became_ready - created).total_seconds()
-    return seconds if seconds >= 0 else None
+    return seconds if 0 <= seconds <= MAX_STARTUP_S else None
 
 
 def count_pods(items: list[dict[str, Any]]) -> dict[tuple[str, str], PodCounts]:

@@ -113,6 +113,17 @@ async def _no_event(body: dict[str, Any], type_: str, reason: str, message: str,
     pass
 
 
+async def test_the_pods_measured_startup_reaches_the_decision() -> None:
+    """The backlog outlook's horizon is the service's own pods' creation-to-Ready time."""
+    started = pod(True, name="chat-model-a")
+    started["metadata"]["creationTimestamp"] = "2026-11-28T10:00:00Z"
+    started["status"]["conditions"][0]["lastTransitionTime"] = "2026-11-28T10:00:42Z"
+    kube = FakeKube(isvc(1), [started, pod(False, name="chat-model-b")])
+    scaler = Autoscaler(kube, AutoscalerSettings(), FakeSource(0), AutoscalerMetrics(CollectorRegistry()))
+    [r] = await scaler.cycle()
+    assert r.decision.inputs["podStartupSeconds"] == 42.0
+
+
 async def test_scale_event_status_and_no_redundant_writes() -> None:
     kube = FakeKube(isvc(1), [pod(True)])
     events: list[tuple[str, str]] = []

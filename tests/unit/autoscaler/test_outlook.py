@@ -63,3 +63,11 @@ def test_startup_is_the_median_of_the_ready_pods_creation_to_ready() -> None:
 def test_startup_is_unknown_without_a_readable_timestamp() -> None:
     pods = [_pod("a", "not a time", "2026-11-28T10:00:30Z"), _pod("b", "2026-11-28T10:00:00Z", None)]
     assert count_pods(pods)[("ns", "svc")].startup_seconds is None
+
+
+def test_a_ready_transition_hours_after_creation_is_a_flap_not_a_startup() -> None:
+    pods = [
+        _pod("flapped", "2026-11-28T08:00:00Z", "2026-11-28T10:00:00Z"),
+        _pod("fresh", "2026-11-28T10:00:00Z", "2026-11-28T10:00:35Z"),
+    ]
+    assert count_pods(pods)[("ns", "svc")].startup_seconds == 35.0
