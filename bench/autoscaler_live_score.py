@@ -71,13 +71,20 @@ def violation_seconds(records: Iterable[Record], duration_s: float, ttft_target_
     return bad
 
 
+#: A scale-up this long before the nominal load change is the autoscaler acting ahead of it (the change
+#: point of a ramp is where it crosses one replica's nominal capacity, not a sharp edge).
+AHEAD_S = 10.0
+
+
 def scale_up_delays(samples: Sequence[Sample], start: float | None) -> tuple[float | None, float | None]:
-    """(to the first scale-up decision, to that many ready pods), from the load change at `start`."""
+    """(to the first scale-up decision, to that many ready pods), from the load change at `start`;
+    negative when the autoscaler scaled up in the `AHEAD_S` before it."""
     if start is None or not samples:
         return None, None
-    before = [s for s in samples if s.t <= start]
+    since = start - AHEAD_S
+    before = [s for s in samples if s.t <= since]
     base = before[-1].desired if before else samples[0].desired
-    decision = next((s for s in samples if s.t > start and s.desired > base), None)
+    decision = next((s for s in samples if s.t > since and s.desired > base), None)
     if decision is None:
         return None, None
     ready = next((s for s in samples if s.t >= decision.t and s.ready >= decision.desired), None)

@@ -42,6 +42,11 @@ def test_delays_events_reversals_and_cost() -> None:
     samples += [Sample(10.0, 3, 3, 1), Sample(11.0, 3, 3, 1), Sample(40.0, 3, 3, 3), Sample(41.0, 2, 2, 2)]
     samples += [Sample(42.0, 4, 4, 2)]
     assert scale_up_delays(samples, 8.0) == (2.0, 32.0)
+    # a scale-up shortly before the nominal change (a ramp's crossing) is ahead of it: negative, not the
+    # next step up
+    assert scale_up_delays(samples, 10.5) == (-0.5, 29.5)
+    # one over 10 s before it is not this change's decision: the next step up is
+    assert scale_up_delays(samples, 30.0) == (12.0, None)
     assert scale_events(samples) == (3, 2)  # up, down, up: two reversals
     assert replica_seconds(samples) == 10 * 1 + 3 * 1 + 3 * 29 + 3 * 1 + 2 * 1
 
