@@ -14,6 +14,7 @@ from shoal_common.logging import configure_logging
 
 from shoal_operator.autoscaler.loop import Autoscaler, AutoscalerMetrics, AutoscalerSettings
 from shoal_operator.autoscaler.metrics import MetricsSource
+from shoal_operator.autoscaler.wake import RouterProbe, probe_session
 from shoal_operator.builders import BuildOptions
 from shoal_operator.context import OperatorContext
 from shoal_operator.handlers import LeaderWork, build_registry, ensure_peering
@@ -86,12 +87,20 @@ def autoscaler_work(ctx: OperatorContext) -> LeaderWork:
     Each leadership term starts with fresh policy state: what another leader decided meanwhile is not
     in this replica's memory (the status it recorded is read back instead)."""
     s = ctx.settings
-    settings = AutoscalerSettings(period_seconds=s.autoscaler_period_seconds, namespaces=tuple(s.namespaces))
+    settings = AutoscalerSettings(
+        period_seconds=s.autoscaler_period_seconds,
+        namespaces=tuple(s.namespaces),
+        wake_poll_seconds=s.autoscaler_wake_poll_seconds,
+    )
     source = MetricsSource(s.prometheus_url)
     metrics = AutoscalerMetrics(ctx.registry)
 
     async def work() -> None:
-        await Autoscaler(ctx.kube, settings, source, metrics, ctx.emit_event).run(ctx.stop)
+        async with probe_session() as session:
+            scaler = Autoscaler(
+                ctx.kube, settings, source, metrics, ctx.emit_event, probe=RouterProbe(session)
+            )
+            await scaler.run(ctx.stop)
 
     return work
 

@@ -46,6 +46,11 @@ class OperatorSettings(BaseSettings):
     cluster_domain: str = "cluster.local"
     autoscaler_enabled: bool = Field(default=True, description="run the autoscaler loop (leader only)")
     autoscaler_period_seconds: float = Field(default=3.0, gt=0)
+    autoscaler_wake_poll_seconds: float = Field(
+        default=0.5,
+        ge=0,
+        description="how often the routers of services at zero are asked for held requests (0: off)",
+    )
     lease_namespace: str | None = Field(
         default=None, description="namespace of the leader Lease; default: the pod's namespace or 'default'"
     )

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,9 +30,10 @@ from shoal_common.timestamps import rfc3339
 from shoal_operator.api import InferenceService
 from shoal_operator.kube import ApiError
 
-from . import adapter
+from . import adapter, wake
+from .kinds import Signal
 from .metrics import ServiceQuery, Snapshot
-from .model import Decision, Direction, PolicyInput, PolicyState, Reason
+from .model import Decision, Direction, Observation, PolicyInput, PolicyState, Reason
 from .policy import decide
 from .report import PodCounts, count_pods, last_decision, live_pods, status_patch
 
@@ -60,12 +61,21 @@ class MetricsSourceLike(Protocol):
     def collect(self, services: list[ServiceQuery], now: float | None = None) -> Snapshot: ...
 
 
+class RouterProbeLike(Protocol):
+    """Asks routers how many requests they hold (`wake.RouterProbe`)."""
+
+    async def held(self, targets: Mapping[wake.ServiceKey, list[str]]) -> dict[wake.ServiceKey, float]: ...
+
+
 @dataclass(frozen=True)
 class AutoscalerSettings:
     #: One cycle costs one Prometheus query per metric kind and two list calls, whatever the number of
     #: services; 3 s keeps a decision within 10 s of a load step at a 5 s scrape interval.
     period_seconds: float = 3.0
     namespaces: tuple[str, ...] = ()
+    #: While a service is at zero, its routers are asked for held requests this often between cycles
+    #: (`wake.py`); 0: only through Prometheus, once a cycle.
+    wake_poll_seconds: float = 0.5
 
 
 class AutoscalerMetrics:
@@ -124,6 +134,7 @@ class Autoscaler:
         *,
         clock: Callable[[], float] = time.time,
         is_leader: Callable[[], bool] = lambda: True,
+        probe: RouterProbeLike | None = None,
     ) -> None:
         self.kube = kube
         self.settings = settings
@@ -132,8 +143,11 @@ class Autoscaler:
         self.emit_event = emit_event
         self.clock = clock
         self.is_leader = is_leader
+        self.probe = probe
         self.services: dict[tuple[str, str], ServiceState] = {}
         self.last_snapshot: Snapshot | None = None
+        #: Router `/readyz` URLs of the services the last cycle left at zero (what `pause` polls).
+        self.wake_targets: dict[wake.ServiceKey, list[str]] = {}
 
     # ------------------------------------------------------------------------------------------ reads
     async def _list(self, kind: str, label_selector: str | None = None) -> list[dict[str, Any]]:
@@ -165,9 +179,12 @@ class Autoscaler:
                     self.metrics.desired.remove(*key)
 
     # ------------------------------------------------------------------------------------------ one pass
-    async def cycle(self) -> list[CycleResult]:
+    async def cycle(self, held_now: Mapping[wake.ServiceKey, float] | None = None) -> list[CycleResult]:
+        """One pass. `held_now`: requests the routers of services at zero were just seen holding
+        (`pause`), fresher than Prometheus's figure."""
         isvcs = await self._autoscaled()
         self._forget_gone(isvcs)
+        self.wake_targets = {}
         if not isvcs:
             return []
         # Every pod of an InferenceService is a live source of its series (the router's and the endpoint
@@ -192,14 +209,23 @@ class Autoscaler:
         results = []
         for body, isvc in isvcs:
             counts = pods.get((isvc.namespace, isvc.name), PodCounts())
+            held = (held_now or {}).get((isvc.namespace, isvc.name))
             try:
-                results.append(await self._one(body, isvc, counts, snapshot, now))
+                results.append(await self._one(body, isvc, counts, snapshot, now, held))
             except ApiError as exc:  # one service's API trouble must not stop the others
                 log.warning("autoscaling %s/%s failed: %s", isvc.namespace, isvc.name, exc)
+        at_zero = frozenset((r.namespace, r.name) for r in results if r.decision.desired == 0)
+        self.wake_targets = wake.router_targets(listed, at_zero)
         return results
 
     async def _one(
-        self, body: dict[str, Any], isvc: InferenceService, pods: PodCounts, snapshot: Snapshot, now: float
+        self,
+        body: dict[str, Any],
+        isvc: InferenceService,
+        pods: PodCounts,
+        snapshot: Snapshot,
+        now: float,
+        held: float | None = None,
     ) -> CycleResult:
         key = (isvc.namespace, isvc.name)
         st = self.services.setdefault(key, ServiceState())
@@ -209,7 +235,7 @@ class Autoscaler:
             ready_replicas=pods.ready,
             starting_replicas=pods.starting,
             unschedulable_replicas=pods.unschedulable,
-            observations=snapshot.for_service(*key),
+            observations=_with_held(snapshot.for_service(*key), held, now),
             startup_seconds=pods.startup_seconds,
         )
         decision, st.policy = decide(adapter.policy_config(isvc.spec), inp, st.policy)
@@ -272,21 +298,39 @@ class Autoscaler:
         )
 
     # ------------------------------------------------------------------------------------------ loop
+    async def pause(self, stop: asyncio.Event, seconds: float) -> dict[wake.ServiceKey, float]:
+        """Waits `seconds` (or until `stop`). While services are at zero, asks their routers every
+        `wake_poll_seconds` and returns early with what they hold as soon as one holds a request."""
+        deadline = time.monotonic() + seconds
+        poll = self.settings.wake_poll_seconds
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            wait = left
+            if self.probe is not None and poll > 0 and self.wake_targets:
+                found = await self.probe.held(self.wake_targets)
+                if found:
+                    return found
+                wait = min(poll, max(deadline - time.monotonic(), 0.0))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=wait)
+        return {}
+
     async def run(self, stop: asyncio.Event) -> None:
         period = self.settings.period_seconds
         log.info("autoscaler started", extra={"period_seconds": period})
+        held_now: dict[wake.ServiceKey, float] = {}
         while not stop.is_set():
             started = time.monotonic()
             try:
-                await self.cycle()
+                await self.cycle(held_now)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 self.metrics.cycle_errors.inc()
                 log.exception("autoscaler cycle failed")
-            remaining = max(period - (time.monotonic() - started), 0.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=remaining)
+            held_now = await self.pause(stop, max(period - (time.monotonic() - started), 0.0))
 
 
 __all__ = [
@@ -298,6 +342,16 @@ __all__ = [
     "Reason",
     "count_pods",
 ]
+
+
+def _with_held(
+    observations: Mapping[Signal, Observation], held: float | None, now: float
+) -> Mapping[Signal, Observation]:
+    """The routers' held count read from them directly, when it is more than Prometheus's figure."""
+    scraped = observations.get(Signal.ROUTER_PENDING)
+    if held is None or (scraped is not None and scraped.error is None and (scraped.value or 0.0) >= held):
+        return observations
+    return {**observations, Signal.ROUTER_PENDING: Observation(held, now, series=1)}
 
 
 def _component(pod: dict[str, Any]) -> str | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -221,3 +223,81 @@ async def test_a_hold_is_logged_when_it_starts(caplog: pytest.LogCaptureFixture)
         await scaler.cycle()
     holds = [r for r in caplog.records if r.getMessage() == "holding"]
     assert len(holds) == 1 and holds[0].reason == "MetricsUnavailable"  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------------------------- waking from zero
+
+
+def zero_isvc() -> dict[str, Any]:
+    obj = isvc(0)
+    obj["spec"]["autoscaling"].update(minReplicas=0, scaleToZero={"enabled": True, "idleSeconds": 600})
+    return obj
+
+
+class FakeProbe:
+    """The routers' answer: `held` requests for every service asked about (after `after` asks)."""
+
+    def __init__(self, held: float, after: int = 0) -> None:
+        self.held_count, self.after = held, after
+        self.asked: list[dict[tuple[str, str], list[str]]] = []
+
+    async def held(self, targets: Mapping[tuple[str, str], list[str]]) -> dict[tuple[str, str], float]:
+        self.asked.append(dict(targets))
+        if len(self.asked) <= self.after or not self.held_count:
+            return {}
+        return {key: self.held_count for key in targets}
+
+
+def router_pod(ip: str = "198.18.0.7") -> dict[str, Any]:
+    p = pod(True, component="router", name="chat-router-a")
+    p["status"]["podIP"] = ip
+    return p
+
+
+async def test_a_request_held_at_zero_wakes_the_service_before_the_next_period() -> None:
+    """Prometheus still reads 0 held requests; the router, asked directly between cycles, holds one."""
+    kube = FakeKube(zero_isvc(), [router_pod()])
+    probe = FakeProbe(held=1, after=2)  # the request arrives during the third ask
+    scaler = Autoscaler(
+        kube,
+        AutoscalerSettings(period_seconds=3.0, wake_poll_seconds=0.05),
+        FakeSource(0),
+        AutoscalerMetrics(CollectorRegistry()),
+        probe=probe,
+    )
+    [r] = await scaler.cycle()
+    assert r.decision.desired == 0 and scaler.wake_targets == {
+        ("ns", "chat"): ["http://198.18.0.7:8080/readyz"]
+    }
+    started = time.monotonic()
+    held = await scaler.pause(asyncio.Event(), 3.0)
+    assert held == {("ns", "chat"): 1} and time.monotonic() - started < 1.0  # not the whole period
+    [r] = await scaler.cycle(held)
+    assert r.scaled and (r.decision.current, r.decision.desired) == (0, 1)
+    assert r.decision.reason.value == "ScaleFromZero"
+    assert scaler.wake_targets == {}  # no longer at zero: the routers are not polled again
+
+
+async def test_pause_waits_the_period_when_nothing_is_held_or_nothing_is_at_zero() -> None:
+    stop = asyncio.Event()
+    quiet = Autoscaler(
+        FakeKube(zero_isvc(), [router_pod()]),
+        AutoscalerSettings(wake_poll_seconds=0.05),
+        FakeSource(0),
+        AutoscalerMetrics(CollectorRegistry()),
+        probe=FakeProbe(held=0),
+    )
+    await quiet.cycle()
+    started = time.monotonic()
+    assert await quiet.pause(stop, 0.3) == {}
+    assert time.monotonic() - started >= 0.29 and len(quiet.probe.asked) >= 3  # type: ignore[union-attr]
+    busy = Autoscaler(
+        FakeKube(isvc(1), [pod(True), router_pod()]),
+        AutoscalerSettings(wake_poll_seconds=0.05),
+        FakeSource(0),
+        AutoscalerMetrics(CollectorRegistry()),
+        probe=FakeProbe(held=5),
+    )
+    await busy.cycle()
+    assert busy.wake_targets == {} and await busy.pause(stop, 0.1) == {}  # at one replica: never asked
+    assert busy.probe.asked == []  # type: ignore[union-attr]
