@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import collections
 import enum
 import itertools
 import math
@@ -36,8 +37,8 @@ class AdmissionState:
     ready: bool = True
 
 
-def decide(state: AdmissionState) -> Verdict:
-    """What to do with one new request, given the current state."""
+def decide(state: AdmissionState, overtake: bool = False) -> Verdict:
+    """What to do with one new request, given the current state (`overtake`: see `may_overtake`)."""
     if state.draining:
         return Verdict.REJECT_DRAINING
     if not state.ready:
@@ -45,9 +46,30 @@ def decide(state: AdmissionState) -> Verdict:
     # FIFO: a newcomer may only skip the queue when nobody is waiting.
     if state.inflight < state.max_concurrency and state.queued == 0:
         return Verdict.ADMIT
+    if overtake:
+        return Verdict.ADMIT
     if state.queued < state.max_queue:
         return Verdict.QUEUE
     return Verdict.REJECT_FULL
+
+
+def may_overtake(
+    priority: int,
+    admitted: collections.Counter[int],
+    best_waiting: int | None,
+    inflight: int,
+    max_concurrency: int,
+) -> bool:
+    """Whether a request may be admitted past `max_concurrency` (#16): the engine schedules by priority
+    (vLLM's priority policy: lower first) and serves a better request ahead of worse admitted ones,
+    preempting one when its batch is full, so holding it for a slot only adds the wait for a completion.
+    Allowed when it is better than everyone waiting and more admitted requests are strictly worse than it
+    than the admission is over its limit: each overtaking request is matched by a worse one it displaces.
+    Under fcfs every priority is 0, so nothing overtakes."""
+    if best_waiting is not None and best_waiting <= priority:
+        return False
+    worse = sum(n for p, n in admitted.items() if p > priority)
+    return worse > inflight - max_concurrency
 
 
 def retry_after_seconds(
@@ -81,6 +103,7 @@ class Admission:
         self.draining = False
         self.ready = False
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # (priority, order, future)
+        self._admitted: collections.Counter[int] = collections.Counter()  # in-flight requests per priority
         self._order = itertools.count()
         self._service_ewma: float | None = None
         self._idle = asyncio.Event()
@@ -102,9 +125,11 @@ class Admission:
         """Take a slot, waiting in the queue (behind waiters of better or equal priority) if needed;
         returns the seconds spent queued. Raises `Rejected` at once when the request cannot even be
         queued. Cancel-safe."""
-        verdict = decide(self.state())
+        best_waiting = self._waiters[0][0] if self._waiters else None
+        overtake = may_overtake(priority, self._admitted, best_waiting, self.inflight, self.max_concurrency)
+        verdict = decide(self.state(), overtake)
         if verdict is Verdict.ADMIT:
-            self._take()
+            self._take(priority)
             return 0.0
         if verdict is not Verdict.QUEUE:
             raise Rejected(verdict, self.retry_after() if verdict is Verdict.REJECT_FULL else None)
@@ -116,30 +141,35 @@ class Admission:
             await fut  # resolved by release(), which has already counted us as in flight
         except BaseException:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
-                self.release(None)  # we were handed a slot but are going away: pass it on
+                self.release(None, priority)  # we were handed a slot but are going away: pass it on
             else:
                 self._remove_waiter(fut)
             raise
         return time.monotonic() - t0
 
-    def _take(self) -> None:
+    def _take(self, priority: int) -> None:
         self.inflight += 1
+        self._admitted[priority] += 1
         self._idle.clear()
 
     def _remove_waiter(self, fut: asyncio.Future[None]) -> None:
         self._waiters = [w for w in self._waiters if w[2] is not fut]
         self._check_idle()
 
-    def release(self, service_s: float | None) -> None:
-        """Give a slot back (and record how long it was held, for Retry-After)."""
+    def release(self, service_s: float | None, priority: int = 0) -> None:
+        """Give back the slot of a request of this priority (and record how long it was held, for
+        Retry-After)."""
         if service_s is not None and service_s >= 0:
             prev = self._service_ewma
             self._service_ewma = service_s if prev is None else 0.8 * prev + 0.2 * service_s
         self.inflight -= 1
+        self._admitted[priority] -= 1
+        if self._admitted[priority] <= 0:
+            del self._admitted[priority]
         while self._waiters and self.inflight < self.max_concurrency:
-            fut = self._waiters.pop(0)[2]
+            waiting, _, fut = self._waiters.pop(0)
             if not fut.done():
-                self.inflight += 1
+                self._take(waiting)
                 fut.set_result(None)
         self._check_idle()
 

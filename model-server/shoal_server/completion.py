@@ -156,7 +156,7 @@ class Completions:
         stream = engine.generate(
             rid, prompt, sampling_from(req, max_tokens), stream=req.stream, adapter=adapter, priority=priority
         )
-        gen = Generation(self.state, rid, prompt, stream, arrival, deadline)
+        gen = Generation(self.state, rid, prompt, stream, arrival, deadline, priority)
         builder = ResponseBuilder(chat, rid, req.model)
         if req.stream:
             return await stream_response(request, gen, builder, req.include_usage())

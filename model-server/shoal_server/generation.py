@@ -26,8 +26,10 @@ class Generation:
         stream: AsyncIterator[Delta],
         arrival: float,
         deadline: float,
+        priority: int = 0,
     ) -> None:
         self.state = state
+        self.priority = priority  # its admission slot's priority (released with it)
         self.rid = rid
         self.prompt = prompt
         self.stream = stream
@@ -85,7 +87,7 @@ class Generation:
                 await aclose()  # aborts the engine request if it is still running
         now = time.monotonic()
         st = self.state
-        st.admission.release(now - self.admitted_at)
+        st.admission.release(now - self.admitted_at, self.priority)
         st.update_gauges()
         m = st.metrics
         m.requests.labels(str(self.status)).inc()

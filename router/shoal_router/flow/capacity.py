@@ -50,6 +50,15 @@ def free_slots(
     return max(0, cap - own_inflight - others(view, now, stale_s))
 
 
+def overflow(view: LoadView, own_inflight: int, now: float, stale_s: float, replica_queue: int) -> int | None:
+    """Requests on the replica beyond its limit (0 at or under it); None when it is marked busy or never
+    reported its limits (nothing may go past a limit that is not known)."""
+    cap = limit(view, replica_queue)
+    if view.busy_until > now or cap is None:
+        return None
+    return max(0, own_inflight + others(view, now, stale_s) - cap)
+
+
 def occupancy(view: LoadView, own_inflight: int, now: float, stale_s: float) -> int:
     """Estimated requests on the replica (what load-aware strategies compare)."""
     return own_inflight + others(view, now, stale_s)

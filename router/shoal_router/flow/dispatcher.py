@@ -15,7 +15,6 @@ import math
 import random
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from shoal_router.endpoints import EndpointPool
 from shoal_router.flow import capacity
@@ -23,30 +22,10 @@ from shoal_router.flow.classify import engine_priority
 from shoal_router.flow.fairqueue import Entry, FairQueue
 from shoal_router.flow.fairshare import Activity, demand_reserve, may_take, reserve_slots
 from shoal_router.flow.lease import Lease
-from shoal_router.flow.model import FlowConfig, FlowRequest, Rejected
+from shoal_router.flow.model import FlowConfig, FlowMetrics, FlowRequest, NoFlowMetrics, Rejected
+from shoal_router.flow.overtake import InflightPriorities, may_overtake
 from shoal_router.flow.quota import QuotaState, TokenQuotas
 from shoal_router.strategies.base import EndpointView, PickContext, Strategy
-
-
-class FlowMetrics(Protocol):
-    def flow_queued(self, priority: int, tenant: str, delta: int) -> None: ...
-    def flow_dispatched(self, priority: int, tenant: str, wait_s: float) -> None: ...
-    def flow_shed(self, priority: int, tenant: str, reason: str) -> None: ...
-    def set_pending(self, value: int) -> None: ...
-
-
-class NoFlowMetrics:
-    def flow_queued(self, priority: int, tenant: str, delta: int) -> None:
-        pass
-
-    def flow_dispatched(self, priority: int, tenant: str, wait_s: float) -> None:
-        pass
-
-    def flow_shed(self, priority: int, tenant: str, reason: str) -> None:
-        pass
-
-    def set_pending(self, value: int) -> None:
-        pass
 
 
 @dataclass(slots=True)
@@ -98,6 +77,7 @@ class Dispatcher:
         self._seq = 0
         self._rate = _Rate()
         self._activity = Activity(self.config.fair_window_s)
+        self._priorities = InflightPriorities()  # engine priorities in flight, per endpoint (overtaking)
         self._pumping = False
         self._ticker: asyncio.TimerHandle | None = None
         pool.load_stale_s = self.config.load_stale_s
@@ -162,17 +142,23 @@ class Dispatcher:
             )
 
     def _place(self, req: FlowRequest, exclude: frozenset[str], waited_s: float, seq: int) -> Lease | None:
-        """Pick among live endpoints with a free slot (and the tenant's fair share allowing), or None."""
-        now = self.clock()
+        """Pick among live endpoints with a free slot (and the tenant's fair share allowing), or, with
+        engine priorities, a full one this request may overtake on (`overtake.py`); None: wait."""
+        now, cfg = self.clock(), self.config
+        prio = (
+            engine_priority(req.priority, self._activity.light(req.tenant, now))
+            if cfg.engine_priority
+            else None
+        )
         usable: list[EndpointView] = []
+        overtaking: list[EndpointView] = []
         free_total, cap_total, known = 0, 0, True
         for view in self.pool.eligible(exclude):
-            if req.candidates is not None and view.id not in req.candidates:
-                continue
             st = self.pool.get(view.id)
-            if st is None or not self.pool.usable_before_poll(st):
+            if (req.candidates is not None and view.id not in req.candidates) or st is None:
                 continue
-            cfg = self.config
+            if not self.pool.usable_before_poll(st):
+                continue
             free = capacity.free_slots(st.load, st.inflight, now, cfg.load_stale_s, cfg.replica_queue)
             cap = capacity.limit(st.load, cfg.replica_queue)
             if free is None or cap is None:
@@ -181,15 +167,19 @@ class Dispatcher:
                 free_total, cap_total = free_total + free, cap_total + cap
             if free is None or free > 0:
                 usable.append(view)
+            elif prio is not None and may_overtake(
+                self._priorities.worse_than(view.id, prio),
+                capacity.overflow(st.load, st.inflight, now, cfg.load_stale_s, cfg.replica_queue),
+            ):
+                overtaking.append(view)
+        if not usable and overtaking:
+            usable, known = overtaking, False  # it displaces a worse request: no share to check
         if not usable or (known and not self._fair(req, now, cap_total, free_total)):
             return None
         pick = self.strategy.pick(usable, PickContext(seq=seq, key=req.affinity_key, rng=self.rng))
-        prio = (
-            engine_priority(req.priority, self._activity.light(req.tenant, now))
-            if self.config.engine_priority
-            else None
-        )
         self.pool.acquire(pick.endpoint)
+        if prio is not None:
+            self._priorities.add(pick.endpoint, prio)
         self._activity.started(req.tenant, now)
         self.metrics.flow_dispatched(req.priority, req.tenant, waited_s)
         return Lease(self, req, pick.endpoint, pick.reason, waited_s, prio)
@@ -353,10 +343,12 @@ class Dispatcher:
         self._ticker = None
         self._pump()
 
-    def released(self, req: FlowRequest) -> None:
+    def released(self, req: FlowRequest, endpoint: str = "", engine_priority: int | None = None) -> None:
         """A lease ended (called by `Lease.release`)."""
         self._rate.add(self.clock())
         self._activity.finished(req.tenant)
+        if engine_priority is not None:
+            self._priorities.remove(endpoint, engine_priority)
 
     def _retry_after(self) -> int:
         """Seconds for the queue to drain at the recent completion rate, clamped to [1, 60]."""

@@ -6,6 +6,7 @@ import enum
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,3 +99,24 @@ class Rejected(Exception):
             out["Retry-After"] = str(self.retry_after_s)
         out["Content-Type"] = "application/json"
         return out
+
+
+class FlowMetrics(Protocol):
+    def flow_queued(self, priority: int, tenant: str, delta: int) -> None: ...
+    def flow_dispatched(self, priority: int, tenant: str, wait_s: float) -> None: ...
+    def flow_shed(self, priority: int, tenant: str, reason: str) -> None: ...
+    def set_pending(self, value: int) -> None: ...
+
+
+class NoFlowMetrics:
+    def flow_queued(self, priority: int, tenant: str, delta: int) -> None:
+        pass
+
+    def flow_dispatched(self, priority: int, tenant: str, wait_s: float) -> None:
+        pass
+
+    def flow_shed(self, priority: int, tenant: str, reason: str) -> None:
+        pass
+
+    def set_pending(self, value: int) -> None:
+        pass

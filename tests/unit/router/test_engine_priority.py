@@ -3,6 +3,7 @@ router's x-shoal-priority header (a client's own is dropped), and the EPP's head
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -89,3 +90,36 @@ async def test_epp_sets_or_removes_the_header(epp):  # noqa: F811
     out = await _exchange(stub, [_headers(client_headers), _body(body, True)])
     assert _set_headers(out[0])["x-shoal-priority"] == "1"  # on: overwritten with the core's value
     assert not out[0].request_headers.response.header_mutation.remove_headers
+
+
+async def test_a_better_priority_overtakes_on_a_full_replica_one_per_worse_request() -> None:
+    """#16: with every slot held by a low band, a high-band request goes to the replica at once (its
+    engine serves it ahead, preempting one), as long as each overtaker is matched by a worse request."""
+    _pool, d = make(["http://a"], LoadReport(0, 0, 2, 0), engine_priority=True, fair_reserve=0.0)
+    low = [await d.acquire(FlowRequest(tenant="batch", priority=-1)) for _ in range(2)]  # full
+    high = [await asyncio.wait_for(d.acquire(FlowRequest(tenant="chat", priority=1)), 0.5) for _ in range(2)]
+    worst_high = max(x.engine_priority or 0 for x in high)
+    assert worst_high < min(x.engine_priority or 0 for x in low) and d.queued == 0  # 2 worse: 2 pass
+    third = asyncio.create_task(d.acquire(FlowRequest(tenant="chat", priority=1)))
+    same = asyncio.create_task(d.acquire(FlowRequest(tenant="batch", priority=-1)))
+    await asyncio.sleep(0.05)
+    assert not third.done() and not same.done()  # no worse one left to displace; equals always wait
+    for lease in low:
+        lease.release()  # the worse ones finish: 2 in flight on 2 slots, still full
+    await asyncio.sleep(0.05)
+    assert not third.done()
+    high[0].release()
+    assert (await asyncio.wait_for(third, 1)).request.priority == 1  # the free slot, in band order
+    for t in (same,):
+        t.cancel()
+    await asyncio.gather(same, return_exceptions=True)
+
+
+async def test_without_engine_priorities_nothing_overtakes() -> None:
+    _pool, d = make(["http://a"], LoadReport(0, 0, 1, 0), fair_reserve=0.0)
+    low = await d.acquire(FlowRequest(tenant="batch", priority=-1))
+    high = asyncio.create_task(d.acquire(FlowRequest(tenant="chat", priority=1)))
+    await asyncio.sleep(0.05)
+    assert not high.done()  # the engine is fcfs: it would queue behind the low one anyway
+    low.release()
+    (await asyncio.wait_for(high, 1)).release()

@@ -1,7 +1,16 @@
 import asyncio
+from collections import Counter
 
 import pytest
-from shoal_server.admission import Admission, AdmissionState, Rejected, Verdict, decide, retry_after_seconds
+from shoal_server.admission import (
+    Admission,
+    AdmissionState,
+    Rejected,
+    Verdict,
+    decide,
+    may_overtake,
+    retry_after_seconds,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -99,3 +108,38 @@ async def test_draining_rejects_new_but_keeps_queued() -> None:
 def test_invalid_limits() -> None:
     with pytest.raises(ValueError):
         Admission(0, 1)
+
+
+def test_may_overtake_needs_a_worse_admitted_request_per_overtaker() -> None:
+    admitted = Counter({1: 3})  # three heavy-tenant requests at engine priority 1, limit 3
+    assert may_overtake(0, admitted, None, inflight=3, max_concurrency=3)  # 3 worse > 0 over
+    assert may_overtake(0, admitted, None, inflight=5, max_concurrency=3)  # 3 worse > 2 over
+    assert not may_overtake(0, admitted, None, inflight=6, max_concurrency=3)  # one worse per overtaker
+    assert not may_overtake(1, admitted, None, inflight=3, max_concurrency=3)  # equal is not better
+    assert not may_overtake(0, admitted, 0, inflight=3, max_concurrency=3)  # an equal one waits ahead
+    assert may_overtake(-2, admitted, 0, inflight=3, max_concurrency=3)  # better than every waiter
+    assert not may_overtake(0, Counter({0: 3}), None, inflight=3, max_concurrency=3)  # fcfs: all 0
+    assert decide(st(2, 2), overtake=True) is Verdict.ADMIT
+
+
+async def test_a_better_priority_is_admitted_past_the_limit_and_slots_follow_priorities() -> None:
+    """#16: the engine serves a better request ahead of worse admitted ones, so it is not held for a
+    slot; the count returns under the limit as requests finish, and waiters get slots in order."""
+    adm = Admission(max_concurrency=2, max_queue=4)
+    adm.ready = True
+    await adm.acquire(1)
+    await adm.acquire(1)  # full with two heavy requests
+    waiter = asyncio.create_task(adm.acquire(1))  # a third heavy one queues
+    await asyncio.sleep(0)
+    assert (adm.inflight, adm.queued) == (2, 1)
+    assert await adm.acquire(0) == 0.0  # the light one overtakes at once: 3 in flight
+    assert await adm.acquire(0) == 0.0  # 2 worse > 1 over
+    assert adm.inflight == 4
+    with pytest.raises(asyncio.TimeoutError):  # a third light one: no worse one left to displace
+        await asyncio.wait_for(adm.acquire(0), 0.05)
+    for _ in range(2):
+        adm.release(0.1, 1)  # the heavy ones finish: 2 in flight, still at the limit
+    assert not waiter.done() and adm.inflight == 2
+    adm.release(0.1, 0)  # under the limit: the queued heavy one gets its slot
+    await asyncio.wait_for(waiter, 1)
+    assert adm.inflight == 2

@@ -159,7 +159,7 @@ async def test_sim_abort_while_preempted_leaves_nothing_behind() -> None:
 async def test_admission_queue_serves_better_priorities_first() -> None:
     adm = Admission(max_concurrency=1, max_queue=8)
     adm.ready = True
-    await adm.acquire()
+    await adm.acquire(-10)  # the best there is in flight: nobody overtakes it (see test_admission)
     order: list[str] = []
 
     async def wait(name: str, prio: int) -> None:
@@ -173,8 +173,8 @@ async def test_admission_queue_serves_better_priorities_first() -> None:
     gone.cancel()  # a cancelled waiter leaves the queue
     await asyncio.sleep(0)
     assert adm.queued == 4
-    for _ in range(4):
-        adm.release(0.1)
+    for prio in (-10, -1, 0, 0):  # each release frees the slot of the one admitted before
+        adm.release(0.1, prio)
         await asyncio.sleep(0)
     await asyncio.gather(*tasks)
     assert order == ["high", "a", "b", "low"]
