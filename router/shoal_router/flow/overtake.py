@@ -11,7 +11,7 @@ flight there than the replica is over its limit: each overtaking request is matc
 it displaces, and the overflow stays bounded by this router's own lower-band requests. The model-server
 admits it past `maxConcurrency` because its engine priority is better (`shoal_server.admission.
 may_overtake`). Bands only: inside a band the light/heavy engine priorities order the engine's queue,
-but overtaking there made the light tenant's p95 worse in the 60 s benchmark (8.2x against 2.6x without),
+but overtaking there made the light tenant's p95 worse in the 60 s benchmark (6.6x of alone against 2.1x),
 so within a band requests wait for a slot in fair-queuing order.
 """
 
