@@ -309,13 +309,23 @@ class Autoscaler:
                 break
             wait = left
             if self.probe is not None and poll > 0 and self.wake_targets:
-                found = await self.probe.held(self.wake_targets)
+                found = await self._held()
                 if found:
                     return found
                 wait = min(poll, max(deadline - time.monotonic(), 0.0))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=wait)
         return {}
+
+    async def _held(self) -> dict[wake.ServiceKey, float]:
+        """The routers' answer; a failure to ask is logged and counts as nothing held (Prometheus still
+        wakes the service at the next cycle), never an end to the loop."""
+        assert self.probe is not None
+        try:
+            return await self.probe.held(self.wake_targets)
+        except Exception:
+            log.warning("asking the routers of services at zero failed", exc_info=True)
+            return {}
 
     async def run(self, stop: asyncio.Event) -> None:
         period = self.settings.period_seconds

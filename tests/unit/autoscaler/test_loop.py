@@ -301,3 +301,19 @@ async def test_pause_waits_the_period_when_nothing_is_held_or_nothing_is_at_zero
     await busy.cycle()
     assert busy.wake_targets == {} and await busy.pause(stop, 0.1) == {}  # at one replica: never asked
     assert busy.probe.asked == []  # type: ignore[union-attr]
+
+
+async def test_a_failing_probe_counts_as_nothing_held_and_the_loop_goes_on() -> None:
+    class Broken:
+        async def held(self, targets: Mapping[tuple[str, str], list[str]]) -> dict[tuple[str, str], float]:
+            raise RuntimeError("boom")
+
+    scaler = Autoscaler(
+        FakeKube(zero_isvc(), [router_pod()]),
+        AutoscalerSettings(wake_poll_seconds=0.05),
+        FakeSource(0),
+        AutoscalerMetrics(CollectorRegistry()),
+        probe=Broken(),
+    )
+    await scaler.cycle()
+    assert await scaler.pause(asyncio.Event(), 0.15) == {}
