@@ -67,11 +67,8 @@ def decide(cfg: PolicyConfig, inp: PolicyInput, state: PolicyState | None) -> tu
     load = {sig: value_of(readings, sig) for sig in LOAD_SIGNALS}
     demand = sum(v for v in load.values() if v is not None)
     view = recommend.metrics_view(cfg, inp, readings, st.samples)
-    # Growth is only measured on a whole demand: a load signal dropping out is not a change in load.
-    history = outlook.remember(st.demand_history, now, demand) if None not in load.values() else ()
-    ahead = outlook.outlook(history, demand, inp.startup_seconds)
+    st, ahead = _outlook(replace(st, samples=view.samples), inp, load, demand)
     inputs = _inputs(inp, current, load, view, ahead)
-    st = replace(st, samples=view.samples, demand_history=history)
 
     def finish(
         draft: Draft, new_state: PolicyState, *, limited: bool = False, panic: bool = False
@@ -112,14 +109,27 @@ def decide(cfg: PolicyConfig, inp: PolicyInput, state: PolicyState | None) -> tu
         return finish(Draft(0, Reason.SCALE_TO_ZERO, message), replace(st, idle_since=None))
 
     draft = recommend.stable(cfg, panic.raw, previous, st.started_at, now, current, view)
-    if panic.ahead_sized and draft.desired > current:
-        draft = replace(draft, message=f"{draft.message}; panic: {ahead.describe()}")
+    draft = _say_outlook(draft, panic.ahead_sized and draft.desired > current, ahead)
     situation = guards.situation(cfg, current, demand, ahead.ahead, panic.panicking, st.events, now)
     draft = guards.cold_start(cfg, draft, inp, situation)
     draft = guards.capacity(cfg, draft, situation)
     draft = guards.step_limits(cfg, draft, situation)
     draft, limited = guards.bounds(cfg, draft, current, panic.raw)
     return finish(draft, st, limited=limited, panic=panic.panicking)
+
+
+def _outlook(
+    st: PolicyState, inp: PolicyInput, load: dict[Signal, float | None], demand: float
+) -> tuple[PolicyState, outlook.Outlook]:
+    """The state with this cycle's demand remembered, and the backlog expected when new pods are Ready."""
+    # Growth is only measured on a whole demand: a load signal dropping out is not a change in load.
+    history = outlook.remember(st.demand_history, inp.now, demand) if None not in load.values() else ()
+    return replace(st, demand_history=history), outlook.outlook(history, demand, inp.startup_seconds)
+
+
+def _say_outlook(draft: Draft, sized_on_it: bool, ahead: outlook.Outlook) -> Draft:
+    """A scale-up the outlook sized says so, with its numbers."""
+    return replace(draft, message=f"{draft.message}; panic: {ahead.describe()}") if sized_on_it else draft
 
 
 def _inputs(
