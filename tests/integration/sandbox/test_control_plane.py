@@ -141,8 +141,16 @@ def test_more_gpus_than_exist_leaves_pods_pending(kubectl: Kubectl, kube: Kubect
         assert condition["reason"] == "Unschedulable"
         assert f"Insufficient {GPU}" in condition["message"], condition["message"]
 
-        events = kube.run("get", "events", "--field-selector", "reason=FailedScheduling")
-        assert f"Insufficient {GPU}" in events
+        # The scheduler records its events asynchronously, after the pod's condition, and an earlier
+        # attempt (before the node was Ready, say) may have left an event with another reason first.
+        eventually(
+            lambda: (
+                f"Insufficient {GPU}"
+                in kube.run("get", "events", "--field-selector", "reason=FailedScheduling")
+            ),
+            timeout=30,
+            desc="a FailedScheduling event naming the GPUs",
+        )
     finally:
         kubectl.run("delete", "node", node, "--ignore-not-found", "--wait=false", check=False)
 
