@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+#: Which InferenceService an observation or a probe is about: (namespace, name).
+ServiceKey = tuple[str, str]
+
 
 class MetricKind(StrEnum):
     QUEUE_DEPTH = "QueueDepth"  # requests waiting (model-server admission queue + engine waiting), summed

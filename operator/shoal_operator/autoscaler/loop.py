@@ -31,7 +31,7 @@ from shoal_operator.api import InferenceService
 from shoal_operator.kube import ApiError
 
 from . import adapter, wake
-from .kinds import Signal
+from .kinds import ServiceKey, Signal
 from .metrics import ServiceQuery, Snapshot
 from .model import Decision, Direction, Observation, PolicyInput, PolicyState, Reason
 from .policy import decide
@@ -64,7 +64,7 @@ class MetricsSourceLike(Protocol):
 class RouterProbeLike(Protocol):
     """Asks routers how many requests they hold (`wake.RouterProbe`)."""
 
-    async def held(self, targets: Mapping[wake.ServiceKey, list[str]]) -> dict[wake.ServiceKey, float]: ...
+    async def held(self, targets: Mapping[ServiceKey, list[str]]) -> dict[ServiceKey, float]: ...
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ class Autoscaler:
         self.services: dict[tuple[str, str], ServiceState] = {}
         self.last_snapshot: Snapshot | None = None
         #: Router `/readyz` URLs of the services the last cycle left at zero (what `pause` polls).
-        self.wake_targets: dict[wake.ServiceKey, list[str]] = {}
+        self.wake_targets: dict[ServiceKey, list[str]] = {}
 
     # ------------------------------------------------------------------------------------------ reads
     async def _list(self, kind: str, label_selector: str | None = None) -> list[dict[str, Any]]:
@@ -179,7 +179,7 @@ class Autoscaler:
                     self.metrics.desired.remove(*key)
 
     # ------------------------------------------------------------------------------------------ one pass
-    async def cycle(self, held_now: Mapping[wake.ServiceKey, float] | None = None) -> list[CycleResult]:
+    async def cycle(self, held_now: Mapping[ServiceKey, float] | None = None) -> list[CycleResult]:
         """One pass. `held_now`: requests the routers of services at zero were just seen holding
         (`pause`), fresher than Prometheus's figure."""
         isvcs = await self._autoscaled()
@@ -298,7 +298,7 @@ class Autoscaler:
         )
 
     # ------------------------------------------------------------------------------------------ loop
-    async def pause(self, stop: asyncio.Event, seconds: float) -> dict[wake.ServiceKey, float]:
+    async def pause(self, stop: asyncio.Event, seconds: float) -> dict[ServiceKey, float]:
         """Waits `seconds` (or until `stop`). While services are at zero, asks their routers every
         `wake_poll_seconds` and returns early with what they hold as soon as one holds a request."""
         deadline = time.monotonic() + seconds
@@ -317,7 +317,7 @@ class Autoscaler:
                 await asyncio.wait_for(stop.wait(), timeout=wait)
         return {}
 
-    async def _held(self) -> dict[wake.ServiceKey, float]:
+    async def _held(self) -> dict[ServiceKey, float]:
         """The routers' answer; a failure to ask is logged and counts as nothing held (Prometheus still
         wakes the service at the next cycle), never an end to the loop."""
         assert self.probe is not None
@@ -330,7 +330,7 @@ class Autoscaler:
     async def run(self, stop: asyncio.Event) -> None:
         period = self.settings.period_seconds
         log.info("autoscaler started", extra={"period_seconds": period})
-        held_now: dict[wake.ServiceKey, float] = {}
+        held_now: dict[ServiceKey, float] = {}
         while not stop.is_set():
             started = time.monotonic()
             try:

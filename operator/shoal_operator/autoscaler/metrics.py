@@ -23,10 +23,9 @@ from typing import Any
 from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
-from .kinds import POD_SIGNALS, Signal
+from .kinds import POD_SIGNALS, ServiceKey, Signal
 from .model import Observation, UnusableKind
 
-ServiceKey = tuple[str, str]  # (namespace, inferenceservice)
 GROUP = "namespace, inferenceservice"
 FIELD = "shoal_field"
 

@@ -19,7 +19,8 @@ from typing import Any
 import aiohttp
 from shoal_common import names
 
-ServiceKey = tuple[str, str]  # (namespace, inferenceservice)
+from .kinds import ServiceKey
+
 #: One router's answer must not hold a wake-up back: an unreachable router counts as holding nothing.
 PROBE_TIMEOUT_S = 0.5
 
