@@ -343,12 +343,12 @@ class Dispatcher:
         self._ticker = None
         self._pump()
 
-    def released(self, req: FlowRequest, endpoint: str = "", engine_priority: int | None = None) -> None:
+    def released(self, lease: Lease) -> None:
         """A lease ended (called by `Lease.release`)."""
         self._rate.add(self.clock())
-        self._activity.finished(req.tenant)
-        if engine_priority is not None:
-            self._bands.remove(endpoint, req.priority)
+        self._activity.finished(lease.request.tenant)
+        if lease.engine_priority is not None:  # its band was counted on its endpoint when it was placed
+            self._bands.remove(lease.endpoint, lease.request.priority)
 
     def _retry_after(self) -> int:
         """Seconds for the queue to drain at the recent completion rate, clamped to [1, 60]."""

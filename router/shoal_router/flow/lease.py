@@ -56,7 +56,7 @@ class Lease:
         if self._released:
             return
         self._released = True
-        self._dispatcher.released(self.request, self.endpoint, self.engine_priority)
+        self._dispatcher.released(self)
         self._dispatcher.pool.release(self.endpoint)
 
     def __enter__(self) -> Lease:
