@@ -120,6 +120,13 @@ def _flow_control(p: argparse.ArgumentParser) -> None:
         "(0: a fixed --fair-reserve)",
     )
     g.add_argument(
+        "--fair-window",
+        type=float,
+        default=10.0,
+        help="seconds a tenant stays active after its last request (its reserve and recent peak kept); "
+        "longer than a quiet tenant's gaps between requests",
+    )
+    g.add_argument(
         "--engine-priority",
         action="store_true",
         help="set each request's engine priority (x-shoal-priority) from its band, light tenants ahead of "

@@ -49,6 +49,7 @@ class RouterConfig:
     objectives: tuple[tuple[str, int], ...] = ()  # x-gateway-inference-objective name -> priority band
     fair_reserve: float = 0.25  # share of slots kept for tenants below their fair share
     fair_reserve_max: float = 0.5  # the reserve grows with protected tenants' recent demand up to this
+    fair_window_s: float = 10.0  # a tenant is active (and its recent peak remembered) this long
     engine_priority: bool = False  # set x-shoal-priority (replicas run --scheduling-policy priority)
     # security and limits
     api_keys_secret: str | None = None
@@ -94,6 +95,8 @@ class RouterConfig:
             return "--queue-timeout and --pending-timeout must be > 0"
         if not (0 <= self.fair_reserve < 1 and 0 <= self.fair_reserve_max < 1):
             return "--fair-reserve and --fair-reserve-max must be in [0, 1)"
+        if not 0 < self.fair_window_s <= 600:
+            return "--fair-window must be more than 0 and at most 600 seconds"
         if not 0 <= self.load_poll_interval_s <= 10:
             return "--load-poll-interval must be between 0 (off) and 10 seconds"
         return None
@@ -109,6 +112,7 @@ class RouterConfig:
             replica_queue=self.replica_queue,
             fair_reserve=self.fair_reserve,
             fair_reserve_max=self.fair_reserve_max,
+            fair_window_s=self.fair_window_s,
             engine_priority=self.engine_priority,
         )
 
@@ -160,6 +164,7 @@ def from_args(ns: argparse.Namespace) -> RouterConfig:
         objectives=tuple(parse_objectives(ns.objective or []).items()),
         fair_reserve=ns.fair_reserve,
         fair_reserve_max=ns.fair_reserve_max,
+        fair_window_s=ns.fair_window,
         engine_priority=ns.engine_priority,
         api_keys_secret=ns.api_keys_secret,
         api_keys_file=ns.api_keys_file,

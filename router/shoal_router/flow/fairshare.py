@@ -54,7 +54,7 @@ def may_take(
 class Activity:
     """Tenants seen within `window_s`: their weights, bands, requests in flight and recent peak of them."""
 
-    window_s: float = 2.0
+    window_s: float = 10.0
     last_seen: dict[str, tuple[float, float, int]] = field(default_factory=dict)  # (time, weight, band)
     inflight: dict[str, int] = field(default_factory=dict)
     peaks: dict[str, tuple[int, float]] = field(default_factory=dict)  # tenant -> (peak in flight, since)

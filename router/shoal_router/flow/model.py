@@ -28,7 +28,9 @@ class FlowConfig:
     fair_reserve_max: float = (
         0.5  # the reserve grows with protected tenants' recent demand up to this (0: fixed)
     )
-    fair_window_s: float = 2.0  # a tenant counts as active this long after its last request
+    # A tenant counts as active this long after its last request. Long against a quiet tenant's gaps:
+    # forgotten, it loses its reserve, the flood fills every slot, and its next request waits for one.
+    fair_window_s: float = 10.0
     engine_priority: bool = False  # leases carry an engine priority (band, then light before heavy)
 
 

@@ -171,6 +171,33 @@ async def test_fair_share_reserve_keeps_a_slot_for_the_quiet_tenant() -> None:
     await asyncio.gather(*noisy, return_exceptions=True)
 
 
+async def test_a_quiet_tenant_keeps_its_reserve_through_the_gaps_between_its_requests() -> None:
+    """A tenant sending one request every few seconds is still active 5 s after its last one (a 2 s
+    window forgot it in one gap of seven at 1 request/s, and the flood then took every slot); once the
+    window has passed with nothing from it, the flood may use every slot."""
+    now = [1000.0]
+    pool = EndpointPool(policy=EjectionPolicy(consecutive_failures=3, base_s=10), clock=lambda: now[0])
+    pool.update([DiscoveredEndpoint("http://a")])
+    config = FlowConfig(tick_s=0.01, fair_reserve=0.125, fair_reserve_max=0, fair_window_s=10)
+    d = Dispatcher(pool, LeastLoad(), config)
+    pool.report_load("http://a", LoadReport(0, 0, 8, 0))
+    (await d.acquire(FlowRequest(tenant="quiet"))).release()
+    now[0] += 5.0
+    pool.report_load("http://a", LoadReport(0, 0, 8, 0))
+    noisy = [asyncio.create_task(d.acquire(FlowRequest(tenant="noisy"))) for _ in range(10)]
+    await asyncio.sleep(0.05)
+    assert sum(t.done() for t in noisy) == 7  # one slot of eight is still kept for the quiet tenant
+    now[0] += 10.0  # the window passes with nothing from the quiet tenant
+    pool.report_load("http://a", LoadReport(7, 0, 8, 0))
+    await asyncio.sleep(0.05)
+    assert sum(t.done() for t in noisy) == 8
+    for t in noisy:
+        if t.done():
+            t.result().release()
+        t.cancel()
+    await asyncio.gather(*noisy, return_exceptions=True)
+
+
 async def test_the_reserve_grows_to_the_quiet_tenants_recent_burst() -> None:
     """The quiet tenant just had 3 requests in flight at once: 3 + 1 of 8 slots are kept from the flood
     (the floor alone would keep 1), so its next burst of 3 starts at once."""
@@ -225,3 +252,21 @@ async def test_a_new_endpoint_takes_nothing_before_its_first_poll() -> None:
     lease = await asyncio.wait_for(task, 1)
     assert lease.endpoint == "http://a"
     lease.release()
+
+
+def test_fair_window_flag_reaches_the_dispatcher_and_is_bounded() -> None:
+    import argparse
+
+    from shoal_router.cli import register
+    from shoal_router.config import from_args
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    ns = parser.parse_args(["router", "--upstream", "http://a"])
+    assert from_args(ns).flow().fair_window_s == 10.0
+    ns = parser.parse_args(["router", "--upstream", "http://a", "--fair-window", "30"])
+    assert from_args(ns).flow().fair_window_s == 30.0
+    for bad in ("0", "-1", "601"):
+        ns = parser.parse_args(["router", "--upstream", "http://a", "--fair-window", bad])
+        with pytest.raises(ValueError, match="--fair-window must be more than 0"):
+            from_args(ns).validate()
