@@ -23,7 +23,7 @@ from shoal_router.flow.fairqueue import Entry, FairQueue
 from shoal_router.flow.fairshare import Activity, demand_reserve, may_take, reserve_slots
 from shoal_router.flow.lease import Lease
 from shoal_router.flow.model import FlowConfig, FlowMetrics, FlowRequest, NoFlowMetrics, Rejected
-from shoal_router.flow.overtake import InflightBands, may_overtake
+from shoal_router.flow.overtake import InflightPriorities, may_overtake
 from shoal_router.flow.quota import QuotaState, TokenQuotas
 from shoal_router.strategies.base import EndpointView, PickContext, Strategy
 
@@ -77,7 +77,7 @@ class Dispatcher:
         self._seq = 0
         self._rate = _Rate()
         self._activity = Activity(self.config.fair_window_s)
-        self._bands = InflightBands()  # bands in flight per endpoint, with engine priorities (overtaking)
+        self._engine_prios = InflightPriorities()  # with engine priorities: who may be overtaken where
         self._pumping = False
         self._ticker: asyncio.TimerHandle | None = None
         pool.load_stale_s = self.config.load_stale_s
@@ -143,10 +143,10 @@ class Dispatcher:
 
     def _place(self, req: FlowRequest, exclude: frozenset[str], waited_s: float, seq: int) -> Lease | None:
         """Pick among live endpoints with a free slot (and the tenant's fair share allowing), or, with
-        engine priorities, a full one this request's band may overtake on (`overtake.py`); None: wait."""
+        engine priorities, a full one this request may overtake on (`overtake.py`); None: wait."""
         now, cfg = self.clock(), self.config
         prio = (
-            engine_priority(req.priority, self._activity.light(req.tenant, now))
+            engine_priority(req.priority, self._activity.light_among_others(req.tenant, now))
             if cfg.engine_priority
             else None
         )
@@ -168,7 +168,7 @@ class Dispatcher:
             if free is None or free > 0:
                 usable.append(view)
             elif prio is not None and may_overtake(
-                self._bands.below(view.id, req.priority),
+                self._engine_prios.worse(view.id, prio),
                 capacity.overflow(st.load, st.inflight, now, cfg.load_stale_s, cfg.replica_queue),
             ):
                 overtaking.append(view)
@@ -179,7 +179,7 @@ class Dispatcher:
         pick = self.strategy.pick(usable, PickContext(seq=seq, key=req.affinity_key, rng=self.rng))
         self.pool.acquire(pick.endpoint)
         if prio is not None:
-            self._bands.add(pick.endpoint, req.priority)
+            self._engine_prios.add(pick.endpoint, prio)
         self._activity.started(req.tenant, now)
         self.metrics.flow_dispatched(req.priority, req.tenant, waited_s)
         return Lease(self, req, pick.endpoint, pick.reason, waited_s, prio)
@@ -347,8 +347,8 @@ class Dispatcher:
         """A lease ended (called by `Lease.release`)."""
         self._rate.add(self.clock())
         self._activity.finished(lease.request.tenant)
-        if lease.engine_priority is not None:  # its band was counted on its endpoint when it was placed
-            self._bands.remove(lease.endpoint, lease.request.priority)
+        if lease.engine_priority is not None:  # counted on its endpoint when it was placed
+            self._engine_prios.remove(lease.endpoint, lease.engine_priority)
 
     def _retry_after(self) -> int:
         """Seconds for the queue to drain at the recent completion rate, clamped to [1, 60]."""

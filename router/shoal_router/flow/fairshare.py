@@ -80,6 +80,12 @@ class Activity:
             return True
         return self._arrived(tenant, now) / total <= self.last_seen[tenant][1] / total_weight
 
+    def light_among_others(self, tenant: str, now: float) -> bool:
+        """Light, and another tenant active to be light against: a lone tenant's requests are all alike
+        (its engine priorities too, so it never overtakes its own requests)."""
+        self.active_weight(now)  # forgets the tenants gone quiet
+        return any(t != tenant for t in self.last_seen) and self.light(tenant, now)
+
     def active_weight(self, now: float) -> float:
         cutoff = now - self.window_s
         stale = [t for t, (at, _, _) in self.last_seen.items() if at < cutoff and not self.inflight.get(t)]

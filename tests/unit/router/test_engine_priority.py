@@ -31,7 +31,7 @@ async def test_leases_carry_the_engine_priority_only_when_enabled() -> None:
     assert (await off.acquire(FlowRequest(tenant="x"))).engine_priority is None
     _pool, d = make(["http://a"], LoadReport(0, 0, 32, 0), engine_priority=True)
     noisy = [await d.acquire(FlowRequest(tenant="noisy")) for _ in range(10)]
-    assert {x.engine_priority for x in noisy} == {0}  # alone, its share is everything: light
+    assert {x.engine_priority for x in noisy} == {1}  # alone: nobody to be light against
     quiet = await d.acquire(FlowRequest(tenant="quiet"))
     assert quiet.engine_priority == 0  # 1 of 11 recent arrivals: light
     heavy = await d.acquire(FlowRequest(tenant="noisy"))
@@ -53,7 +53,7 @@ async def test_router_sets_the_header_and_drops_a_clients() -> None:
         headers = {"x-shoal-priority": "-100", "x-gateway-inference-objective": "chat"}
         assert (await c.post("/v1/chat/completions", json=body, headers=headers)).status_code == 200
         seen = up.requests[-1]
-        assert seen["headers"]["x-shoal-priority"] == "0"  # overwritten: the router decides
+        assert seen["headers"]["x-shoal-priority"] == "1"  # overwritten: the router decides (a lone tenant)
         assert seen["body"]["priority"] == -100  # the body is forwarded untouched (the header wins)
     async with (
         upstreams(1) as (up,),
@@ -115,21 +115,34 @@ async def test_a_better_priority_overtakes_on_a_full_replica_one_per_worse_reque
     await asyncio.gather(same, return_exceptions=True)
 
 
-async def test_inside_a_band_a_light_tenant_does_not_overtake() -> None:
-    """The light tenant's better engine priority orders the engine's queue, but it waits for a slot: in
-    the 60 s benchmark overtaking inside a band made its p95 worse (6.6x of alone against 2.1x)."""
+async def test_inside_a_band_a_light_tenant_overtakes_the_heavy_flood_one_per_heavy_request() -> None:
+    """A quiet tenant's request does not wait for the flood of its own band to free a slot: its engine
+    priority is better than the heavy tenant's, so the engine would serve it first anyway."""
     _pool, d = make(["http://a"], LoadReport(0, 0, 2, 0), engine_priority=True, fair_reserve=0.0)
-    (await d.acquire(FlowRequest(tenant="quiet"))).release()  # the quiet tenant was seen
-    noisy = [await d.acquire(FlowRequest(tenant="noisy")) for _ in range(2)]  # full
-    assert noisy[1].engine_priority == 1  # 2 of 3 recent arrivals: heavy, behind a light one
-    quiet = asyncio.create_task(d.acquire(FlowRequest(tenant="quiet")))
+    noisy = [await d.acquire(FlowRequest(tenant="noisy")) for _ in range(2)]  # full, before anyone else
+    assert {x.engine_priority for x in noisy} == {1}  # alone: not light against anyone
+    quiet = await asyncio.wait_for(d.acquire(FlowRequest(tenant="quiet")), 0.5)  # its first request
+    assert quiet.engine_priority == 0 and quiet.waited_s < 0.01
+    flood = asyncio.create_task(d.acquire(FlowRequest(tenant="noisy")))
+    second = asyncio.create_task(d.acquire(FlowRequest(tenant="quiet")))
     await asyncio.sleep(0.05)
-    assert not quiet.done()  # same band: it waits for a slot
-    noisy[0].release()
-    lease = await asyncio.wait_for(quiet, 1)
-    assert lease.engine_priority == 0  # light: ahead of heavy ones in the engine's queue, once admitted
-    lease.release()
-    noisy[1].release()
+    assert not flood.done()  # heavy over heavy: equal, it waits
+    assert not second.done()  # half of the recent arrivals (a hair over, decayed): heavy now, it waits
+    for lease in (*noisy, quiet):
+        lease.release()
+    for task in (flood, second):
+        (await asyncio.wait_for(task, 1)).release()
+
+
+async def test_a_lone_tenant_never_overtakes_its_own_requests() -> None:
+    _pool, d = make(["http://a"], LoadReport(0, 0, 2, 0), engine_priority=True, fair_reserve=0.0)
+    first = [await d.acquire(FlowRequest(tenant="only")) for _ in range(2)]
+    more = asyncio.create_task(d.acquire(FlowRequest(tenant="only")))
+    await asyncio.sleep(0.05)
+    assert not more.done()  # equal priorities: it waits for a slot
+    first[0].release()
+    (await asyncio.wait_for(more, 1)).release()
+    first[1].release()
 
 
 async def test_without_engine_priorities_nothing_overtakes() -> None:
