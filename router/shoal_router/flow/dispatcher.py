@@ -77,7 +77,7 @@ class Dispatcher:
         self._seq = 0
         self._rate = _Rate()
         self._activity = Activity(self.config.fair_window_s)
-        self._engine_prios = InflightPriorities()  # with engine priorities: who may be overtaken where
+        self._priorities = InflightPriorities()  # engine priorities in flight, per endpoint (overtaking)
         self._pumping = False
         self._ticker: asyncio.TimerHandle | None = None
         pool.load_stale_s = self.config.load_stale_s
@@ -168,7 +168,7 @@ class Dispatcher:
             if free is None or free > 0:
                 usable.append(view)
             elif prio is not None and may_overtake(
-                self._engine_prios.worse(view.id, prio),
+                self._priorities.worse_than(view.id, prio),
                 capacity.overflow(st.load, st.inflight, now, cfg.load_stale_s, cfg.replica_queue),
             ):
                 overtaking.append(view)
@@ -179,7 +179,7 @@ class Dispatcher:
         pick = self.strategy.pick(usable, PickContext(seq=seq, key=req.affinity_key, rng=self.rng))
         self.pool.acquire(pick.endpoint)
         if prio is not None:
-            self._engine_prios.add(pick.endpoint, prio)
+            self._priorities.add(pick.endpoint, prio)
         self._activity.started(req.tenant, now)
         self.metrics.flow_dispatched(req.priority, req.tenant, waited_s)
         return Lease(self, req, pick.endpoint, pick.reason, waited_s, prio)
@@ -348,7 +348,7 @@ class Dispatcher:
         self._rate.add(self.clock())
         self._activity.finished(lease.request.tenant)
         if lease.engine_priority is not None:  # counted on its endpoint when it was placed
-            self._engine_prios.remove(lease.endpoint, lease.engine_priority)
+            self._priorities.remove(lease.endpoint, lease.engine_priority)
 
     def _retry_after(self) -> int:
         """Seconds for the queue to drain at the recent completion rate, clamped to [1, 60]."""

@@ -9,7 +9,7 @@ completion the engine would not have made it wait for: in #16's noisy-neighbour 
 So a request may go to a full replica while this router has more requests of a strictly worse engine
 priority in flight there than the replica is over its limit: each overtaking request is matched by a worse
 one it displaces, and the overflow stays bounded by this router's own worse requests. The model-server
-admits it past `maxConcurrency` on the same terms (`shoal_server.admission.may_overtake`).
+admits it past `maxConcurrency` by the same rule (`shoal_server.admission.may_overtake`).
 
 Engine priorities order bands first, then, inside a band, a light tenant ahead of heavy ones
 (`classify.engine_priority`), so a light tenant overtakes the flood of its own band too. That needs the
@@ -25,7 +25,7 @@ import collections
 
 
 class InflightPriorities:
-    """This router's in-flight requests per endpoint and engine priority (lower is served first)."""
+    """This router's in-flight requests per endpoint and engine priority (lower is better)."""
 
     def __init__(self) -> None:
         self._by_endpoint: dict[str, collections.Counter[int]] = {}
@@ -43,13 +43,13 @@ class InflightPriorities:
         if not counts:
             del self._by_endpoint[endpoint]
 
-    def worse(self, endpoint: str, priority: int) -> int:
+    def worse_than(self, endpoint: str, priority: int) -> int:
         """Requests in flight on `endpoint` with a strictly worse engine priority than `priority`."""
         counts = self._by_endpoint.get(endpoint)
         return sum(n for p, n in counts.items() if p > priority) if counts else 0
 
 
 def may_overtake(worse: int, overflow: int | None) -> bool:
-    """Whether a request may go to a full replica, with `worse` of this router's requests there of a
-    worse engine priority and the replica `overflow` requests past its limit (None: unknown or busy)."""
+    """Whether a request may go to a full replica, with `worse` of this router's requests there at a
+    strictly worse priority and the replica `overflow` requests past its limit (None: unknown or busy)."""
     return overflow is not None and worse > overflow

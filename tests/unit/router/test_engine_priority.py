@@ -94,7 +94,7 @@ async def test_epp_sets_or_removes_the_header(epp):  # noqa: F811
 
 async def test_a_better_priority_overtakes_on_a_full_replica_one_per_worse_request() -> None:
     """#16: with every slot held by a low band, a high-band request goes to the replica at once (its
-    engine serves it ahead, preempting one), as long as each overtaker is matched by a lower-band one."""
+    engine serves it ahead, preempting one), as long as each overtaker is matched by a worse request."""
     _pool, d = make(["http://a"], LoadReport(0, 0, 2, 0), engine_priority=True, fair_reserve=0.0)
     low = [await d.acquire(FlowRequest(tenant="batch", priority=-1)) for _ in range(2)]  # full
     high = [await asyncio.wait_for(d.acquire(FlowRequest(tenant="chat", priority=1)), 0.5) for _ in range(2)]
