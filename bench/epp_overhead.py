@@ -7,6 +7,9 @@ Goal: the EPP adds at most 1 ms at p50 over Envoy direct.
     .venv/bin/python bench/epp_overhead.py [--requests 2000] [--concurrency 16] [--seconds 8]
         [--baseline-pythonpath PATHS]   # another checkout's EPP beside this one's (A/B in one run)
         [--also-headers-only]           # and an Envoy that sends the EPP the response headers only
+        [--floor]                       # and a do-nothing Python servicer: what grpcio itself costs
+        [--go-floor]                    # and the same servicer in Go: what Envoy's round trips cost
+        [--plaintext]                   # no TLS between Envoy and the EPP(s)
 """
 
 from __future__ import annotations
@@ -14,14 +17,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from router_common import cpu_seconds, free_port, percentile, process, router_cmd, wait_ready
 from router_overhead import latency, throughput, upstream_cmd
+from shoal_common.paths import cache_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from support.envoy import envoy_binary, render_config
@@ -52,21 +58,50 @@ def envoy_cmd(tmp: Path, name: str, **config: object) -> tuple[list[str], int, i
     return cmd, port, admin
 
 
+def floor_cmd(grpc: int, upstream: str, *extra: str) -> list[str]:
+    return [sys.executable, str(Path(__file__).with_name("epp_floor.py")), "--grpc-port", str(grpc),
+            "--upstream", upstream, *extra]  # fmt: skip
+
+
+def go_floor_binary() -> str:
+    """bench/epp_floor_go built once per source version into $SHOAL_CACHE/bin (Go module proxy)."""
+    src = Path(__file__).with_name("epp_floor_go")
+    digest = hashlib.sha256(b"".join((src / f).read_bytes() for f in ("main.go", "go.mod", "go.sum")))
+    binary = cache_dir() / "bin" / f"epp-floor-go-{digest.hexdigest()[:12]}"
+    if not binary.exists():
+        env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
+        subprocess.run(["go", "build", "-o", str(binary), "."], cwd=src, env=env, check=True)
+    return str(binary)
+
+
 def epp_paths(
     tmp: Path, args: argparse.Namespace, upstream: str
 ) -> list[tuple[str, list[str], list[str], int]]:
     """(name, EPP command, its Envoy's command, Envoy's port) per EPP under test: this checkout's, with
     --baseline-pythonpath another checkout's, with --also-headers-only a second Envoy that passes the
-    response headers only through its own EPP (A/B comparisons on the same replica in one run)."""
+    response headers only through its own EPP, with --floor a do-nothing servicer's (`epp_floor.py`)
+    behind GAIE's config (A/B comparisons on the same replica in one run)."""
     paths = [("envoy_epp", None, args.response_body, False)]
     if args.baseline_pythonpath:
         paths.append(("envoy_epp_baseline", args.baseline_pythonpath, args.response_body, False))
     if args.also_headers_only:
         paths.append(("envoy_epp_headers_only", None, False, True))
+    for floor in (["envoy_epp_floor"] if args.floor else []) + (
+        ["envoy_epp_gofloor"] if args.go_floor else []
+    ):
+        paths.append((floor, None, args.response_body, False))
+        if args.also_headers_only:
+            paths.append((f"{floor}_headers_only", None, False, True))
+    tls = ["--plaintext"] if args.plaintext else []
     out = []
     for name, pythonpath, response_body, headers_only in paths:
         grpc, health, metrics = free_port(), free_port(), free_port()
-        cmd = epp_cmd(grpc, health, metrics, upstream)
+        if "gofloor" in name:
+            cmd = [go_floor_binary(), "--grpc-port", str(grpc), "--upstream", upstream, *tls]
+        elif "floor" in name:
+            cmd = floor_cmd(grpc, upstream, *tls)
+        else:
+            cmd = epp_cmd(grpc, health, metrics, upstream, *tls)
         if pythonpath:
             cmd = ["env", f"PYTHONPATH={pythonpath}", *cmd]
         e_cmd, e_port, _ = envoy_cmd(
@@ -77,6 +112,7 @@ def epp_paths(
             epp_port=grpc,
             response_body=response_body,
             response_headers_only=headers_only,
+            epp_tls=not args.plaintext,
         )
         out.append((name, cmd, e_cmd, e_port))
     return out
@@ -92,6 +128,13 @@ async def measure(urls: dict[str, str], pids: dict[str, int], args: argparse.Nam
         for q in ("p50", "p99"):
             added = results[f"{name}_{q}_ms"] - results[f"envoy_direct_{q}_ms"]  # type: ignore[operator]
             results[f"{name.replace('envoy_epp', 'epp')}_added_{q}_ms"] = round(added, 3)
+    for epp, floor in (
+        ("envoy_epp", "envoy_epp_floor"),
+        ("envoy_epp_headers_only", "envoy_epp_floor_headers_only"),
+    ):
+        if epp in urls and floor in urls:  # what shoal's EPP adds over a do-nothing servicer
+            over = results[f"{epp}_p50_ms"] - results[f"{floor}_p50_ms"]  # type: ignore[operator]
+            results[f"{epp.replace('envoy_epp', 'epp')}_over_floor_p50_ms"] = round(over, 3)
     for name, url in urls.items():
         before = {k: cpu_seconds(p) for k, p in pids.items()}
         rps, n = await throughput(url, args.concurrency, args.seconds)
@@ -126,6 +169,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
             await wait_ready(url + ("/readyz" if name in ("replica", "router") else "/v1/models"))
         results: dict[str, object] = {
             "epp_response_body": args.response_body,
+            "epp_tls": not args.plaintext,
             "loadavg_before": os.getloadavg(),
         }
         results.update(await measure(urls, pids, args))
@@ -149,6 +193,21 @@ def main() -> None:
         "--also-headers-only",
         action="store_true",
         help="a second Envoy + EPP whose ext_proc gets the response headers only (response_body_mode NONE)",
+    )
+    p.add_argument(
+        "--floor",
+        action="store_true",
+        help="also a do-nothing Python ext_proc servicer (bench/epp_floor.py) behind the same Envoy config",
+    )
+    p.add_argument(
+        "--go-floor",
+        action="store_true",
+        help="also the same do-nothing servicer compiled (bench/epp_floor_go, built with go on first use)",
+    )
+    p.add_argument(
+        "--plaintext",
+        action="store_true",
+        help="no TLS between Envoy and the EPP (default: TLS with the EPP's self-signed certificate, as GAIE)",
     )
     p.add_argument(
         "--baseline-pythonpath",

@@ -77,6 +77,21 @@ wrk.headers["Content-Type"] = "application/json"
 """
 
 
+WRK_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}  # wrk's format_time_us
+
+
+def parse_wrk(stdout: str) -> tuple[float, int]:
+    """(requests per second, requests) from wrk's summary; any non-2xx answer or socket error fails."""
+    total = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m|h),", stdout)
+    if total is None:
+        raise RuntimeError(f"unexpected wrk output: {stdout}")
+    if re.search(r"Non-2xx or 3xx responses: \d+|Socket errors: ", stdout):
+        raise RuntimeError(f"wrk saw failures: {stdout}")
+    n = int(total.group(1))
+    elapsed = float(total.group(2)) * WRK_UNITS[total.group(3)]
+    return n / elapsed, n
+
+
 def wrk_throughput(url: str, concurrency: int, seconds: float) -> tuple[float, int]:
     """The same closed loop from wrk (C, one thread): a client that costs the shared core ~20x less CPU
     per request than the aiohttp one, so the target, not the load generator, sets the pace."""
@@ -88,16 +103,7 @@ def wrk_throughput(url: str, concurrency: int, seconds: float) -> tuple[float, i
         script.flush()
         cmd = [wrk, "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "-s", script.name]
         out = subprocess.run([*cmd, url + "/v1/completions"], capture_output=True, text=True, check=True)
-    total = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out.stdout)
-    if total is None:
-        raise RuntimeError(f"unexpected wrk output: {out.stdout}")
-    failed = re.search(r"Non-2xx or 3xx responses: (\d+)", out.stdout)
-    errors = re.search(r"Socket errors: .*", out.stdout)
-    if failed or errors:
-        raise RuntimeError(f"wrk saw failures: {out.stdout}")
-    n = int(total.group(1))
-    elapsed = float(total.group(2)) * (60 if total.group(3) == "m" else 1)
-    return n / elapsed, n
+    return parse_wrk(out.stdout)
 
 
 async def closed_loop(
