@@ -22,6 +22,7 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "shoal-operator"
 COMPONENT_MODEL_SERVER = "model-server"
 COMPONENT_ROUTER = "router"
+COMPONENT_EPP = "endpoint-picker"  # Gateway mode: the InferencePool's endpoint picker
 COMPONENT_ENTRY_POINT = "entry-point"
 LABEL_GATEWAY = "shoal.dev/inferencegateway"  # on an InferenceGateway's children (not LABEL_ISVC)
 
@@ -37,6 +38,7 @@ PRIORITY_HEADER = "x-shoal-priority"
 # Ports.
 MODEL_SERVER_PORT = 8000
 ROUTER_PORT = 8080
+EPP_METRICS_PORT = 9090  # the endpoint picker's /metrics and /healthz (its held count)
 SERVICE_PORT = 80
 
 

@@ -14,7 +14,7 @@ from shoal_common.logging import configure_logging
 
 from shoal_operator.autoscaler.loop import Autoscaler, AutoscalerMetrics, AutoscalerSettings
 from shoal_operator.autoscaler.metrics import MetricsSource
-from shoal_operator.autoscaler.wake import RouterProbe, probe_session
+from shoal_operator.autoscaler.wake import FrontEndProbe, probe_session
 from shoal_operator.builders import BuildOptions
 from shoal_operator.context import OperatorContext
 from shoal_operator.handlers import LeaderWork, build_registry, ensure_peering
@@ -98,7 +98,7 @@ def autoscaler_work(ctx: OperatorContext) -> LeaderWork:
     async def work() -> None:
         async with probe_session() as session:
             scaler = Autoscaler(
-                ctx.kube, settings, source, metrics, ctx.emit_event, probe=RouterProbe(session)
+                ctx.kube, settings, source, metrics, ctx.emit_event, probe=FrontEndProbe(session)
             )
             await scaler.run(ctx.stop)
 

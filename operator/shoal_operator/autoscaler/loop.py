@@ -61,8 +61,8 @@ class MetricsSourceLike(Protocol):
     def collect(self, services: list[ServiceQuery], now: float | None = None) -> Snapshot: ...
 
 
-class RouterProbeLike(Protocol):
-    """Asks routers how many requests they hold (`wake.RouterProbe`)."""
+class FrontEndProbeLike(Protocol):
+    """Asks routers and endpoint pickers how many requests they hold (`wake.FrontEndProbe`)."""
 
     async def held(self, targets: Mapping[ServiceKey, list[str]]) -> dict[ServiceKey, float]: ...
 
@@ -73,8 +73,8 @@ class AutoscalerSettings:
     #: services; 3 s keeps a decision within 10 s of a load step at a 5 s scrape interval.
     period_seconds: float = 3.0
     namespaces: tuple[str, ...] = ()
-    #: While a service is at zero, its routers are asked for held requests this often between cycles
-    #: (`wake.py`); 0: only through Prometheus, once a cycle.
+    #: While a service is at zero, its routers or endpoint pickers are asked for held requests this often
+    #: between cycles (`wake.py`); 0: only through Prometheus, once a cycle.
     wake_poll_seconds: float = 0.5
 
 
@@ -134,7 +134,7 @@ class Autoscaler:
         *,
         clock: Callable[[], float] = time.time,
         is_leader: Callable[[], bool] = lambda: True,
-        probe: RouterProbeLike | None = None,
+        probe: FrontEndProbeLike | None = None,
     ) -> None:
         self.kube = kube
         self.settings = settings
@@ -180,7 +180,7 @@ class Autoscaler:
 
     # ------------------------------------------------------------------------------------------ one pass
     async def cycle(self, held_now: Mapping[ServiceKey, float] | None = None) -> list[CycleResult]:
-        """One pass. `held_now`: requests the routers of services at zero were just seen holding
+        """One pass. `held_now`: requests the front ends of services at zero were just seen holding
         (`pause`), fresher than Prometheus's figure."""
         isvcs = await self._autoscaled()
         self._forget_gone(isvcs)
@@ -215,7 +215,7 @@ class Autoscaler:
             except ApiError as exc:  # one service's API trouble must not stop the others
                 log.warning("autoscaling %s/%s failed: %s", isvc.namespace, isvc.name, exc)
         at_zero = frozenset((r.namespace, r.name) for r in results if r.decision.desired == 0)
-        self.wake_targets = wake.router_targets(listed, at_zero)
+        self.wake_targets = wake.front_end_targets(listed, at_zero)
         return results
 
     async def _one(
@@ -299,7 +299,7 @@ class Autoscaler:
 
     # ------------------------------------------------------------------------------------------ loop
     async def pause(self, stop: asyncio.Event, seconds: float) -> dict[ServiceKey, float]:
-        """Waits `seconds` (or until `stop`). While services are at zero, asks their routers every
+        """Waits `seconds` (or until `stop`). While services are at zero, asks their front ends every
         `wake_poll_seconds` and returns early with what they hold as soon as one holds a request."""
         deadline = time.monotonic() + seconds
         poll = self.settings.wake_poll_seconds
@@ -318,13 +318,13 @@ class Autoscaler:
         return {}
 
     async def _held(self) -> dict[ServiceKey, float]:
-        """The routers' answer; a failure to ask is logged and counts as nothing held (Prometheus still
+        """The front ends' answer; a failure to ask is logged and counts as nothing held (Prometheus still
         wakes the service at the next cycle), never an end to the loop."""
         assert self.probe is not None
         try:
             return await self.probe.held(self.wake_targets)
         except Exception:
-            log.warning("asking the routers of services at zero failed", exc_info=True)
+            log.warning("asking the front ends of services at zero failed", exc_info=True)
             return {}
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -357,7 +357,7 @@ __all__ = [
 def _with_held(
     observations: Mapping[Signal, Observation], held: float | None, now: float
 ) -> Mapping[Signal, Observation]:
-    """The routers' held count read from them directly, when it is more than Prometheus's figure."""
+    """The front ends' held count read from them directly, when it is more than Prometheus's figure."""
     scraped = observations.get(Signal.ROUTER_PENDING)
     if held is None or (scraped is not None and scraped.error is None and (scraped.value or 0.0) >= held):
         return observations

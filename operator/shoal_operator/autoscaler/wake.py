@@ -1,13 +1,15 @@
-"""Waking a service at zero replicas from its routers directly, between the loop's cycles (#19).
+"""Waking a service at zero replicas from its front ends directly, between the loop's cycles (#19).
 
-At zero, the only sign of demand is the requests the routers hold, and through Prometheus that sign
-arrives a scrape interval plus up to a whole loop period late; a held request's time to first token is
-the pod's cold start plus that delay. While some service is at zero, the loop asks that service's
-router pods for their held count (`GET /readyz`, the router's own `pending`) every `poll_seconds`, and
-runs its next cycle as soon as one holds a request, with the count it read.
+At zero, the only sign of demand is the requests the front ends hold (the router in Router mode, the
+endpoint picker in Gateway mode), and through Prometheus that sign arrives a scrape interval plus up to
+a whole loop period late; a held request's time to first token is the pod's cold start plus that delay.
+While some service is at zero, the loop asks that service's front-end pods for their held count (the
+same `pending` both serve: the router's `GET /readyz`, the endpoint picker's `GET /healthz` on its
+metrics port) every `poll_seconds`, and runs its next cycle as soon as one holds a request, with the
+count it read.
 
-`router_targets` is pure (which router pods to ask, from the pod list the cycle already made); `probe`
-is the thin HTTP edge.
+`front_end_targets` is pure (which pods to ask, from the pod list the cycle already made); `probe` is
+the thin HTTP edge.
 """
 
 from __future__ import annotations
@@ -25,22 +27,28 @@ from .kinds import ServiceKey
 PROBE_TIMEOUT_S = 0.5
 
 
-def router_targets(pods: list[dict[str, Any]], at_zero: frozenset[ServiceKey]) -> dict[ServiceKey, list[str]]:
-    """The `/readyz` URLs of the running router pods of the services at zero."""
+#: Where each front end reports what it holds: (port, path) by the pod's component label.
+HELD_ENDPOINTS = {
+    names.COMPONENT_ROUTER: (names.ROUTER_PORT, "/readyz"),
+    names.COMPONENT_EPP: (names.EPP_METRICS_PORT, "/healthz"),
+}
+
+
+def front_end_targets(
+    pods: list[dict[str, Any]], at_zero: frozenset[ServiceKey]
+) -> dict[ServiceKey, list[str]]:
+    """The held-count URLs of the running router and endpoint-picker pods of the services at zero."""
     out: dict[ServiceKey, list[str]] = {}
     for pod in pods:
         meta = pod.get("metadata", {})
         labels = meta.get("labels") or {}
         key = (str(meta.get("namespace")), str(labels.get(names.LABEL_ISVC)))
         ip = (pod.get("status") or {}).get("podIP")
-        if (
-            key in at_zero
-            and labels.get(names.LABEL_COMPONENT) == names.COMPONENT_ROUTER
-            and ip
-            and not meta.get("deletionTimestamp")
-        ):
+        held_at = HELD_ENDPOINTS.get(str(labels.get(names.LABEL_COMPONENT)))
+        if key in at_zero and held_at is not None and ip and not meta.get("deletionTimestamp"):
             host = f"[{ip}]" if ":" in ip else ip
-            out.setdefault(key, []).append(f"http://{host}:{names.ROUTER_PORT}/readyz")
+            port, path = held_at
+            out.setdefault(key, []).append(f"http://{host}:{port}{path}")
     return out
 
 
@@ -67,7 +75,7 @@ async def held(
     return out
 
 
-class RouterProbe:
+class FrontEndProbe:
     """`held` over one HTTP session, owned by the composition root."""
 
     def __init__(self, session: aiohttp.ClientSession) -> None:

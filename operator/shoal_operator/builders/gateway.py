@@ -20,13 +20,13 @@ from shoal_operator.builders.common import (
     selector,
 )
 
-COMPONENT = "endpoint-picker"
+COMPONENT = names.COMPONENT_EPP
 POOL_API_VERSION = "inference.networking.k8s.io/v1"
 POOL_KIND = "InferencePool"
 POOL_PLURAL = "inferencepools"
 EPP_GRPC_PORT = 9002
 EPP_HEALTH_PORT = 9003
-EPP_METRICS_PORT = 9090
+EPP_METRICS_PORT = names.EPP_METRICS_PORT
 
 
 def epp_name(isvc: str) -> str:

@@ -15,7 +15,7 @@ from shoal_operator.api import InferenceService
 from shoal_operator.builders.common import metadata, selector
 
 # Pods of this InferenceService that forward requests to its model-servers.
-FRONT_COMPONENTS = (names.COMPONENT_ROUTER, "endpoint-picker")
+FRONT_COMPONENTS = (names.COMPONENT_ROUTER, names.COMPONENT_EPP)
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by the API server on every namespace
 
 

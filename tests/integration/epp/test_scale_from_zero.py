@@ -1,5 +1,6 @@
 """Scale from zero through the gateway: with no ready replica the EPP holds the request (exporting
-`shoal_router_pending_requests`, the autoscaler's 0->1 signal) and answers it once a replica is Ready.
+`shoal_router_pending_requests`, the autoscaler's 0->1 signal, and the held count its wake poll reads) and
+answers it once a replica is Ready.
 Discovery is the core's real Pods watch against the sandbox's API server; the replica is a real sim
 model-server on loopback, published as a Pod whose status the test writes (as a kubelet would)."""
 
@@ -12,7 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 from integration.epp.procs import wait_for
+from shoal_common import names
 from shoal_common.ports import free_port
+from shoal_operator.autoscaler import wake
 from support.kubectl import Kubectl
 
 pytestmark = pytest.mark.integration
@@ -67,6 +70,12 @@ async def test_request_held_at_zero_is_answered_once_a_replica_is_ready(
         await asyncio.to_thread(
             wait_for, lambda: epp.metric("shoal_router_pending_requests") == 1, 20, "the request held at zero"
         )
+        # What the autoscaler's wake poll reads from an endpoint picker (the operator's own probe code)
+        key = (namespace, "zero")
+        async with wake.probe_session() as session:
+            _, path = wake.HELD_ENDPOINTS[names.COMPONENT_EPP]
+            targets = {key: [f"http://127.0.0.1:{epp.metrics_port}{path}"]}
+            assert await wake.FrontEndProbe(session).held(targets) == {key: 1.0}
         kube.apply(_pod("replica-0", port))
         _set_status(kube, "replica-0", ready=False)  # starting: still held
         replica = started.replica("--sim-startup-s", "1", port=port)

@@ -1,4 +1,5 @@
-"""Waking from zero: which routers are asked (pure), and asking them over real HTTP on 127.0.0.1."""
+"""Waking from zero: which routers and endpoint pickers are asked (pure), and asking them over real HTTP on
+127.0.0.1."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def _pod(
     return {"metadata": {"name": name, "namespace": "ns", "labels": labels, **meta}, "status": status}
 
 
-def test_only_live_router_pods_of_services_at_zero_are_asked() -> None:
+def test_only_live_front_end_pods_of_services_at_zero_are_asked() -> None:
     pods = [
         _pod("chat-router-a", "router"),
         _pod("chat-router-b", "router", ip="fd00::7"),
@@ -27,11 +28,15 @@ def test_only_live_router_pods_of_services_at_zero_are_asked() -> None:
         _pod("chat-router-new", "router", ip=None),  # no IP yet
         _pod("chat-model-a", "model-server"),
         _pod("other-router-a", "router", isvc="other"),  # not at zero
+        _pod("gw-epp-a", "endpoint-picker", isvc="gw", ip="198.18.0.9"),  # Gateway mode
+        _pod("gw-model-a", "model-server", isvc="gw"),
+        _pod("chat-entry", "entry-point"),  # a shared entry point holds nothing of its own
     ]
-    assert wake.router_targets(pods, frozenset({("ns", "chat")})) == {
-        ("ns", "chat"): ["http://198.18.0.5:8080/readyz", "http://[fd00::7]:8080/readyz"]
+    assert wake.front_end_targets(pods, frozenset({("ns", "chat"), ("ns", "gw")})) == {
+        ("ns", "chat"): ["http://198.18.0.5:8080/readyz", "http://[fd00::7]:8080/readyz"],
+        ("ns", "gw"): ["http://198.18.0.9:9090/healthz"],
     }
-    assert wake.router_targets(pods, frozenset()) == {}
+    assert wake.front_end_targets(pods, frozenset()) == {}
 
 
 async def test_held_sums_each_services_routers_and_an_unreachable_one_holds_nothing(
@@ -59,6 +64,6 @@ async def test_held_sums_each_services_routers_and_an_unreachable_one_holds_noth
     }
     try:
         async with wake.probe_session() as session:
-            assert await wake.RouterProbe(session).held(targets) == {("ns", "chat"): 3.0}
+            assert await wake.FrontEndProbe(session).held(targets) == {("ns", "chat"): 3.0}
     finally:
         await runner.cleanup()
