@@ -79,8 +79,9 @@ def epp_paths(
 ) -> list[tuple[str, list[str], list[str], int]]:
     """(name, EPP command, its Envoy's command, Envoy's port) per EPP under test: this checkout's, with
     --baseline-pythonpath another checkout's, with --also-headers-only a second Envoy that passes the
-    response headers only through its own EPP, with --floor a do-nothing servicer's (`epp_floor.py`)
-    behind GAIE's config (A/B comparisons on the same replica in one run)."""
+    response headers only through its own EPP, with --floor / --go-floor a do-nothing servicer's
+    (`epp_floor.py`, `epp_floor_go`) behind the same configs (A/B comparisons on the same replica in one
+    run)."""
     paths = [("envoy_epp", None, args.response_body, False)]
     if args.baseline_pythonpath:
         paths.append(("envoy_epp_baseline", args.baseline_pythonpath, args.response_body, False))
@@ -128,13 +129,12 @@ async def measure(urls: dict[str, str], pids: dict[str, int], args: argparse.Nam
         for q in ("p50", "p99"):
             added = results[f"{name}_{q}_ms"] - results[f"envoy_direct_{q}_ms"]  # type: ignore[operator]
             results[f"{name.replace('envoy_epp', 'epp')}_added_{q}_ms"] = round(added, 3)
-    for epp, floor in (
-        ("envoy_epp", "envoy_epp_floor"),
-        ("envoy_epp_headers_only", "envoy_epp_floor_headers_only"),
-    ):
-        if epp in urls and floor in urls:  # what shoal's EPP adds over a do-nothing servicer
-            over = results[f"{epp}_p50_ms"] - results[f"{floor}_p50_ms"]  # type: ignore[operator]
-            results[f"{epp.replace('envoy_epp', 'epp')}_over_floor_p50_ms"] = round(over, 3)
+    for kind in ("floor", "gofloor"):  # what shoal's EPP adds over a do-nothing servicer
+        for epp in ("envoy_epp", "envoy_epp_headers_only"):
+            floor = epp.replace("envoy_epp", f"envoy_epp_{kind}")
+            if epp in urls and floor in urls:
+                over = results[f"{epp}_p50_ms"] - results[f"{floor}_p50_ms"]  # type: ignore[operator]
+                results[f"{epp.replace('envoy_epp', 'epp')}_over_{kind}_p50_ms"] = round(over, 3)
     for name, url in urls.items():
         before = {k: cpu_seconds(p) for k, p in pids.items()}
         rps, n = await throughput(url, args.concurrency, args.seconds)

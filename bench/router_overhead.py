@@ -4,7 +4,9 @@ Goal: p50 +<= 1 ms and >= 90% of direct throughput.
 
     .venv/bin/python bench/router_overhead.py [--requests 2000] [--concurrency 32[,64,...]] [--seconds 10]
     .venv/bin/python bench/router_overhead.py --upstream-kind bench   # the bench's own aiohttp sim upstream
-    .venv/bin/python bench/router_overhead.py --pin --client wrk      # router on a core of its own; wrk load
+    .venv/bin/python bench/router_overhead.py --upstream-alone --client wrk --concurrency 16,32,64
+        # the upstream alone on CPU 0, the router (and wrk, ~20 us per request) on CPU 1; each target
+        # at its best concurrency
 
 Latency: one client, sequential keep-alive requests, direct and routed interleaved in blocks of 100 so
 drift hits both alike. Throughput: `--concurrency` closed-loop workers for `--seconds`, each target alone.
@@ -200,14 +202,15 @@ def main() -> None:
     )
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--upstream-kind", choices=("model-server", "bench"), default="model-server")
-    p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=False)
+    placement = p.add_mutually_exclusive_group()
+    placement.add_argument("--pin", action=argparse.BooleanOptionalAction, default=False)
     p.add_argument(
         "--client",
         choices=("aiohttp", "wrk"),
         default="aiohttp",
         help="throughput load generator: the Python one, or wrk (C; far less CPU on a shared core)",
     )
-    p.add_argument(
+    placement.add_argument(
         "--upstream-alone",
         action="store_true",
         help="pin the upstream alone on CPU 0, the client and the router on CPU 1 (best with --client wrk)",
