@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import httpx
 from shoal_sandbox.kube import ApiError, SyncKube
+from support.eventually import eventually as _eventually
 
 T = TypeVar("T")
 Obj = dict[str, Any]
@@ -19,21 +19,9 @@ Obj = dict[str, Any]
 def eventually(
     probe: Callable[[], T | None], *, timeout: float, interval: float = 0.25, what: str = "condition"
 ) -> T:
-    """Polls `probe` until it returns something truthy (bounded in time); raises with the last error."""
-    deadline = time.monotonic() + timeout
-    last_exc: BaseException | None = None
-    while True:
-        try:
-            value = probe()
-            if value:
-                return value
-        except (AssertionError, ApiError, httpx.HTTPError, KeyError, ValueError) as exc:
-            last_exc = exc
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"timed out after {timeout:.0f}s waiting for {what}; last error: {last_exc!r}"
-            )
-        time.sleep(interval)
+    """`support.eventually` with what the e2e probes raise while the cluster catches up."""
+    retry_on = (AssertionError, ApiError, httpx.HTTPError, KeyError, ValueError)
+    return cast(T, _eventually(probe, timeout=timeout, interval=interval, desc=what, retry_on=retry_on))
 
 
 class Kube(SyncKube):

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from integration.operator.conftest import Kubectl, condition, consistently, eventually
 from shoal_common import names
+from shoal_operator.autoscaler import wake
 from shoal_sandbox.cluster import ClusterStack
 
 pytestmark = [pytest.mark.timeout(420)]
@@ -166,7 +167,8 @@ def test_entry_point_routes_by_model(stack: ClusterStack, kubectl: Kubectl) -> N
 
 def _held_while_at_zero(kubectl: Kubectl, url: str) -> None:
     """An InferenceService scaled to zero stays listed, and its requests wait for a replica (bounded by
-    the entry point's --pending-timeout) instead of a 404 saying that the model does not exist."""
+    the entry point's --pending-timeout) instead of a 404 saying that the model does not exist; the
+    entry point reports the held request under the service's name, for the autoscaler's wake poll."""
     kubectl.run("scale", "inferenceservice/chat-v2", "--replicas=0")
     selector = f"{names.LABEL_ISVC}=chat-v2"
     eventually(lambda: not kubectl.list("pods", selector), timeout=60, what="chat-v2 at zero")
@@ -180,10 +182,31 @@ def _held_while_at_zero(kubectl: Kubectl, url: str) -> None:
             httpx.post, url + "/v1/chat/completions", json=_chat("chat-v2"), headers=AUTH, timeout=120
         )
         consistently(lambda: not held.done(), duration=2, what="the request held at zero")
+        # what the autoscaler's wake poll reads to wake chat-v2 (its own probe, against the real pod)
+        readyz = url + wake.HELD_ENDPOINTS[names.COMPONENT_ENTRY_POINT][1]
+        eventually(
+            lambda: _held(readyz) == {"chat-v2": 1}, timeout=10, what="chat-v2 held at the entry point"
+        )
+        key = (kubectl.namespace, "chat-v2")
+        assert _probe({key: [wake.HeldSource(readyz, pool="chat-v2")]}) == {key: 1.0}
         kubectl.run("scale", "inferenceservice/chat-v2", "--replicas=1")
         answer = held.result(timeout=120)
     assert answer.status_code == 200, answer.text
     assert answer.json()["model"] == "chat-v2"
+
+
+def _held(readyz: str) -> object:
+    body = httpx.get(readyz, timeout=5).json()
+    assert body.get("held") == {"chat-v2": 1}, body  # the whole answer when it is not there yet
+    return body["held"]
+
+
+def _probe(targets: dict[tuple[str, str], list[wake.HeldSource]]) -> dict[tuple[str, str], float]:
+    async def ask() -> dict[tuple[str, str], float]:
+        async with wake.probe_session() as session:
+            return await wake.FrontEndProbe(session).held(targets)
+
+    return asyncio.run(ask())
 
 
 def listed_cards(url: str) -> dict[str, dict[str, Any]]:

@@ -62,9 +62,9 @@ class MetricsSourceLike(Protocol):
 
 
 class FrontEndProbeLike(Protocol):
-    """Asks routers and endpoint pickers how many requests they hold (`wake.FrontEndProbe`)."""
+    """Asks routers, endpoint pickers and entry points how many requests they hold (`wake.FrontEndProbe`)."""
 
-    async def held(self, targets: Mapping[ServiceKey, list[str]]) -> dict[ServiceKey, float]: ...
+    async def held(self, targets: Mapping[ServiceKey, list[wake.HeldSource]]) -> dict[ServiceKey, float]: ...
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,8 @@ class AutoscalerSettings:
     #: services; 3 s keeps a decision within 10 s of a load step at a 5 s scrape interval.
     period_seconds: float = 3.0
     namespaces: tuple[str, ...] = ()
-    #: While a service is at zero, its routers or endpoint pickers are asked for held requests this often
-    #: between cycles (`wake.py`); 0: only through Prometheus, once a cycle.
+    #: While a service is at zero, its routers, endpoint pickers or entry points are asked for held
+    #: requests this often between cycles (`wake.py`); 0: only through Prometheus, once a cycle.
     wake_poll_seconds: float = 0.5
 
 
@@ -147,7 +147,7 @@ class Autoscaler:
         self.services: dict[tuple[str, str], ServiceState] = {}
         self.last_snapshot: Snapshot | None = None
         #: Router `/readyz` URLs of the services the last cycle left at zero (what `pause` polls).
-        self.wake_targets: dict[ServiceKey, list[str]] = {}
+        self.wake_targets: dict[ServiceKey, list[wake.HeldSource]] = {}
 
     # ------------------------------------------------------------------------------------------ reads
     async def _list(self, kind: str, label_selector: str | None = None) -> list[dict[str, Any]]:
@@ -215,8 +215,18 @@ class Autoscaler:
             except ApiError as exc:  # one service's API trouble must not stop the others
                 log.warning("autoscaling %s/%s failed: %s", isvc.namespace, isvc.name, exc)
         at_zero = frozenset((r.namespace, r.name) for r in results if r.decision.desired == 0)
-        self.wake_targets = wake.front_end_targets(listed, at_zero)
+        self.wake_targets = await self._wake_targets(listed, at_zero)
         return results
+
+    async def _wake_targets(
+        self, listed: list[dict[str, Any]], at_zero: frozenset[ServiceKey]
+    ) -> dict[ServiceKey, list[wake.HeldSource]]:
+        """The services' own front ends, and the namespaces' shared entry points (listed only while some
+        service is at zero, and only when the wake poll is on: one more list call then)."""
+        if not at_zero or self.settings.wake_poll_seconds <= 0:
+            return {}
+        entry = f"{names.LABEL_COMPONENT}={names.COMPONENT_ENTRY_POINT}"
+        return wake.front_end_targets(listed + await self._list("Pod", entry), at_zero)
 
     async def _one(
         self,

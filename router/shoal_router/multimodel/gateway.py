@@ -143,6 +143,11 @@ class ModelGateway:
             task.cancel()
         log.info("pool removed", extra={"pool": name})
 
+    def held(self) -> dict[str, int]:
+        """Requests each pool holds now (pools holding any): what the autoscaler's wake poll reads to
+        wake the InferenceService behind a pool at zero (a pool is named after its InferenceService)."""
+        return {name: rt.dispatcher.pending for name, rt in self.pools.items() if rt.dispatcher.pending > 0}
+
     def rebuild(self) -> None:
         answers = {name: dict(rt.models) for name, rt in self.pools.items()}
         self.catalog = cat_mod.build(answers, self.declared)

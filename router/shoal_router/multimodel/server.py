@@ -148,6 +148,7 @@ def _add_routes(app: web.Application, gateway: ModelGateway) -> None:
             "keys_loaded": gateway.keys_loaded,
             "pools": sorted(gateway.pools),
             "models": sorted(gateway.catalog.where),
+            "held": gateway.held(),
         }
         return web.json_response(state, status=200 if ready else 503)
 

@@ -10,12 +10,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 import yaml
 from shoal_common import processes
 from shoal_common.paths import cache_dir
+from support.eventually import eventually as _eventually
 
 ROOT = Path(__file__).resolve().parents[3]
 T = TypeVar("T")
@@ -24,20 +25,9 @@ T = TypeVar("T")
 def eventually(
     probe: Callable[[], T | None], *, timeout: float, interval: float = 0.3, what: str = "condition"
 ) -> T:
-    """Poll `probe` until truthy, bounded in time; the last error or value is in the failure message."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while True:
-        try:
-            value = probe()
-            if value:
-                return value
-            last = value
-        except (AssertionError, subprocess.CalledProcessError, KeyError, ValueError, TypeError) as exc:
-            last = exc
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
-        time.sleep(interval)
+    """`support.eventually` with what these tests' probes raise while the cluster catches up."""
+    retry_on = (AssertionError, subprocess.CalledProcessError, KeyError, ValueError, TypeError)
+    return cast(T, _eventually(probe, timeout=timeout, interval=interval, desc=what, retry_on=retry_on))
 
 
 def consistently(

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio.client import Configuration
 from prometheus_client import CollectorRegistry
+from shoal_operator.autoscaler import wake
 from shoal_operator.autoscaler.loop import Autoscaler, AutoscalerMetrics, AutoscalerSettings, count_pods
 from shoal_operator.autoscaler.metrics import ServiceQuery, Snapshot
 from shoal_operator.autoscaler.policy import Observation, Signal
@@ -57,6 +58,16 @@ def pod(
     }
 
 
+def _selected(obj: dict[str, Any], selector: str) -> bool:
+    """The API server's equality and existence label selectors (`k=v,k2`), which the loop uses."""
+    labels = obj["metadata"].get("labels") or {}
+    for term in filter(None, selector.split(",")):
+        key, _, value = term.partition("=")
+        if key not in labels or (value and labels[key] != value):
+            return False
+    return True
+
+
 class FakeKube(Kube):
     """The real client's verbs over an in-memory API server (its one `request` funnel replaced)."""
 
@@ -70,7 +81,8 @@ class FakeKube(Kube):
         if method == "GET" and path.endswith("/inferenceservices"):
             return {"items": [self.obj]}
         if method == "GET" and path.endswith("/pods"):
-            return {"items": self.pods}
+            selector = (kw.get("params") or {}).get("labelSelector", "")
+            return {"items": [p for p in self.pods if _selected(p, selector)]}
         self.writes.append((method, path, kw))
         if path.endswith("/scale"):
             self.obj["spec"]["replicas"] = kw["json_body"]["spec"]["replicas"]
@@ -239,9 +251,11 @@ class FakeProbe:
 
     def __init__(self, held: float, after: int = 0) -> None:
         self.held_count, self.after = held, after
-        self.asked: list[dict[tuple[str, str], list[str]]] = []
+        self.asked: list[dict[tuple[str, str], list[wake.HeldSource]]] = []
 
-    async def held(self, targets: Mapping[tuple[str, str], list[str]]) -> dict[tuple[str, str], float]:
+    async def held(
+        self, targets: Mapping[tuple[str, str], list[wake.HeldSource]]
+    ) -> dict[tuple[str, str], float]:
         self.asked.append(dict(targets))
         if len(self.asked) <= self.after or not self.held_count:
             return {}
@@ -267,7 +281,7 @@ async def test_a_request_held_at_zero_wakes_the_service_before_the_next_period()
     )
     [r] = await scaler.cycle()
     assert r.decision.desired == 0 and scaler.wake_targets == {
-        ("ns", "chat"): ["http://198.18.0.7:8080/readyz"]
+        ("ns", "chat"): [wake.HeldSource("http://198.18.0.7:8080/readyz")]
     }
     started = time.monotonic()
     held = await scaler.pause(asyncio.Event(), 3.0)
@@ -276,6 +290,33 @@ async def test_a_request_held_at_zero_wakes_the_service_before_the_next_period()
     assert r.scaled and (r.decision.current, r.decision.desired) == (0, 1)
     assert r.decision.reason.value == "ScaleFromZero"
     assert scaler.wake_targets == {}  # no longer at zero: the routers are not polled again
+
+
+def entry_point_pod(ip: str = "198.18.0.8") -> dict[str, Any]:
+    """A namespace's shared entry point (InferenceGateway): no InferenceService label of its own."""
+    labels = {"shoal.dev/inferencegateway": "models", "app.kubernetes.io/component": "entry-point"}
+    meta = {"namespace": "ns", "name": "models-entry-a", "labels": labels}
+    return {"metadata": meta, "status": {"phase": "Running", "podIP": ip}}
+
+
+async def test_a_service_at_zero_behind_an_entry_point_is_asked_for_through_it() -> None:
+    def scaler(poll: float) -> Autoscaler:
+        settings = AutoscalerSettings(period_seconds=3.0, wake_poll_seconds=poll)
+        kube = FakeKube(zero_isvc(), [entry_point_pod()])
+        metrics = AutoscalerMetrics(CollectorRegistry())
+        return Autoscaler(kube, settings, FakeSource(0), metrics, probe=FakeProbe(held=2))
+
+    polled = scaler(0.05)
+    [r] = await polled.cycle()
+    assert r.decision.desired == 0 and polled.wake_targets == {
+        ("ns", "chat"): [wake.HeldSource("http://198.18.0.8:8080/readyz", pool="chat")]
+    }
+    held = await polled.pause(asyncio.Event(), 3.0)
+    [r] = await polled.cycle(held)
+    assert (r.decision.current, r.decision.desired) == (0, 1)
+    unpolled = scaler(0)  # the wake poll off: no entry points listed, nothing to ask
+    await unpolled.cycle()
+    assert unpolled.wake_targets == {}
 
 
 async def test_pause_waits_the_period_when_nothing_is_held_or_nothing_is_at_zero() -> None:
@@ -305,7 +346,9 @@ async def test_pause_waits_the_period_when_nothing_is_held_or_nothing_is_at_zero
 
 async def test_a_failing_probe_counts_as_nothing_held_and_the_loop_goes_on() -> None:
     class Broken:
-        async def held(self, targets: Mapping[tuple[str, str], list[str]]) -> dict[tuple[str, str], float]:
+        async def held(
+            self, targets: Mapping[tuple[str, str], list[wake.HeldSource]]
+        ) -> dict[tuple[str, str], float]:
             raise RuntimeError("boom")
 
     scaler = Autoscaler(

@@ -1,4 +1,5 @@
-"""The entry point's pools share one metrics registry: the held-at-zero gauge is their sum."""
+"""The entry point's pools share one metrics registry: the held-at-zero gauge is their sum; `held()` is
+the count per pool."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ async def test_pending_is_summed_over_pools() -> None:
                 break
             await asyncio.sleep(0.01)
         assert pending_gauge(gw) == 3  # not the last pool's own count (1)
+        assert gw.held() == {"a": 2, "b": 1}  # per pool, for the autoscaler's wake poll
         assert gw.catalog.route("model-b") is not None and gw.catalog.route("model-b").endpoints is None  # type: ignore[union-attr]
         held[2].cancel()
         for _ in range(100):
@@ -37,6 +39,7 @@ async def test_pending_is_summed_over_pools() -> None:
                 break
             await asyncio.sleep(0.01)
         assert pending_gauge(gw) == 2
+        assert gw.held() == {"a": 2}  # a pool holding nothing is left out
         for task in held:
             task.cancel()
         await asyncio.gather(*held, return_exceptions=True)
