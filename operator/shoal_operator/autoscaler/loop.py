@@ -69,8 +69,9 @@ class FrontEndProbeLike(Protocol):
 
 @dataclass(frozen=True)
 class AutoscalerSettings:
-    #: One cycle costs one Prometheus query per metric kind and two list calls, whatever the number of
-    #: services; 3 s keeps a decision within 10 s of a load step at a 5 s scrape interval.
+    #: One cycle costs one Prometheus query per metric kind and two list calls (three while a service is
+    #: at zero), whatever the number of services; 3 s keeps a decision within 10 s of a load step at a
+    #: 5 s scrape interval.
     period_seconds: float = 3.0
     namespaces: tuple[str, ...] = ()
     #: While a service is at zero, its routers, endpoint pickers or entry points are asked for held
@@ -146,7 +147,7 @@ class Autoscaler:
         self.probe = probe
         self.services: dict[tuple[str, str], ServiceState] = {}
         self.last_snapshot: Snapshot | None = None
-        #: Router `/readyz` URLs of the services the last cycle left at zero (what `pause` polls).
+        #: Where to read the held counts of the services the last cycle left at zero (what `pause` polls).
         self.wake_targets: dict[ServiceKey, list[wake.HeldSource]] = {}
 
     # ------------------------------------------------------------------------------------------ reads
@@ -225,8 +226,12 @@ class Autoscaler:
         service is at zero, and only when the wake poll is on: one more list call then)."""
         if not at_zero or self.settings.wake_poll_seconds <= 0:
             return {}
-        entry = f"{names.LABEL_COMPONENT}={names.COMPONENT_ENTRY_POINT}"
-        return wake.front_end_targets(listed + await self._list("Pod", entry), at_zero)
+        try:
+            entry = await self._list("Pod", f"{names.LABEL_COMPONENT}={names.COMPONENT_ENTRY_POINT}")
+        except ApiError as exc:  # the services' own front ends are still asked
+            log.warning("listing the entry points failed: %s", exc)
+            entry = []
+        return wake.front_end_targets(listed + entry, at_zero)
 
     async def _one(
         self,

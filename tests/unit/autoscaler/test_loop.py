@@ -14,7 +14,7 @@ from shoal_operator.autoscaler import wake
 from shoal_operator.autoscaler.loop import Autoscaler, AutoscalerMetrics, AutoscalerSettings, count_pods
 from shoal_operator.autoscaler.metrics import ServiceQuery, Snapshot
 from shoal_operator.autoscaler.policy import Observation, Signal
-from shoal_operator.kube import Connection, Kube
+from shoal_operator.kube import ApiError, Connection, Kube
 
 pytestmark = pytest.mark.unit
 
@@ -317,6 +317,23 @@ async def test_a_service_at_zero_behind_an_entry_point_is_asked_for_through_it()
     unpolled = scaler(0)  # the wake poll off: no entry points listed, nothing to ask
     await unpolled.cycle()
     assert unpolled.wake_targets == {}
+
+
+async def test_entry_points_that_cannot_be_listed_leave_the_services_own_front_ends() -> None:
+    class NoEntryPoints(FakeKube):
+        async def request(self, method: str, path: str, **kw: Any) -> dict[str, Any]:  # type: ignore[override]
+            if "entry-point" in ((kw.get("params") or {}).get("labelSelector") or ""):
+                raise ApiError(403, "Forbidden", "pods is forbidden")
+            return await super().request(method, path, **kw)
+
+    kube = NoEntryPoints(zero_isvc(), [router_pod(), entry_point_pod()])
+    settings = AutoscalerSettings(wake_poll_seconds=0.05)
+    scaler = Autoscaler(
+        kube, settings, FakeSource(0), AutoscalerMetrics(CollectorRegistry()), probe=FakeProbe(1)
+    )
+    [r] = await scaler.cycle()
+    assert r.decision.desired == 0
+    assert scaler.wake_targets == {("ns", "chat"): [wake.HeldSource("http://198.18.0.7:8080/readyz")]}
 
 
 async def test_pause_waits_the_period_when_nothing_is_held_or_nothing_is_at_zero() -> None:
