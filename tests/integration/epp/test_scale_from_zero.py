@@ -74,7 +74,7 @@ async def test_request_held_at_zero_is_answered_once_a_replica_is_ready(
         key = (namespace, "zero")
         async with wake.probe_session() as session:
             _, path = wake.HELD_ENDPOINTS[names.COMPONENT_EPP]
-            targets = {key: [f"http://127.0.0.1:{epp.metrics_port}{path}"]}
+            targets = {key: [wake.HeldSource(f"http://127.0.0.1:{epp.metrics_port}{path}")]}
             assert await wake.FrontEndProbe(session).held(targets) == {key: 1.0}
         kube.apply(_pod("replica-0", port))
         _set_status(kube, "replica-0", ready=False)  # starting: still held
